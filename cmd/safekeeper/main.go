@@ -1,0 +1,307 @@
+// Command safekeeper keeps a PostgreSQL primary's WAL durably and serves it
+// over the streaming replication protocol. See the README for a tour.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/httpapi"
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+	"github.com/pgsafekeeper/safekeeper/pkg/upstream"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walsender"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(realMain(os.Args[1:]))
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: safekeeper <command> [flags]
+
+commands:
+  run       run the safekeeper (see: safekeeper run -h)
+  version   print the version
+
+Every flag can also be set in the environment as SAFEKEEPER_<FLAG>, with
+dashes as underscores: --data-dir is SAFEKEEPER_DATA_DIR.
+`)
+}
+
+func realMain(args []string) int {
+	if len(args) == 0 {
+		usage()
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return run(args[1:])
+	case "version", "--version", "-V":
+		fmt.Println("safekeeper", buildVersion())
+		return 0
+	case "help", "-h", "--help":
+		usage()
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "safekeeper: unknown command %q\n", args[0])
+		usage()
+		return 2
+	}
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return version
+}
+
+type config struct {
+	dataDir          string
+	listenPG         string
+	listenHTTP       string
+	upstream         string
+	upstreamSlot     string
+	name             string
+	startLSN         string
+	walSenderTimeout time.Duration
+	logLevel         string
+	logFormat        string
+	tenantID         string
+	timelineID       string
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("safekeeper run", flag.ContinueOnError)
+	fs.StringVar(&c.dataDir, "data-dir", "", "data directory (required; created with mode 0700 if missing)")
+	fs.StringVar(&c.listenPG, "listen-pg", "127.0.0.1:5454", "address for replication clients")
+	fs.StringVar(&c.listenHTTP, "listen-http", "127.0.0.1:7676", "address for /v1/status, /metrics and /healthz")
+	fs.StringVar(&c.upstream, "upstream", "", "connection string (libpq key=value or URL) of the primary to stream WAL from")
+	fs.StringVar(&c.upstreamSlot, "upstream-slot", "", "physical replication slot to use (and create) on the primary")
+	fs.StringVar(&c.name, "name", "safekeeper", "application_name used upstream (name it in synchronous_standby_names)")
+	fs.StringVar(&c.startLSN, "start-lsn", "", "on first start, stream from the segment holding this LSN (X/X) instead of the primary's current position")
+	fs.DurationVar(&c.walSenderTimeout, "wal-sender-timeout", 60*time.Second, "drop consumers silent this long; keepalives at half of it (0 disables)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "console", "console or json")
+	fs.StringVar(&c.tenantID, "tenant-id", "", "tenant id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
+	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
+	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
+		return c, err
+	}
+	if c.dataDir == "" {
+		return c, errors.New("--data-dir is required")
+	}
+	if c.logFormat != "console" && c.logFormat != "json" {
+		return c, fmt.Errorf("--log-format must be console or json, not %q", c.logFormat)
+	}
+	return c, nil
+}
+
+func newLogger(level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	var cfg zap.Config
+	if format == "json" {
+		cfg = zap.NewProductionConfig()
+	} else {
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return cfg.Build()
+}
+
+func run(args []string) int {
+	cfg, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "safekeeper:", err)
+		return 2
+	}
+	log, err := newLogger(cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "safekeeper:", err)
+		return 2
+	}
+	defer log.Sync()
+	if err := serve(cfg, log); err != nil {
+		log.Error("safekeeper stopped", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+// chooseTimeline finds the timeline directory to host.
+func chooseTimeline(cfg config) (timeline.ID, error) {
+	var id timeline.ID
+	var err error
+	if cfg.tenantID != "" {
+		if id.TenantID, err = timeline.ParseHexID(cfg.tenantID); err != nil {
+			return id, fmt.Errorf("--tenant-id: %w", err)
+		}
+	}
+	if cfg.timelineID != "" {
+		if id.TimelineID, err = timeline.ParseHexID(cfg.timelineID); err != nil {
+			return id, fmt.Errorf("--timeline-id: %w", err)
+		}
+	}
+	existing, _ := filepath.Glob(filepath.Join(cfg.dataDir, "*", "*", walstore.ControlFileName))
+	var found []timeline.ID
+	for _, p := range existing {
+		tlDir := filepath.Dir(p)
+		t, err1 := timeline.ParseHexID(filepath.Base(filepath.Dir(tlDir)))
+		l, err2 := timeline.ParseHexID(filepath.Base(tlDir))
+		if err1 == nil && err2 == nil {
+			found = append(found, timeline.ID{TenantID: t, TimelineID: l})
+		}
+	}
+	for _, f := range found {
+		if (id.TenantID == "" || id.TenantID == f.TenantID) && (id.TimelineID == "" || id.TimelineID == f.TimelineID) {
+			return f, nil
+		}
+	}
+	if len(found) > 0 && id.TenantID == "" && id.TimelineID == "" {
+		return found[0], nil
+	}
+	if id.TenantID == "" {
+		id.TenantID = timeline.NewHexID()
+	}
+	if id.TimelineID == "" {
+		id.TimelineID = timeline.NewHexID()
+	}
+	return id, nil
+}
+
+func serve(cfg config, log *zap.Logger) error {
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	lock, err := walstore.Lock(cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+
+	var startLSN wal.LSN
+	if cfg.startLSN != "" {
+		if startLSN, err = wal.ParseLSN(cfg.startLSN); err != nil {
+			return fmt.Errorf("--start-lsn: %w", err)
+		}
+	}
+	id, err := chooseTimeline(cfg)
+	if err != nil {
+		return err
+	}
+	log = log.With(zap.String("node", cfg.name))
+	tlLog := log.With(zap.String("tenant_id", id.TenantID), zap.String("timeline_id", id.TimelineID))
+	tl, err := timeline.Open(filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID), id, tlLog)
+	if err != nil {
+		return err
+	}
+	reg := timeline.NewRegistry()
+	reg.Add(tl)
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(promReg)
+	m.FlushLSN.Set(float64(tl.FlushLSN()))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	pgLn, err := net.Listen("tcp", cfg.listenPG)
+	if err != nil {
+		tl.Close()
+		return fmt.Errorf("listen on %s: %w", cfg.listenPG, err)
+	}
+	httpLn, err := net.Listen("tcp", cfg.listenHTTP)
+	if err != nil {
+		pgLn.Close()
+		tl.Close()
+		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
+	}
+	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg), ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", zap.Error(err))
+		}
+	}()
+
+	srv := walsender.New(walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}, reg, log.Named("walsender"), m)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ctx, pgLn); err != nil {
+			log.Error("replication listener", zap.Error(err))
+		}
+	}()
+
+	if cfg.upstream != "" {
+		rcv := upstream.New(upstream.Config{
+			ConnString: cfg.upstream, Slot: cfg.upstreamSlot, ApplicationName: cfg.name, StartLSN: startLSN,
+		}, tl, tlLog.Named("upstream"), m)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rcv.Run(ctx)
+		}()
+	} else {
+		log.Warn("no --upstream configured: serving the WAL already held, receiving none")
+	}
+	log.Info("safekeeper started",
+		zap.String("version", buildVersion()), zap.String("data_dir", cfg.dataDir),
+		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()),
+		zap.String("tenant_id", id.TenantID), zap.String("timeline_id", id.TimelineID),
+		zap.Stringer("flush_lsn", tl.FlushLSN()))
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	shCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shCtx)
+	wg.Wait()
+	if err := tl.Close(); err != nil {
+		return fmt.Errorf("final flush: %w", err)
+	}
+	log.Info("shut down cleanly", zap.Stringer("flush_lsn", tl.FlushLSN()))
+	return nil
+}

@@ -1,0 +1,431 @@
+package upstream
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/feedback"
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// Config configures a Receiver.
+type Config struct {
+	ConnString      string // libpq connection string or URL
+	Slot            string // physical slot on the primary ("" = none)
+	ApplicationName string // name the primary sees (synchronous_standby_names)
+	StartLSN        wal.LSN
+	StatusInterval  time.Duration // periodic status updates (default 10s)
+	MinBackoff      time.Duration
+	MaxBackoff      time.Duration
+}
+
+// Receiver streams WAL from an upstream into a timeline.
+type Receiver struct {
+	cfg Config
+	tl  *timeline.Timeline
+	log *zap.Logger
+	m   *metrics.Metrics
+}
+
+// New returns a receiver; call Run.
+func New(cfg Config, tl *timeline.Timeline, log *zap.Logger, m *metrics.Metrics) *Receiver {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.ApplicationName == "" {
+		cfg.ApplicationName = "safekeeper"
+	}
+	return &Receiver{cfg: cfg, tl: tl, log: log, m: m}
+}
+
+// Run connects, streams, and reconnects with backoff until ctx ends.
+func (r *Receiver) Run(ctx context.Context) {
+	backoff := r.cfg.MinBackoff
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			r.m.UpstreamReconnects.Inc()
+		}
+		r.tl.SetUpstreamState(timeline.UpstreamConnecting, nil)
+		streamed, err := r.session(ctx)
+		r.m.UpstreamConnected.Set(0)
+		if ctx.Err() != nil {
+			r.tl.SetUpstreamState(timeline.UpstreamNone, nil)
+			return
+		}
+		if streamed {
+			backoff = r.cfg.MinBackoff
+		}
+		state := timeline.UpstreamWaiting
+		if errors.Is(err, timeline.ErrSystemIDMismatch) {
+			state = timeline.UpstreamRefused
+		}
+		r.tl.SetUpstreamState(state, err)
+		r.log.Warn("upstream replication connection ended; will reconnect",
+			zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			r.tl.SetUpstreamState(timeline.UpstreamNone, nil)
+			return
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+		if backoff > r.cfg.MaxBackoff {
+			backoff = r.cfg.MaxBackoff
+		}
+	}
+}
+
+type identity struct {
+	sysID  uint64
+	tli    uint32
+	xlogpos wal.LSN
+}
+
+func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(r.cfg.ConnString)
+	if err != nil {
+		return nil, fmt.Errorf("parse upstream connection string: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "true"
+	cfg.RuntimeParams["application_name"] = r.cfg.ApplicationName
+	delete(cfg.RuntimeParams, "database")
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to upstream: %w", err)
+	}
+	return conn, nil
+}
+
+func simpleQuery(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, error) {
+	res, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sql, err)
+	}
+	if len(res) != 1 {
+		return nil, fmt.Errorf("%s: got %d results", sql, len(res))
+	}
+	if res[0].Err != nil {
+		return nil, fmt.Errorf("%s: %w", sql, res[0].Err)
+	}
+	return res[0].Rows, nil
+}
+
+func identifySystem(ctx context.Context, conn *pgconn.PgConn) (identity, error) {
+	rows, err := simpleQuery(ctx, conn, "IDENTIFY_SYSTEM")
+	if err != nil {
+		return identity{}, err
+	}
+	if len(rows) != 1 || len(rows[0]) < 3 {
+		return identity{}, errors.New("IDENTIFY_SYSTEM: unexpected result shape")
+	}
+	var id identity
+	if id.sysID, err = strconv.ParseUint(string(rows[0][0]), 10, 64); err != nil {
+		return id, fmt.Errorf("IDENTIFY_SYSTEM systemid: %w", err)
+	}
+	tli, err := strconv.ParseUint(string(rows[0][1]), 10, 32)
+	if err != nil {
+		return id, fmt.Errorf("IDENTIFY_SYSTEM timeline: %w", err)
+	}
+	id.tli = uint32(tli)
+	if id.xlogpos, err = wal.ParseLSN(string(rows[0][2])); err != nil {
+		return id, fmt.Errorf("IDENTIFY_SYSTEM xlogpos: %w", err)
+	}
+	return id, nil
+}
+
+// parseSegmentSize parses SHOW wal_segment_size output such as "16MB".
+func parseSegmentSize(s string) (uint64, error) {
+	mult := map[string]uint64{"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if i <= 0 {
+		return 0, fmt.Errorf("cannot parse wal_segment_size %q", s)
+	}
+	n, err := strconv.ParseUint(s[:i], 10, 64)
+	m, ok := mult[s[i:]]
+	if err != nil || !ok {
+		return 0, fmt.Errorf("cannot parse wal_segment_size %q", s)
+	}
+	return n * m, nil
+}
+
+func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
+	conn, err := r.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn.Close(cctx)
+		cancel()
+	}()
+
+	id, err := identifySystem(ctx, conn)
+	if err != nil {
+		return false, err
+	}
+	rows, err := simpleQuery(ctx, conn, "SHOW wal_segment_size")
+	if err != nil {
+		return false, err
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 {
+		return false, errors.New("SHOW wal_segment_size: unexpected result shape")
+	}
+	segSize, err := parseSegmentSize(string(rows[0][0]))
+	if err != nil {
+		return false, err
+	}
+	versionNum := 0
+	if rows, err := simpleQuery(ctx, conn, "SHOW server_version_num"); err == nil && len(rows) == 1 && len(rows[0]) == 1 {
+		versionNum, _ = strconv.Atoi(string(rows[0][0]))
+	}
+	info := timeline.UpstreamInfo{
+		SystemID: id.sysID, WalSegSize: segSize, TLI: id.tli,
+		ServerVersion: conn.ParameterStatus("server_version"), ServerVersionNum: versionNum,
+	}
+	if err := r.tl.CheckUpstream(info); err != nil {
+		r.log.Error("refusing WAL from upstream", zap.Error(err))
+		return false, err
+	}
+	if !r.tl.Initialized() {
+		start := id.xlogpos
+		if r.cfg.StartLSN != 0 {
+			start = r.cfg.StartLSN
+		}
+		if err := r.tl.Initialize(info, start); err != nil {
+			return false, err
+		}
+		r.log.Info("first contact with upstream: timeline initialized",
+			zap.Uint64("system_id", info.SystemID), zap.Uint64("wal_seg_size", segSize),
+			zap.String("server_version", info.ServerVersion), zap.Uint32("tli", id.tli),
+			zap.Stringer("start_lsn", wal.SegmentStart(start, segSize)))
+	} else {
+		r.tl.UpdateServerVersion(info.ServerVersion, info.ServerVersionNum)
+	}
+	ctl := r.tl.Control()
+	if id.tli != ctl.TLI {
+		return false, fmt.Errorf("upstream is on timeline %d, this safekeeper holds timeline %d; following a timeline switch is not supported yet", id.tli, ctl.TLI)
+	}
+	if id.tli > 1 && !r.tl.HasHistory(id.tli) {
+		rows, err := simpleQuery(ctx, conn, fmt.Sprintf("TIMELINE_HISTORY %d", id.tli))
+		if err != nil {
+			return false, err
+		}
+		if len(rows) != 1 || len(rows[0]) != 2 {
+			return false, errors.New("TIMELINE_HISTORY: unexpected result shape")
+		}
+		if err := r.tl.SaveHistory(id.tli, rows[0][1]); err != nil {
+			return false, err
+		}
+	}
+	if r.cfg.Slot != "" {
+		_, err := simpleQuery(ctx, conn, fmt.Sprintf("CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", quoteIdent(r.cfg.Slot)))
+		var pgErr *pgconn.PgError
+		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42710") {
+			return false, err
+		}
+		if err == nil {
+			r.log.Info("created physical replication slot on upstream", zap.String("slot", r.cfg.Slot))
+		}
+	}
+	// Everything written is made durable before we ask for more.
+	start, err := r.tl.Flush()
+	if err != nil {
+		return false, err
+	}
+	return r.stream(ctx, conn, start, id.tli)
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, start wal.LSN, tli uint32) (bool, error) {
+	cmd := fmt.Sprintf("START_REPLICATION PHYSICAL %s TIMELINE %d", start, tli)
+	if r.cfg.Slot != "" {
+		cmd = fmt.Sprintf("START_REPLICATION SLOT %s PHYSICAL %s TIMELINE %d", quoteIdent(r.cfg.Slot), start, tli)
+	}
+	conn.Frontend().Send(&pgproto3.Query{String: cmd})
+	if err := conn.Frontend().Flush(); err != nil {
+		return false, fmt.Errorf("send START_REPLICATION: %w", err)
+	}
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return false, fmt.Errorf("START_REPLICATION: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyBothResponse:
+			goto streaming
+		case *pgproto3.ErrorResponse:
+			return false, fmt.Errorf("START_REPLICATION: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+		default:
+			return false, fmt.Errorf("START_REPLICATION: unexpected message %T", msg)
+		}
+	}
+streaming:
+	r.log.Info("streaming WAL from upstream", zap.Stringer("start_lsn", start), zap.Uint32("tli", tli))
+	r.tl.SetUpstreamState(timeline.UpstreamStreaming, nil)
+	r.m.UpstreamConnected.Set(1)
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st := &statusSender{conn: conn.Conn(), tl: r.tl}
+	kick := make(chan struct{}, 1)
+	flushErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		flushErr <- r.flusher(sctx, st, kick)
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	streamed := false
+	for {
+		msg, err := conn.ReceiveMessage(sctx)
+		if err != nil {
+			select {
+			case ferr := <-flushErr:
+				if ferr != nil {
+					return streamed, ferr
+				}
+			default:
+			}
+			return streamed, fmt.Errorf("receive from upstream: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				return streamed, errors.New("empty CopyData from upstream")
+			}
+			switch m.Data[0] {
+			case 'w':
+				if len(m.Data) < 25 {
+					return streamed, fmt.Errorf("XLogData too short: %d bytes", len(m.Data))
+				}
+				dataStart := wal.LSN(binary.BigEndian.Uint64(m.Data[1:]))
+				walEnd := wal.LSN(binary.BigEndian.Uint64(m.Data[9:]))
+				payload := m.Data[25:]
+				if err := r.tl.Append(dataStart, payload); err != nil {
+					return streamed, err
+				}
+				streamed = true
+				r.m.BytesReceived.Add(float64(len(payload)))
+				r.tl.NoteUpstreamEnd(walEnd)
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			case 'k':
+				if len(m.Data) < 18 {
+					return streamed, fmt.Errorf("keepalive too short: %d bytes", len(m.Data))
+				}
+				r.tl.NoteUpstreamEnd(wal.LSN(binary.BigEndian.Uint64(m.Data[1:])))
+				if m.Data[17] != 0 {
+					if err := st.send(false); err != nil {
+						return streamed, err
+					}
+				}
+			default:
+				return streamed, fmt.Errorf("unexpected streaming message type %q from upstream", m.Data[0])
+			}
+		case *pgproto3.CopyDone:
+			return streamed, errors.New("upstream ended the stream (timeline switch?); following it is not supported yet")
+		case *pgproto3.ErrorResponse:
+			return streamed, fmt.Errorf("upstream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CommandComplete:
+			return streamed, fmt.Errorf("upstream ended streaming (%s)", m.CommandTag)
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+		default:
+			return streamed, fmt.Errorf("unexpected message %T from upstream", msg)
+		}
+	}
+}
+
+// flusher makes received WAL durable in groups and reports each new durable
+// position upstream.
+func (r *Receiver) flusher(ctx context.Context, st *statusSender, kick <-chan struct{}) error {
+	tick := time.NewTicker(r.cfg.StatusInterval)
+	defer tick.Stop()
+	// First status right away, as a walreceiver does.
+	if err := st.send(false); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-kick:
+			t0 := time.Now()
+			d, err := r.tl.Flush()
+			if err != nil {
+				r.log.Error("fsync of received WAL failed", zap.Error(err))
+				return err
+			}
+			r.m.FsyncSeconds.Observe(time.Since(t0).Seconds())
+			r.m.FlushLSN.Set(float64(d))
+			if err := st.send(false); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := st.send(false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// statusSender writes standby status updates straight to the connection,
+// serialized by a mutex, while the receive loop reads.
+type statusSender struct {
+	mu   sync.Mutex
+	conn net.Conn
+	tl   *timeline.Timeline
+	buf  [64]byte
+}
+
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (s *statusSender) send(replyRequested bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	flush := uint64(s.tl.FlushLSN())
+	write := uint64(s.tl.WrittenLSN())
+	if write < flush {
+		write = flush
+	}
+	b := s.buf[:0]
+	b = append(b, 'd', 0, 0, 0, 0)
+	b = feedback.AppendStandbyStatus(b, feedback.StandbyStatus{
+		Write: write, Flush: flush, Apply: flush,
+		SendTime: time.Since(pgEpoch).Microseconds(), ReplyRequested: replyRequested,
+	})
+	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := s.conn.Write(b); err != nil {
+		return fmt.Errorf("send status update upstream: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package walsender
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
+	"github.com/pgsafekeeper/safekeeper/pkg/replcmd"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
+)
+
+func (c *conn) dispatch(ctx context.Context, cmd replcmd.Command) error {
+	switch cmd.Kind {
+	case replcmd.IdentifySystem:
+		return c.identifySystem()
+	case replcmd.Show:
+		return c.show(cmd.Name)
+	case replcmd.TimelineHistory:
+		return c.timelineHistory(cmd.Timeline)
+	case replcmd.StartReplication:
+		return c.startReplication(ctx, cmd)
+	case replcmd.ReadReplicationSlot:
+		// No slots exist on this server yet: PostgreSQL answers a row of NULLs.
+		c.be.Send(pgwire.RowDescription(pgwire.TextCol("slot_type"), pgwire.TextCol("restart_lsn"), pgwire.Int8Col("restart_tli")))
+		c.be.Send(pgwire.DataRow(nil, nil, nil))
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("READ_REPLICATION_SLOT")})
+		return nil
+	case replcmd.CreateReplicationSlot, replcmd.DropReplicationSlot:
+		if cmd.Kind == replcmd.DropReplicationSlot {
+			return pgerr.New(pgerr.UndefinedObject, "replication slot \"%s\" does not exist", cmd.Name)
+		}
+		return pgerr.New(pgerr.FeatureNotSupported, "replication slots on the safekeeper are not supported yet")
+	case replcmd.BaseBackup:
+		return pgerr.New(pgerr.FeatureNotSupported, "BASE_BACKUP is not supported by safekeeper").
+			WithHint("Take base backups from the primary; safekeeper serves WAL only.")
+	default:
+		return pgerr.New(pgerr.FeatureNotSupported, "command is not supported by safekeeper")
+	}
+}
+
+func (c *conn) requireWAL() (timelineControl, error) {
+	ctl := c.tl.Control()
+	if !ctl.Initialized() {
+		return ctl, timeline.ErrNoWAL()
+	}
+	return ctl, nil
+}
+
+type timelineControl = walstore.Control
+
+func (c *conn) identifySystem() error {
+	ctl, err := c.requireWAL()
+	if err != nil {
+		return err
+	}
+	tliCol := pgwire.Int8Col("timeline")
+	if ctl.ServerVersionNum > 0 && ctl.ServerVersionNum < 160000 {
+		tliCol = pgwire.Int4Col("timeline")
+	}
+	c.be.Send(pgwire.RowDescription(pgwire.TextCol("systemid"), tliCol, pgwire.TextCol("xlogpos"), pgwire.TextCol("dbname")))
+	c.be.Send(pgwire.DataRow(
+		pgwire.Uint(ctl.SystemID),
+		pgwire.Uint(uint64(ctl.TLI)),
+		pgwire.Text(c.tl.FlushLSN().String()),
+		nil))
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("IDENTIFY_SYSTEM")})
+	return nil
+}
+
+func (c *conn) show(name string) error {
+	ctl := c.tl.Control()
+	var col, val string
+	switch name {
+	case "wal_segment_size":
+		if !ctl.Initialized() {
+			return timeline.ErrNoWAL()
+		}
+		col, val = "wal_segment_size", wal.FormatSegmentSize(ctl.WalSegSize)
+	case "data_directory_mode":
+		col, val = "data_directory_mode", "0700"
+	case "server_version":
+		col, val = "server_version", c.serverVersion()
+	case "server_version_num":
+		col = "server_version_num"
+		if ctl.ServerVersionNum > 0 {
+			val = strconv.Itoa(ctl.ServerVersionNum)
+		} else {
+			val = "150000"
+		}
+	case "wal_block_size":
+		col, val = "wal_block_size", strconv.Itoa(wal.BlockSize)
+	case "integer_datetimes":
+		col, val = "integer_datetimes", "on"
+	case "application_name":
+		col, val = "application_name", c.appName
+	default:
+		return pgerr.New(pgerr.UndefinedObject, "unrecognized configuration parameter \"%s\"", name)
+	}
+	c.be.Send(pgwire.RowDescription(pgwire.TextCol(col)))
+	c.be.Send(pgwire.DataRow(pgwire.Text(val)))
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SHOW")})
+	return nil
+}
+
+func (c *conn) timelineHistory(tli uint32) error {
+	ctl, err := c.requireWAL()
+	if err != nil {
+		return err
+	}
+	typmod := int32(-1)
+	if ctl.ServerVersionNum > 0 && ctl.ServerVersionNum < 160000 {
+		typmod = 0 // PostgreSQL 15 hand-builds this RowDescription with typmod 0
+	}
+	// PostgreSQL sends the RowDescription before it opens the file.
+	c.be.Send(pgwire.RowDescription(
+		pgwire.Column{Name: "filename", OID: pgwire.OIDText, Typmod: typmod},
+		pgwire.Column{Name: "content", OID: pgwire.OIDText, Typmod: typmod}))
+	name := wal.HistoryFileName(tli)
+	content, err := c.tl.History(tli)
+	if errors.Is(err, os.ErrNotExist) {
+		return pgerr.New(pgerr.UndefinedFile, "could not open file \"pg_wal/%s\": No such file or directory", name)
+	}
+	if err != nil {
+		return pgerr.New(pgerr.InternalError, "could not read file \"pg_wal/%s\": %v", name, err)
+	}
+	c.be.Send(pgwire.DataRow(pgwire.Text(name), content))
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("TIMELINE_HISTORY")})
+	return nil
+}
+
+// historyContains reports whether tli is on the current timeline's history.
+func (c *conn) historyContains(ctl timelineControl, tli uint32) (switchpoint wal.LSN, next uint32, ok bool) {
+	if tli == ctl.TLI {
+		return 0, 0, true
+	}
+	if tli > ctl.TLI {
+		return 0, 0, false
+	}
+	content, err := c.tl.History(ctl.TLI)
+	if err != nil {
+		return 0, 0, false
+	}
+	hist, err := wal.ParseHistory(content, ctl.TLI)
+	if err != nil {
+		return 0, 0, false
+	}
+	end, nextTLI, ok := wal.SwitchPoint(hist, tli)
+	return end, nextTLI, ok
+}
+
+

@@ -1,0 +1,380 @@
+package walsender
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
+	"github.com/pgsafekeeper/safekeeper/pkg/replcmd"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+)
+
+// maxMessageBody bounds the body of a message in command mode. Replication
+// commands are tiny; PostgreSQL itself rejects anything over 1 GB.
+const maxMessageBody = 1 << 20
+
+type conn struct {
+	s   *Server
+	nc  net.Conn
+	be  *pgproto3.Backend
+	log *zap.Logger
+
+	user    string
+	appName string
+	pid     uint32
+	tl      *timeline.Timeline
+
+	streaming atomic.Bool
+	// pending, when set, delivers the next frontend message instead of the
+	// backend: the feedback reader of an ended stream hands over what it read.
+	pending <-chan readerExit
+
+	// frame is the reusable XLogData buffer of this connection.
+	frame []byte
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{s: s, nc: nc, log: s.log.With(zap.String("remote", nc.RemoteAddr().String()))}
+}
+
+func (c *conn) serve(ctx context.Context) {
+	defer c.nc.Close()
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetKeepAlive(true)
+		tc.SetKeepAlivePeriod(30 * time.Second)
+	}
+	// Startup must finish promptly (PostgreSQL's authentication_timeout).
+	c.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	if err := c.startup(); err != nil {
+		if errors.Is(err, pgwire.ErrCloseSilently) {
+			if !errors.Is(err, io.EOF) {
+				c.log.Info("closing connection", zap.Error(err))
+			}
+			return
+		}
+		c.fatal(err)
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			if !c.streaming.Load() {
+				c.nc.SetReadDeadline(time.Now())
+			}
+		case <-done:
+		}
+	}()
+	err := c.commandLoop(ctx)
+	if ctx.Err() != nil && !errors.Is(err, errStreamShutdown) && !errors.Is(err, errClosed) {
+		c.fatal(pgerr.Fatal(pgerr.AdminShutdown, "terminating connection due to administrator command"))
+		return
+	}
+	if err != nil && !errors.Is(err, errClosed) && !errors.Is(err, errStreamShutdown) {
+		if pe := pgerr.As(err); pe != nil && pe.Severity == pgerr.SeverityFatal {
+			c.fatal(pe)
+			return
+		}
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			c.log.Info("connection ended", zap.Error(err))
+		}
+	}
+}
+
+// fatal sends a FATAL ErrorResponse (best effort) before the connection closes.
+func (c *conn) fatal(err error) {
+	pe := pgerr.As(err)
+	if pe == nil {
+		pe = pgerr.Fatal(pgerr.InternalError, "%s", err.Error())
+	}
+	pe.Severity = pgerr.SeverityFatal
+	c.s.m.ProtocolErrors.WithLabelValues(pe.Code).Inc()
+	c.log.Info("closing connection with FATAL", zap.String("sqlstate", pe.Code), zap.String("message", pe.Message))
+	if c.be == nil {
+		c.be = pgproto3.NewBackend(c.nc, c.nc)
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.be.Send(pgwire.ErrorResponse(pe))
+	_ = c.be.Flush()
+}
+
+func (c *conn) startup() error {
+	var pkt pgwire.Packet
+	for {
+		var err error
+		pkt, err = pgwire.ReadPacket(c.nc)
+		if err != nil {
+			return err
+		}
+		switch pkt.Code {
+		case pgwire.SSLRequestCode, pgwire.GSSENCRequest:
+			// No TLS or GSS encryption (yet): refuse, continue in plaintext.
+			if _, err := c.nc.Write([]byte{'N'}); err != nil {
+				return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
+			}
+			continue
+		case pgwire.CancelRequest:
+			// There is nothing cancellable; PostgreSQL closes without a reply.
+			return fmt.Errorf("%w: cancel request", pgwire.ErrCloseSilently)
+		}
+		break
+	}
+	c.be = pgproto3.NewBackend(c.nc, c.nc)
+	c.be.SetMaxBodyLen(maxMessageBody)
+
+	user := pkt.Params["user"]
+	if user == "" {
+		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec, "no PostgreSQL user name specified in startup packet")
+	}
+	c.user = user
+	c.appName = pkt.Params["application_name"]
+	database := pkt.Params["database"]
+	if database == "" {
+		database = user
+	}
+	mode := pgwire.NotReplication
+	if v, ok := pkt.Params["replication"]; ok {
+		var err error
+		if mode, err = pgwire.ParseReplication(v); err != nil {
+			return err
+		}
+	}
+	host, _, _ := net.SplitHostPort(c.nc.RemoteAddr().String())
+	switch mode {
+	case pgwire.NotReplication:
+		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
+			"no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", no encryption", host, user, database).
+			WithHint("safekeeper accepts physical replication connections only (replication=true).")
+	case pgwire.LogicalReplication:
+		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
+			"no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", no encryption", host, user, database).
+			WithHint("safekeeper serves physical replication only; logical replication (replication=database) is not supported.")
+	}
+
+	opts := pgwire.ParseOptions(pkt.Params["options"])
+	tenant, tlid := opts["tenant_id"], opts["timeline_id"]
+	if tenant == "" {
+		tenant = opts["ztenantid"]
+	}
+	if tlid == "" {
+		tlid = opts["ztimelineid"]
+	}
+	if tenant != "" || tlid != "" {
+		t, err1 := timeline.ParseHexID(tenant)
+		l, err2 := timeline.ParseHexID(tlid)
+		if err1 != nil || err2 != nil {
+			return pgerr.Fatal(pgerr.InvalidParameterValue, "invalid tenant_id or timeline_id in options: \"%s\"", pkt.Params["options"]).
+				WithHint("Pass both as 32 hexadecimal characters: options='-c tenant_id=... timeline_id=...'.")
+		}
+		tl, ok := c.s.tls.Get(timeline.ID{TenantID: t, TimelineID: l})
+		if !ok {
+			return pgerr.Fatal("3D000", "timeline %s/%s does not exist", t, l)
+		}
+		c.tl = tl
+	} else {
+		tl, ok := c.s.tls.Only()
+		if !ok {
+			return pgerr.Fatal(pgerr.InvalidParameterValue, "this safekeeper hosts several timelines; choose one").
+				WithHint("Pass options='-c tenant_id=... timeline_id=...'.")
+		}
+		c.tl = tl
+	}
+	if pkt.Minor() > 0 {
+		var unrecognized []string
+		for _, k := range pkt.Keys {
+			if len(k) > 4 && k[:4] == "_pq_" {
+				unrecognized = append(unrecognized, k)
+			}
+		}
+		c.be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
+	}
+
+	c.pid = c.s.nextPID()
+	c.log = c.log.With(zap.String("application_name", c.appName), zap.Uint32("pid", c.pid))
+	c.be.Send(&pgproto3.AuthenticationOk{})
+	for _, kv := range c.parameterStatus(pkt.Params) {
+		c.be.Send(&pgproto3.ParameterStatus{Name: kv[0], Value: kv[1]})
+	}
+	key := make([]byte, 4)
+	_, _ = rand.Read(key)
+	c.be.Send(&pgproto3.BackendKeyData{ProcessID: c.pid, SecretKey: key})
+	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if err := c.be.Flush(); err != nil {
+		return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
+	}
+	c.log.Debug("replication connection ready", zap.String("user", user))
+	return nil
+}
+
+func (c *conn) serverVersion() string {
+	if v := c.tl.Control().ServerVersion; v != "" {
+		return v
+	}
+	return c.s.cfg.DefaultServerVersion
+}
+
+func (c *conn) parameterStatus(params map[string]string) [][2]string {
+	clientEncoding := params["client_encoding"]
+	if clientEncoding == "" || clientEncoding == "auto" {
+		clientEncoding = "SQL_ASCII"
+	}
+	return [][2]string{
+		{"application_name", c.appName},
+		{"client_encoding", clientEncoding},
+		{"DateStyle", "ISO, MDY"},
+		{"default_transaction_read_only", "off"},
+		{"in_hot_standby", "off"},
+		{"integer_datetimes", "on"},
+		{"IntervalStyle", "postgres"},
+		{"is_superuser", "on"},
+		{"server_encoding", "SQL_ASCII"},
+		{"server_version", c.serverVersion()},
+		{"session_authorization", c.user},
+		{"standard_conforming_strings", "on"},
+		{"TimeZone", "Etc/UTC"},
+	}
+}
+
+var (
+	errClosed         = errors.New("client closed the connection")
+	errStreamShutdown = errors.New("stream ended by server shutdown")
+)
+
+// receive returns the next frontend message, taking it from the previous
+// stream's feedback reader if that one read ahead.
+func (c *conn) receive() (pgproto3.FrontendMessage, error) {
+	if c.pending != nil {
+		ex := <-c.pending
+		c.pending = nil
+		switch {
+		case ex.msg != nil:
+			return ex.msg, nil
+		case ex.err != nil:
+			return nil, ex.err
+		}
+	}
+	return c.be.Receive()
+}
+
+func (c *conn) commandLoop(ctx context.Context) error {
+	skipToSync := false
+	for {
+		msg, err := c.receive()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return err
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return io.EOF
+			}
+			return pgerr.Fatal(pgerr.ProtocolViolation, "%s", frontendErrorText(err))
+		}
+		if skipToSync {
+			if _, ok := msg.(*pgproto3.Sync); ok {
+				skipToSync = false
+				if err := c.ready(); err != nil {
+					return err
+				}
+			} else if _, ok := msg.(*pgproto3.Terminate); ok {
+				return errClosed
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *pgproto3.Query:
+			if err := c.query(ctx, m.String); err != nil {
+				return err
+			}
+		case *pgproto3.Terminate:
+			return errClosed
+		case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Execute, *pgproto3.Describe, *pgproto3.Close:
+			c.sendError(pgerr.New(pgerr.ProtocolViolation, "extended query protocol not supported in a replication connection"))
+			if err := c.be.Flush(); err != nil {
+				return err
+			}
+			skipToSync = true
+		case *pgproto3.FunctionCall:
+			c.sendError(pgerr.New(pgerr.ProtocolViolation, "fastpath function calls not supported in a replication connection"))
+			if err := c.ready(); err != nil {
+				return err
+			}
+		case *pgproto3.Sync, *pgproto3.Flush:
+			if _, ok := m.(*pgproto3.Sync); ok {
+				if err := c.ready(); err != nil {
+					return err
+				}
+			}
+		case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+			// Stray COPY messages outside COPY are ignored, as PostgreSQL does.
+		default:
+			return pgerr.Fatal(pgerr.ProtocolViolation, "invalid frontend message type %d", msgType(msg))
+		}
+	}
+}
+
+func frontendErrorText(err error) string {
+	var tooBig *pgproto3.ExceededMaxBodyLenErr
+	if errors.As(err, &tooBig) {
+		return "invalid message length"
+	}
+	return "invalid frontend message: " + err.Error()
+}
+
+func msgType(m pgproto3.FrontendMessage) int {
+	switch m.(type) {
+	case *pgproto3.PasswordMessage, *pgproto3.SASLInitialResponse, *pgproto3.SASLResponse, *pgproto3.GSSResponse:
+		return 'p'
+	}
+	return 0
+}
+
+func (c *conn) ready() error {
+	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return c.be.Flush()
+}
+
+func (c *conn) sendError(err error) {
+	pe := pgerr.As(err)
+	if pe == nil {
+		pe = pgerr.Internal(err)
+	}
+	c.s.m.ProtocolErrors.WithLabelValues(pe.Code).Inc()
+	c.be.Send(pgwire.ErrorResponse(pe))
+}
+
+// query runs one simple Query and ends it with ReadyForQuery. Errors that
+// end the connection are returned; command errors are sent to the client.
+func (c *conn) query(ctx context.Context, q string) error {
+	cmd, err := replcmd.Parse(q)
+	if err == nil {
+		err = c.dispatch(ctx, cmd)
+	}
+	if err != nil {
+		// Command errors (ERROR severity) go to the client and the connection
+		// stays usable; anything else (FATAL, a dead socket, shutdown) ends it.
+		pe := pgerr.As(err)
+		if pe == nil || pe.Severity == pgerr.SeverityFatal {
+			return err
+		}
+		c.sendError(pe)
+	}
+	return c.ready()
+}

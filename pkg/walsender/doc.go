@@ -1,0 +1,14 @@
+// Package walsender serves WAL to unmodified PostgreSQL clients over the
+// physical streaming replication protocol: pg_receivewal, psql with
+// replication=true, a hot standby's walreceiver and pageserver-style
+// consumers. It owns the listener, each connection's startup, the command
+// loop (IDENTIFY_SYSTEM, SHOW, TIMELINE_HISTORY, START_REPLICATION), and the
+// streaming loop with its feedback reader.
+//
+// Errors travel as *pgerr.Error and become ErrorResponses only here, at the
+// connection edge. The streaming loop writes XLogData frames straight to the
+// socket from one reusable buffer, so sending allocates nothing per message,
+// and it waits for new WAL on the timeline's broadcast channel, never by
+// polling. Each consumer has its own goroutines: a slow consumer blocks only
+// itself.
+package walsender

@@ -1,0 +1,92 @@
+package walsender
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+)
+
+// Config configures a Server.
+type Config struct {
+	// WalSenderTimeout drops a consumer silent for this long; keepalives
+	// asking for a reply go out at half of it. 0 disables both.
+	WalSenderTimeout time.Duration
+	// DefaultServerVersion is reported before the first upstream contact.
+	DefaultServerVersion string
+}
+
+// Server accepts replication connections.
+type Server struct {
+	cfg  Config
+	tls  *timeline.Registry
+	log  *zap.Logger
+	m    *metrics.Metrics
+	pid  atomic.Uint32
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	lns  []net.Listener
+	stop chan struct{}
+}
+
+// New returns a server over the timelines in reg.
+func New(cfg Config, reg *timeline.Registry, log *zap.Logger, m *metrics.Metrics) *Server {
+	if cfg.DefaultServerVersion == "" {
+		cfg.DefaultServerVersion = "15.0"
+	}
+	s := &Server{cfg: cfg, tls: reg, log: log, m: m, stop: make(chan struct{})}
+	s.pid.Store(uint32(time.Now().UnixNano()%50000) + 10000)
+	return s
+}
+
+// Serve accepts connections on ln until ctx is done. On cancellation, open
+// connections get PostgreSQL's shutdown sequence and Serve returns once
+// they have all ended.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var tempDelay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				s.wg.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if tempDelay == 0 {
+					tempDelay = 5 * time.Millisecond
+				} else if tempDelay *= 2; tempDelay > time.Second {
+					tempDelay = time.Second
+				}
+				time.Sleep(tempDelay)
+				continue
+			}
+			s.wg.Wait()
+			return err
+		}
+		tempDelay = 0
+		s.m.ConnectionsTotal.Inc()
+		c := newConn(s, nc)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			c.serve(ctx)
+		}()
+	}
+}
+
+func (s *Server) nextPID() uint32 { return s.pid.Add(1) }

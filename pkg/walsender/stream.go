@@ -1,0 +1,525 @@
+package walsender
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/feedback"
+	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
+	"github.com/pgsafekeeper/safekeeper/pkg/replcmd"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
+)
+
+// MaxSendSize is the most WAL one XLogData message carries, as in
+// PostgreSQL (XLOG_BLCKSZ * 16).
+const MaxSendSize = 16 * wal.BlockSize
+
+// frameHeader is 'd', Int32 length, then the 25-byte XLogData header.
+const frameHeader = 5 + 25
+
+// shutdownReplyWait bounds how long a stopping server waits for a consumer
+// to confirm what it was sent.
+const shutdownReplyWait = 2 * time.Second
+
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func pgTime(t time.Time) int64 { return t.Sub(pgEpoch).Microseconds() }
+
+// readerExit is how the feedback reader ends: with a frontend message it
+// did not consume (CopyDone, Terminate, or anything read after the server
+// ended the stream), a receive error, or a feedback error.
+type readerExit struct {
+	msg pgproto3.FrontendMessage
+	err error // receive error
+	fb  error // malformed or unknown feedback
+}
+
+type stream struct {
+	c         *conn
+	consumer  *timeline.Consumer
+	lastReply atomic.Int64 // unix nanos of the last message from the consumer
+	lastWrite atomic.Uint64
+	ended     atomic.Bool // the server ended COPY; hand further messages to the command loop
+	replyReq  chan struct{}
+	replied   chan struct{}
+	exit      chan readerExit
+}
+
+func (st *stream) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// readFeedback runs on its own goroutine while WAL is sent, parsing the
+// consumer's standby status, hot standby and pageserver feedback.
+func (st *stream) readFeedback() {
+	be := st.c.be
+	for {
+		msg, err := be.Receive()
+		if st.ended.Load() {
+			st.exit <- readerExit{msg: msg, err: err}
+			return
+		}
+		if err != nil {
+			st.exit <- readerExit{err: err}
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			st.lastReply.Store(time.Now().UnixNano())
+			if err := st.handleFeedback(m.Data); err != nil {
+				st.exit <- readerExit{msg: msg, fb: err}
+				return
+			}
+		default:
+			if _, ok := msg.(*pgproto3.CopyDone); ok {
+				st.lastReply.Store(time.Now().UnixNano())
+			}
+			st.exit <- readerExit{msg: msg}
+			return
+		}
+	}
+}
+
+func (st *stream) handleFeedback(b []byte) error {
+	kind, err := feedback.Classify(b)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case 'r':
+		s, err := feedback.ParseStandbyStatus(b)
+		if err != nil {
+			return err
+		}
+		st.consumer.RecordStandby(s)
+		st.lastWrite.Store(s.Write)
+		st.signal(st.replied)
+		if s.ReplyRequested {
+			st.signal(st.replyReq)
+		}
+	case 'h':
+		h, err := feedback.ParseHotStandby(b)
+		if err != nil {
+			return err
+		}
+		st.consumer.RecordHotStandby(h)
+	case 'z':
+		p, err := feedback.ParsePageserver(b)
+		if err != nil {
+			return err
+		}
+		st.consumer.RecordPageserver(p)
+	}
+	return nil
+}
+
+func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error {
+	ctl, err := c.requireWAL()
+	if err != nil {
+		return err
+	}
+	if cmd.Logical {
+		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
+	}
+	if cmd.Slot != "" {
+		return pgerr.New(pgerr.UndefinedObject, "replication slot \"%s\" does not exist", cmd.Slot)
+	}
+	tli := ctl.TLI
+	startLSN := wal.LSN(cmd.LSN)
+	var (
+		historic    bool
+		switchpoint wal.LSN
+		nextTLI     uint32
+	)
+	if cmd.HasTimeline && cmd.Timeline != ctl.TLI {
+		sp, next, ok := c.historyContains(ctl, cmd.Timeline)
+		if !ok {
+			return pgerr.New(pgerr.InternalError, "requested timeline %d is not in this server's history", cmd.Timeline)
+		}
+		if sp < startLSN {
+			return pgerr.New(pgerr.InternalError, "requested starting point %s on timeline %d is not in this server's history", startLSN, cmd.Timeline).
+				WithDetail("This server's history forked from timeline %d at %s.", cmd.Timeline, sp)
+		}
+		historic, switchpoint, nextTLI, tli = true, sp, next, cmd.Timeline
+		if startLSN >= switchpoint {
+			// Nothing to stream on that timeline: no COPY at all.
+			c.sendNextTimeline(nextTLI, switchpoint)
+			c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_STREAMING")})
+			c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_REPLICATION")})
+			return nil
+		}
+	}
+
+	c.be.Send(&pgproto3.CopyBothResponse{OverallFormat: 0})
+	if err := c.be.Flush(); err != nil {
+		return err
+	}
+	if flush := c.tl.FlushLSN(); !historic && startLSN > flush {
+		return pgerr.New(pgerr.InternalError, "requested starting point %s is ahead of the WAL flush position of this server %s", startLSN, flush)
+	}
+	if startLSN < ctl.StartLSN {
+		return pgerr.New(pgerr.UndefinedFile, "requested WAL segment %s has already been removed",
+			wal.SegmentFileName(tli, wal.SegmentNo(startLSN, ctl.WalSegSize), ctl.WalSegSize))
+	}
+
+	consumer := c.tl.AddConsumer(timeline.ConsumerInfo{ApplicationName: c.appName, Addr: c.nc.RemoteAddr().String(), PID: c.pid})
+	consumer.SetStart(startLSN)
+	c.s.m.Consumers.Inc()
+	defer func() {
+		c.tl.RemoveConsumer(consumer)
+		c.s.m.Consumers.Dec()
+	}()
+	c.streaming.Store(true)
+	defer c.streaming.Store(false)
+	if ctx.Err() != nil {
+		return errStreamShutdown
+	}
+
+	st := &stream{
+		c: c, consumer: consumer,
+		replyReq: make(chan struct{}, 1), replied: make(chan struct{}, 1),
+		exit: make(chan readerExit, 1),
+	}
+	st.lastReply.Store(time.Now().UnixNano())
+	go st.readFeedback()
+
+	log := c.log.With(zap.Stringer("start_lsn", startLSN), zap.Uint32("tli", tli))
+	log.Info("streaming WAL to consumer", zap.Bool("historic", historic))
+	rd := walreader.New(ctl.WalSegSize, walreader.NewLocalTier(c.tl.Dir(), ctl.WalSegSize))
+	defer rd.Close()
+
+	s := sender{c: c, st: st, rd: rd, tli: tli, segSize: ctl.WalSegSize, sent: startLSN,
+		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.s.cfg.WalSenderTimeout}
+	err = s.run(ctx)
+	if err != nil && !errors.Is(err, errClientCopyDone) {
+		// The server ends COPY: whatever the client sends next belongs to
+		// the command loop.
+		st.ended.Store(true)
+		c.pending = st.exit
+	}
+	log.Info("streaming ended", zap.Stringer("sent_lsn", s.sent), zap.NamedError("reason", err))
+	if errors.Is(err, errClientCopyDone) {
+		return nil
+	}
+	return err
+}
+
+var errClientCopyDone = errors.New("client ended COPY")
+
+type sender struct {
+	c        *conn
+	st       *stream
+	rd       *walreader.Reader
+	tli      uint32
+	segSize  uint64
+	sent     wal.LSN
+	timeout  time.Duration
+	pingSent bool
+
+	historic    bool
+	switchpoint wal.LSN
+	nextTLI     uint32
+}
+
+func (s *sender) run(ctx context.Context) error {
+	c := s.c
+	if c.frame == nil {
+		c.frame = make([]byte, frameHeader+MaxSendSize)
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case ex := <-s.st.exit:
+			return s.readerEnded(ex)
+		case <-s.st.replyReq:
+			if err := s.keepalive(false); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return s.shutdown()
+		default:
+		}
+		now := time.Now()
+		if err := s.checkTimeout(now); err != nil {
+			return err
+		}
+		changed := c.tl.Changed()
+		end := c.tl.FlushLSN()
+		if s.historic {
+			end = s.switchpoint
+		}
+		if s.sent < end {
+			if err := s.send(now, end); err != nil {
+				return err
+			}
+			continue
+		}
+		if s.historic {
+			return s.endHistoric(ctx)
+		}
+		timer.Reset(s.nextWake(now))
+		select {
+		case <-changed:
+		case ex := <-s.st.exit:
+			return s.readerEnded(ex)
+		case <-s.st.replyReq:
+			if err := s.keepalive(false); err != nil {
+				return err
+			}
+		case <-timer.C:
+		case <-ctx.Done():
+			return s.shutdown()
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// nextWake returns how long to sleep before the next timeout check.
+func (s *sender) nextWake(now time.Time) time.Duration {
+	if s.timeout <= 0 {
+		return time.Hour
+	}
+	last := time.Unix(0, s.st.lastReply.Load())
+	at := last.Add(s.timeout)
+	if !s.pingSent {
+		at = last.Add(s.timeout / 2)
+	}
+	d := at.Sub(now)
+	if d < time.Millisecond {
+		d = time.Millisecond
+	}
+	return d
+}
+
+// checkTimeout implements wal_sender_timeout: a keepalive asking for a reply
+// at half the timeout, and a silent disconnect at the full timeout.
+func (s *sender) checkTimeout(now time.Time) error {
+	if s.timeout <= 0 {
+		return nil
+	}
+	last := time.Unix(0, s.st.lastReply.Load())
+	silent := now.Sub(last)
+	if silent >= s.timeout {
+		s.c.log.Warn("terminating walsender process due to replication timeout", zap.Duration("silent_for", silent))
+		return errClosed
+	}
+	if silent < s.timeout/2 {
+		s.pingSent = false
+		return nil
+	}
+	if !s.pingSent {
+		s.pingSent = true
+		return s.keepalive(true)
+	}
+	return nil
+}
+
+func (s *sender) writeDeadline(now time.Time) {
+	if s.timeout > 0 {
+		s.c.nc.SetWriteDeadline(now.Add(s.timeout))
+	} else {
+		s.c.nc.SetWriteDeadline(now.Add(time.Hour))
+	}
+}
+
+// send writes one XLogData message with WAL from s.sent towards end.
+func (s *sender) send(now time.Time, end wal.LSN) error {
+	n := uint64(end - s.sent)
+	if n > MaxSendSize {
+		// Cut at a page boundary, as PostgreSQL does.
+		stop := s.sent + MaxSendSize
+		stop -= stop % wal.BlockSize
+		n = uint64(stop - s.sent)
+	}
+	tli := s.tli
+	if s.historic && wal.SegmentNo(s.sent, s.segSize) == wal.SegmentNo(s.switchpoint, s.segSize) {
+		// PostgreSQL reads the segment holding the switch point from the
+		// new timeline's file.
+		tli = s.nextTLI
+	}
+	buf := s.c.frame[:frameHeader+n]
+	got, err := s.rd.ReadAt(buf[frameHeader:], tli, s.sent)
+	if err != nil {
+		if pe := pgerr.As(err); pe != nil {
+			return pe
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return pgerr.New(pgerr.InternalError, "could not read WAL at %s: unexpected end of segment file", s.sent)
+		}
+		return pgerr.New(pgerr.InternalError, "could not read WAL at %s: %v", s.sent, err)
+	}
+	buf = buf[:frameHeader+got]
+	buf[0] = 'd'
+	binary.BigEndian.PutUint32(buf[1:], uint32(len(buf)-1))
+	buf[5] = 'w'
+	binary.BigEndian.PutUint64(buf[6:], uint64(s.sent))
+	binary.BigEndian.PutUint64(buf[14:], uint64(end))
+	binary.BigEndian.PutUint64(buf[22:], uint64(pgTime(now)))
+	s.writeDeadline(now)
+	if _, err := s.c.nc.Write(buf); err != nil {
+		return errClosed
+	}
+	s.sent += wal.LSN(got)
+	s.st.consumer.SetSent(s.sent)
+	s.c.s.m.BytesSent.Add(float64(got))
+	return nil
+}
+
+// keepalive sends a primary keepalive message; walEnd is the send pointer.
+func (s *sender) keepalive(replyRequested bool) error {
+	var b [5 + 18]byte
+	b[0] = 'd'
+	binary.BigEndian.PutUint32(b[1:], 4+18)
+	b[5] = 'k'
+	binary.BigEndian.PutUint64(b[6:], uint64(s.sent))
+	now := time.Now()
+	binary.BigEndian.PutUint64(b[14:], uint64(pgTime(now)))
+	if replyRequested {
+		b[22] = 1
+	}
+	s.writeDeadline(now)
+	if _, err := s.c.nc.Write(b[:]); err != nil {
+		return errClosed
+	}
+	return nil
+}
+
+func (s *sender) readerEnded(ex readerExit) error {
+	c := s.c
+	switch {
+	case ex.err != nil:
+		return errClosed
+	case ex.fb != nil:
+		if errors.Is(ex.fb, feedback.ErrUnknownType) {
+			// PostgreSQL logs this and closes the socket without a reply.
+			c.log.Warn("unexpected message type from consumer; closing", zap.Error(ex.fb))
+			return errClosed
+		}
+		c.log.Warn("malformed feedback from consumer", zap.Error(ex.fb))
+		return ex.fb
+	}
+	switch ex.msg.(type) {
+	case *pgproto3.CopyDone:
+		c.be.Send(&pgproto3.CopyDone{})
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_STREAMING")})
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_REPLICATION")})
+		if err := c.be.Flush(); err != nil {
+			return errClosed
+		}
+		return errClientCopyDone
+	case *pgproto3.Terminate:
+		return errClosed
+	default:
+		return pgerr.Fatal(pgerr.ProtocolViolation, "invalid standby message type \"%c\"", frontendType(ex.msg))
+	}
+}
+
+// endHistoric ends COPY at the switch point of a historic timeline and
+// reports the next timeline.
+func (s *sender) endHistoric(ctx context.Context) error {
+	c := s.c
+	c.be.Send(&pgproto3.CopyDone{})
+	if err := c.be.Flush(); err != nil {
+		return errClosed
+	}
+	for {
+		select {
+		case ex := <-s.st.exit:
+			if ex.err != nil {
+				return errClosed
+			}
+			if ex.fb != nil {
+				return s.readerEnded(ex)
+			}
+			switch ex.msg.(type) {
+			case *pgproto3.CopyDone:
+				c.sendNextTimeline(s.nextTLI, s.switchpoint)
+				c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_STREAMING")})
+				c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_REPLICATION")})
+				return errClientCopyDone
+			default:
+				return s.readerEnded(ex)
+			}
+		case <-s.st.replyReq:
+		case <-ctx.Done():
+			return s.shutdown()
+		}
+	}
+}
+
+func (c *conn) sendNextTimeline(next uint32, at wal.LSN) {
+	c.be.Send(pgwire.RowDescription(pgwire.Int8Col("next_tli"), pgwire.TextCol("next_tli_startpos")))
+	c.be.Send(pgwire.DataRow(pgwire.Uint(uint64(next)), pgwire.Text(at.String())))
+}
+
+// shutdown is PostgreSQL's walsender shutdown: ask the consumer to confirm
+// what it has, wait briefly for it, then "COPY 0" and close.
+func (s *sender) shutdown() error {
+	c := s.c
+	if err := s.keepalive(true); err != nil {
+		return errStreamShutdown
+	}
+	deadline := time.NewTimer(shutdownReplyWait)
+	defer deadline.Stop()
+wait:
+	for wal.LSN(s.st.lastWrite.Load()) < s.sent {
+		select {
+		case <-s.st.replied:
+		case <-s.st.exit:
+			return errStreamShutdown
+		case <-deadline.C:
+			break wait
+		}
+	}
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("COPY 0")})
+	_ = c.be.Flush()
+	return errStreamShutdown
+}
+
+// frontendType returns the type byte of a frontend message for error texts.
+func frontendType(m pgproto3.FrontendMessage) byte {
+	switch m.(type) {
+	case *pgproto3.Query:
+		return 'Q'
+	case *pgproto3.CopyFail:
+		return 'f'
+	case *pgproto3.Sync:
+		return 'S'
+	case *pgproto3.Flush:
+		return 'H'
+	case *pgproto3.Parse:
+		return 'P'
+	case *pgproto3.Bind:
+		return 'B'
+	case *pgproto3.Execute:
+		return 'E'
+	case *pgproto3.Describe:
+		return 'D'
+	case *pgproto3.Close:
+		return 'C'
+	case *pgproto3.FunctionCall:
+		return 'F'
+	case *pgproto3.PasswordMessage:
+		return 'p'
+	}
+	return '?'
+}

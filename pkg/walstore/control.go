@@ -1,0 +1,110 @@
+package walstore
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// ControlFileName is the name of a timeline's control file.
+const ControlFileName = "safekeeper.control"
+
+const (
+	controlMagic   uint32 = 0x534B4354 // "SKCT"
+	controlVersion uint32 = 1
+)
+
+// Control is the persistent state of one timeline.
+type Control struct {
+	TenantID   string `json:"tenant_id"`
+	TimelineID string `json:"timeline_id"`
+
+	// What we learned from the upstream at first contact.
+	SystemID         uint64 `json:"system_id"`
+	WalSegSize       uint64 `json:"wal_seg_size"`
+	ServerVersion    string `json:"server_version"`
+	ServerVersionNum int    `json:"server_version_num"`
+	PageMagic        uint16 `json:"page_magic,omitempty"`
+
+	// TLI is the PostgreSQL timeline currently being written.
+	TLI uint32 `json:"tli"`
+	// StartLSN is the first WAL byte this safekeeper holds.
+	StartLSN wal.LSN `json:"start_lsn"`
+	// FlushLSN is the last durable end of WAL recorded here. The segment
+	// files may hold more durable WAL than this (the control file is not
+	// rewritten on every fsync); Recover finds the true end.
+	FlushLSN wal.LSN `json:"flush_lsn"`
+}
+
+// Initialized reports whether the timeline has had contact with an upstream.
+func (c Control) Initialized() bool { return c.SystemID != 0 && c.WalSegSize != 0 }
+
+// ErrNoControl is returned by ReadControl when there is no control file.
+var ErrNoControl = errors.New("no control file")
+
+// EncodeControl serializes c: magic, version, payload length, JSON payload,
+// CRC-32C of everything before it. All integers little-endian.
+func EncodeControl(c Control) ([]byte, error) {
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 12, 12+len(payload)+4)
+	binary.LittleEndian.PutUint32(b[0:], controlMagic)
+	binary.LittleEndian.PutUint32(b[4:], controlVersion)
+	binary.LittleEndian.PutUint32(b[8:], uint32(len(payload)))
+	b = append(b, payload...)
+	b = binary.LittleEndian.AppendUint32(b, wal.CRC32C(b))
+	return b, nil
+}
+
+// DecodeControl parses and verifies a control file image.
+func DecodeControl(b []byte) (Control, error) {
+	var c Control
+	if len(b) < 16 {
+		return c, fmt.Errorf("control file too short (%d bytes)", len(b))
+	}
+	if m := binary.LittleEndian.Uint32(b); m != controlMagic {
+		return c, fmt.Errorf("control file has bad magic %#x", m)
+	}
+	if v := binary.LittleEndian.Uint32(b[4:]); v != controlVersion {
+		return c, fmt.Errorf("control file version %d not supported (want %d)", v, controlVersion)
+	}
+	n := binary.LittleEndian.Uint32(b[8:])
+	if uint64(n)+16 != uint64(len(b)) {
+		return c, fmt.Errorf("control file length mismatch: payload %d, file %d bytes", n, len(b))
+	}
+	want := binary.LittleEndian.Uint32(b[len(b)-4:])
+	if got := wal.CRC32C(b[:len(b)-4]); got != want {
+		return c, fmt.Errorf("control file checksum mismatch: computed %08x, stored %08x", got, want)
+	}
+	if err := json.Unmarshal(b[12:len(b)-4], &c); err != nil {
+		return c, fmt.Errorf("control file payload: %w", err)
+	}
+	return c, nil
+}
+
+// ReadControl reads dir's control file.
+func ReadControl(path string) (Control, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Control{}, ErrNoControl
+	}
+	if err != nil {
+		return Control{}, err
+	}
+	return DecodeControl(b)
+}
+
+// WriteControl atomically replaces the control file at path.
+func WriteControl(path string, c Control) error {
+	b, err := EncodeControl(c)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, b, 0o600)
+}

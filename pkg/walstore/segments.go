@@ -1,0 +1,245 @@
+package walstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// PartialSuffix marks the segment being written.
+const PartialSuffix = ".partial"
+
+// SegmentFile describes one segment file found in a timeline directory.
+type SegmentFile struct {
+	Name    string // file name, with suffix
+	TLI     uint32
+	SegNo   uint64
+	Partial bool
+	Size    int64
+}
+
+// ListSegments returns the segment files in dir sorted by (SegNo, TLI).
+func ListSegments(dir string, segSize uint64) ([]SegmentFile, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []SegmentFile
+	for _, e := range ents {
+		name := e.Name()
+		base, partial := strings.CutSuffix(name, PartialSuffix)
+		tli, segno, ok := wal.ParseSegmentFileName(base, segSize)
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, SegmentFile{Name: name, TLI: tli, SegNo: segno, Partial: partial, Size: info.Size()})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].SegNo != out[j].SegNo {
+			return out[i].SegNo < out[j].SegNo
+		}
+		return out[i].TLI < out[j].TLI
+	})
+	return out, nil
+}
+
+// Writer appends WAL to the segment files of one timeline. Write and Sync
+// may be called from different goroutines: one receiver writes, one flusher
+// syncs, so an fsync never stalls the network read.
+type Writer struct {
+	dir     string
+	tli     uint32
+	segSize uint64
+
+	mu      sync.Mutex
+	cur     *os.File // current .partial segment
+	curSeg  uint64
+	written wal.LSN   // end of bytes written (not necessarily durable)
+	sealed  []*sealed // complete segments awaiting fsync + rename
+	durable wal.LSN
+
+	syncMu sync.Mutex // serializes Sync
+}
+
+type sealed struct {
+	f    *os.File
+	name string // final name (without .partial)
+}
+
+// OpenWriter positions a writer at end, which must be the true end of valid
+// WAL as returned by Recover (or a segment start for a new timeline).
+func OpenWriter(dir string, tli uint32, segSize uint64, end wal.LSN) (*Writer, error) {
+	w := &Writer{dir: dir, tli: tli, segSize: segSize, written: end, durable: end}
+	if err := w.openSegment(wal.SegmentNo(end, segSize), int64(wal.SegmentOffset(end, segSize))); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Writer) segName(segno uint64) string { return wal.SegmentFileName(w.tli, segno, w.segSize) }
+
+// openSegment opens (creating if needed) the .partial file of segno and
+// truncates it to size bytes.
+func (w *Writer) openSegment(segno uint64, size int64) error {
+	path := filepath.Join(w.dir, w.segName(segno)+PartialSuffix)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open segment: %w", err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return fmt.Errorf("truncate %q: %w", path, err)
+	}
+	if _, err := f.Seek(size, io.SeekStart); err != nil {
+		f.Close()
+		return err
+	}
+	if size == 0 {
+		// A new file: make its directory entry durable before we report any
+		// of its bytes as flushed.
+		if err := SyncDir(w.dir); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	w.cur, w.curSeg = f, segno
+	return nil
+}
+
+// Written returns the end of WAL written so far.
+func (w *Writer) Written() wal.LSN {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.written
+}
+
+// Durable returns the end of WAL made durable by Sync.
+func (w *Writer) Durable() wal.LSN {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.durable
+}
+
+// ErrNotContiguous is returned when Write is handed bytes that do not start
+// at the current end of WAL.
+var ErrNotContiguous = errors.New("WAL data is not contiguous with the end of WAL")
+
+// Write appends data, which must start at the current end of written WAL.
+// Bytes that repeat WAL already written (start < end) are skipped.
+func (w *Writer) Write(start wal.LSN, data []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur == nil {
+		return errors.New("writer is closed")
+	}
+	if start > w.written {
+		return fmt.Errorf("%w: got %s, end is %s", ErrNotContiguous, start, w.written)
+	}
+	if skip := uint64(w.written - start); skip > 0 {
+		if skip >= uint64(len(data)) {
+			return nil
+		}
+		data = data[skip:]
+	}
+	for len(data) > 0 {
+		off := wal.SegmentOffset(w.written, w.segSize)
+		n := uint64(len(data))
+		if room := w.segSize - off; n > room {
+			n = room
+		}
+		if _, err := w.cur.Write(data[:n]); err != nil {
+			return fmt.Errorf("write segment %s: %w", w.segName(w.curSeg), err)
+		}
+		w.written += wal.LSN(n)
+		data = data[n:]
+		if off+n == w.segSize {
+			w.sealed = append(w.sealed, &sealed{f: w.cur, name: w.segName(w.curSeg)})
+			w.cur = nil
+			if err := w.openSegment(w.curSeg+1, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Sync makes everything written so far durable and returns the new durable
+// end. Complete segments are fsynced, renamed to their final name and the
+// directory fsynced. Concurrent Writes continue while the fsync runs.
+func (w *Writer) Sync() (wal.LSN, error) {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
+
+	w.mu.Lock()
+	target := w.written
+	cur := w.cur
+	seal := w.sealed
+	w.sealed = nil
+	durable := w.durable
+	w.mu.Unlock()
+
+	if target == durable && len(seal) == 0 {
+		return durable, nil
+	}
+	for i, s := range seal {
+		if err := s.f.Sync(); err != nil {
+			w.requeue(seal[i:])
+			return durable, fmt.Errorf("fsync segment %s: %w", s.name, err)
+		}
+	}
+	if len(seal) > 0 {
+		for i, s := range seal {
+			if err := os.Rename(filepath.Join(w.dir, s.name+PartialSuffix), filepath.Join(w.dir, s.name)); err != nil {
+				w.requeue(seal[i:])
+				return durable, fmt.Errorf("rename segment %s: %w", s.name, err)
+			}
+			s.f.Close()
+		}
+		if err := SyncDir(w.dir); err != nil {
+			return durable, err
+		}
+	}
+	if cur != nil {
+		if err := fdatasync(cur); err != nil {
+			return durable, fmt.Errorf("fdatasync: %w", err)
+		}
+	}
+	w.mu.Lock()
+	if target > w.durable {
+		w.durable = target
+	}
+	d := w.durable
+	w.mu.Unlock()
+	return d, nil
+}
+
+func (w *Writer) requeue(s []*sealed) {
+	w.mu.Lock()
+	w.sealed = append(append([]*sealed(nil), s...), w.sealed...)
+	w.mu.Unlock()
+}
+
+// Close syncs and closes the writer.
+func (w *Writer) Close() error {
+	_, err := w.Sync()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur != nil {
+		if cerr := w.cur.Close(); err == nil {
+			err = cerr
+		}
+		w.cur = nil
+	}
+	return err
+}
