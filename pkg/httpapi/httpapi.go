@@ -23,19 +23,19 @@ type Status struct {
 
 // TimelineStatus describes one timeline.
 type TimelineStatus struct {
-	TenantID      string                    `json:"tenant_id"`
-	TimelineID    string                    `json:"timeline_id"`
-	SystemID      string                    `json:"system_id"`
-	PGVersion     string                    `json:"pg_version"`
-	PGVersionNum  int                       `json:"pg_version_num"`
-	WalSegSize    uint64                    `json:"wal_seg_size"`
-	TLI           uint32                    `json:"tli"`
-	StartLSN      string                    `json:"start_lsn"`
-	FlushLSN      string                    `json:"flush_lsn"`
-	WrittenLSN    string                    `json:"written_lsn"`
-	HasWAL        bool                      `json:"has_wal"`
-	Upstream      timeline.UpstreamStatus   `json:"upstream"`
-	Consumers     []timeline.ConsumerStatus `json:"consumers"`
+	TenantID     string                    `json:"tenant_id"`
+	TimelineID   string                    `json:"timeline_id"`
+	SystemID     string                    `json:"system_id"`
+	PGVersion    string                    `json:"pg_version"`
+	PGVersionNum int                       `json:"pg_version_num"`
+	WalSegSize   uint64                    `json:"wal_seg_size"`
+	TLI          uint32                    `json:"tli"`
+	StartLSN     string                    `json:"start_lsn"`
+	FlushLSN     string                    `json:"flush_lsn"`
+	WrittenLSN   string                    `json:"written_lsn"`
+	HasWAL       bool                      `json:"has_wal"`
+	Upstream     timeline.UpstreamStatus   `json:"upstream"`
+	Consumers    []timeline.ConsumerStatus `json:"consumers"`
 }
 
 // Handler returns the HTTP handler.

@@ -95,8 +95,8 @@ func (r *Receiver) Run(ctx context.Context) {
 }
 
 type identity struct {
-	sysID  uint64
-	tli    uint32
+	sysID   uint64
+	tli     uint32
 	xlogpos wal.LSN
 }
 

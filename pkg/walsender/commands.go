@@ -154,5 +154,3 @@ func (c *conn) historyContains(ctl timelineControl, tli uint32) (switchpoint wal
 	end, nextTLI, ok := wal.SwitchPoint(hist, tli)
 	return end, nextTLI, ok
 }
-
-
