@@ -1,0 +1,312 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// safekeeperBinary builds cmd/safekeeper once per test run, with the race
+// detector so the end-to-end tests also check the server for races.
+func safekeeperBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "safekeeper-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "safekeeper")
+		cmd := exec.Command("go", "build", "-race", "-o", binPath, "../cmd/safekeeper")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// SK is a safekeeper process under test.
+type SK struct {
+	t        testing.TB
+	bin      string
+	DataDir  string
+	PGPort   int
+	HTTPPort int
+	Name     string
+	Upstream string
+	Extra    []string
+	logPath  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// StartSK starts a safekeeper streaming from upstream (a connection string;
+// "" for none).
+func StartSK(t testing.TB, upstream string, extra ...string) *SK {
+	t.Helper()
+	dir := t.TempDir()
+	s := &SK{
+		t: t, bin: safekeeperBinary(t),
+		DataDir:  filepath.Join(dir, "data"),
+		PGPort:   pgtest.FreePort(t),
+		HTTPPort: pgtest.FreePort(t),
+		Name:     "safekeeper",
+		Upstream: upstream,
+		Extra:    extra,
+		logPath:  filepath.Join(dir, "safekeeper.log"),
+	}
+	s.Start()
+	t.Cleanup(func() {
+		s.mu.Lock()
+		running := s.cmd != nil
+		s.mu.Unlock()
+		if running {
+			s.signal(syscall.SIGKILL)
+			s.wait(10 * time.Second)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(s.logPath)
+			lines := strings.Split(string(b), "\n")
+			if len(lines) > 80 {
+				lines = lines[len(lines)-80:]
+			}
+			t.Logf("safekeeper log (tail):\n%s", strings.Join(lines, "\n"))
+		}
+	})
+	return s
+}
+
+// Start starts the process and waits until its HTTP endpoint answers.
+func (s *SK) Start() {
+	s.t.Helper()
+	args := []string{"run",
+		"--data-dir", s.DataDir,
+		"--listen-pg", fmt.Sprintf("127.0.0.1:%d", s.PGPort),
+		"--listen-http", fmt.Sprintf("127.0.0.1:%d", s.HTTPPort),
+		"--name", s.Name,
+		"--log-level", "debug",
+	}
+	if s.Upstream != "" {
+		args = append(args, "--upstream", s.Upstream)
+	}
+	args = append(args, s.Extra...)
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		s.t.Fatalf("start safekeeper: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logf.Close() }()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.url("/healthz"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case err := <-done:
+			s.mu.Lock()
+			s.cmd = nil
+			s.mu.Unlock()
+			b, _ := os.ReadFile(s.logPath)
+			s.t.Fatalf("safekeeper exited during startup: %v\n%s", err, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("safekeeper did not become healthy in 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *SK) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", s.HTTPPort, path) }
+
+func (s *SK) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
+func (s *SK) wait(timeout time.Duration) error {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	select {
+	case err := <-done:
+		s.mu.Lock()
+		s.cmd = nil
+		s.mu.Unlock()
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("safekeeper did not exit within %s", timeout)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to die.
+func (s *SK) Kill() {
+	s.t.Helper()
+	s.signal(syscall.SIGKILL)
+	_ = s.wait(30 * time.Second)
+}
+
+// Stop sends SIGTERM and requires a clean exit with status 0.
+func (s *SK) Stop() {
+	s.t.Helper()
+	s.signal(syscall.SIGTERM)
+	if err := s.wait(30 * time.Second); err != nil {
+		s.t.Fatalf("safekeeper did not shut down cleanly: %v", err)
+	}
+}
+
+// ConnString is a libpq connection string for a replication connection.
+func (s *SK) ConnString() string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable replication=true", s.PGPort)
+}
+
+// Status is the subset of /v1/status the tests read.
+type Status struct {
+	Node      string `json:"node"`
+	Timelines []struct {
+		TenantID   string `json:"tenant_id"`
+		TimelineID string `json:"timeline_id"`
+		SystemID   string `json:"system_id"`
+		PGVersion  string `json:"pg_version"`
+		WalSegSize uint64 `json:"wal_seg_size"`
+		TLI        uint32 `json:"tli"`
+		FlushLSN   string `json:"flush_lsn"`
+		HasWAL     bool   `json:"has_wal"`
+		Upstream   struct {
+			State    string `json:"state"`
+			LagBytes uint64 `json:"lag_bytes"`
+		} `json:"upstream"`
+		Consumers []struct {
+			ApplicationName string `json:"application_name"`
+			SentLSN         string `json:"sent_lsn"`
+			Feedback        *struct {
+				WriteLSN string `json:"write_lsn"`
+				FlushLSN string `json:"flush_lsn"`
+				ApplyLSN string `json:"apply_lsn"`
+			} `json:"feedback"`
+			HotStandby *struct {
+				Xmin uint64 `json:"xmin"`
+			} `json:"hot_standby_feedback"`
+		} `json:"consumers"`
+	} `json:"timelines"`
+}
+
+// Status fetches /v1/status.
+func (s *SK) Status(t testing.TB) Status {
+	t.Helper()
+	resp, err := http.Get(s.url("/v1/status"))
+	if err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	defer resp.Body.Close()
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("decode status: %v", err)
+	}
+	if len(st.Timelines) != 1 {
+		t.Fatalf("status has %d timelines, want 1", len(st.Timelines))
+	}
+	return st
+}
+
+// FlushLSN returns the safekeeper's durable end of WAL.
+func (s *SK) FlushLSN(t testing.TB) wal.LSN {
+	t.Helper()
+	st := s.Status(t)
+	lsn, err := wal.ParseLSN(st.Timelines[0].FlushLSN)
+	if err != nil {
+		t.Fatalf("bad flush_lsn %q: %v", st.Timelines[0].FlushLSN, err)
+	}
+	return lsn
+}
+
+// WaitFlush waits until the safekeeper's flush LSN reaches lsn.
+func (s *SK) WaitFlush(t testing.TB, lsn wal.LSN, timeout time.Duration) {
+	t.Helper()
+	pgtest.WaitFor(t, timeout, fmt.Sprintf("safekeeper flush LSN to reach %s", lsn), func() bool {
+		return s.FlushLSN(t) >= lsn
+	})
+}
+
+// currentLSN returns the primary's current WAL insert position.
+func currentLSN(t testing.TB, c *pgtest.Cluster) wal.LSN {
+	t.Helper()
+	v := c.QueryValue(t, "SELECT pg_current_wal_insert_lsn()")
+	lsn, err := wal.ParseLSN(v)
+	if err != nil {
+		t.Fatalf("parse %q: %v", v, err)
+	}
+	return lsn
+}
+
+// flushLSNOfPrimary returns the primary's current WAL flush position.
+func flushLSNOfPrimary(t testing.TB, c *pgtest.Cluster) wal.LSN {
+	t.Helper()
+	v := c.QueryValue(t, "SELECT pg_current_wal_flush_lsn()")
+	lsn, err := wal.ParseLSN(v)
+	if err != nil {
+		t.Fatalf("parse %q: %v", v, err)
+	}
+	return lsn
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// compareSKFiles compares every complete segment file the safekeeper holds
+// with the primary's, and the durable prefix of its partial segment.
+func compareSKFiles(t testing.TB, primary *pgtest.Cluster, sk *SK, segSize uint64) {
+	t.Helper()
+	st := sk.Status(t)
+	tl := st.Timelines[0]
+	dir := filepath.Join(sk.DataDir, tl.TenantID, tl.TimelineID)
+	names := completeSegments(t, dir)
+	if len(names) < 3 {
+		t.Fatalf("safekeeper holds only %d complete segments", len(names))
+	}
+	compareWithPrimary(t, primary, dir, names)
+	t.Logf("safekeeper's %d complete segments are byte-identical to the primary's", len(names))
+}
