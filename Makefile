@@ -1,0 +1,53 @@
+# safekeeper: build, test, demo and benchmark entry points.
+# `make test` is what CI runs (.ci/run); it needs PostgreSQL's server
+# binaries (initdb, postgres, pg_ctl, pg_basebackup, pg_receivewal, psql).
+
+GO       ?= go
+BIN      ?= bin/safekeeper
+FUZZTIME ?= 5s
+PKGS     := ./...
+
+.PHONY: all build test check vet fmt-check unit fuzz-short demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/safekeeper
+
+## test: everything CI checks: vet, gofmt, the whole suite with -race, and
+## each fuzz target for $(FUZZTIME) on top of its committed corpus.
+test: check unit fuzz-short
+
+check: vet fmt-check
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+unit:
+	$(GO) test -race -count=1 -timeout 45m $(PKGS)
+
+fuzz-short:
+	@set -e; for pkg in $$($(GO) list ./pkg/...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## demo: a throwaway PostgreSQL primary, a safekeeper on it, some WAL,
+## streamed back with pg_receivewal from the safekeeper.
+demo: build
+	./scripts/demo.sh
+
+## bench: stream ~1 GiB of already-written WAL from the safekeeper and from
+## PostgreSQL's own walsender, alternating, with pg_receivewal and a minimal
+## Go client; prints wall time, server CPU per GiB, medians and ratios.
+bench:
+	$(GO) test -run '^$$' -bench BenchmarkStreamComparison -benchtime 1x -timeout 60m -v ./tests/
+
+clean:
+	rm -rf bin demo-data

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# make demo: a throwaway PostgreSQL primary from the installed binaries, a
+# safekeeper streaming from it (single node, no etcd, no S3), some WAL, and
+# pg_receivewal streaming that WAL back from the safekeeper.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SK_BIN=${SK_BIN:-bin/safekeeper}
+PG_PORT=${DEMO_PG_PORT:-55432}
+SK_PORT=${DEMO_SK_PORT:-5454}
+HTTP_PORT=${DEMO_HTTP_PORT:-7676}
+
+pgbin=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
+if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
+  echo "demo: PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BINDIR)" >&2
+  exit 1
+fi
+asuser() {  # PostgreSQL refuses to run as root
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+work=$(mktemp -d /tmp/safekeeper-demo.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work/pg" "$work/received"
+[ "$(id -u)" = 0 ] && chown postgres "$work/pg"
+pgdata="$work/pg/data"
+
+cleanup() {
+  [ -n "${sk_pid:-}" ] && kill -TERM "$sk_pid" 2>/dev/null && wait "$sk_pid" 2>/dev/null || true
+  asuser "$pgbin/pg_ctl" -D "$pgdata" -m fast stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "==> initdb and start a throwaway primary on 127.0.0.1:$PG_PORT"
+asuser "$pgbin/initdb" -D "$pgdata" -A trust -U postgres --no-sync >/dev/null
+cat >>"$pgdata/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$work/pg'
+wal_level = replica
+wal_keep_size = '256MB'
+CONF
+asuser "$pgbin/pg_ctl" -D "$pgdata" -l "$work/pg/postgres.log" -w start >/dev/null
+psql() { "$pgbin/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+
+echo "==> start the safekeeper (pg protocol on :$SK_PORT, HTTP on :$HTTP_PORT)"
+"$SK_BIN" run --data-dir "$work/safekeeper" \
+  --listen-pg "127.0.0.1:$SK_PORT" --listen-http "127.0.0.1:$HTTP_PORT" \
+  --upstream "host=127.0.0.1 port=$PG_PORT user=postgres" \
+  >"$work/safekeeper.log" 2>&1 &
+sk_pid=$!
+for _ in $(seq 100); do
+  if "$pgbin/psql" -X -At "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+
+echo "==> write some WAL on the primary"
+psql -c "CREATE TABLE demo(id serial PRIMARY KEY, payload text)"
+for _ in 1 2 3; do
+  psql -c "INSERT INTO demo(payload) SELECT md5(g::text) FROM generate_series(1, 20000) g" -c "SELECT pg_switch_wal()" >/dev/null
+done
+psql -c "INSERT INTO demo(payload) VALUES ('last')"
+endpos=$(psql -At -c "SELECT pg_current_wal_flush_lsn()")
+start=$("$pgbin/psql" -X -At "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM | cut -d'|' -f3)
+echo "    primary flushed up to $endpos"
+
+echo "==> IDENTIFY_SYSTEM on the safekeeper"
+"$pgbin/psql" -X "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM
+
+echo "==> stream the WAL back from the safekeeper with pg_receivewal (from the start of what it holds)"
+# Start at the first segment the safekeeper holds: seed the directory with an
+# empty .partial of that segment, which pg_receivewal resumes from.
+first=$(ls "$work"/safekeeper/*/*/ | grep -E '^[0-9A-F]{24}' | sort | head -n1 | cut -c1-24)
+: >"$work/received/$first.partial"
+"$pgbin/pg_receivewal" -h 127.0.0.1 -p "$SK_PORT" -U postgres -D "$work/received" \
+  --endpos "$endpos" --no-loop --verbose 2>&1 | sed 's/^/    /'
+
+echo "==> compare with the primary's pg_wal"
+ok=0
+for f in "$work"/received/*; do
+  name=$(basename "$f")
+  case "$name" in *.partial) continue;; esac
+  if cmp -s "$f" "$pgdata/pg_wal/$name"; then echo "    $name identical"; ok=$((ok+1)); else echo "    $name DIFFERS"; exit 1; fi
+done
+echo "    $ok complete segments byte-identical to the primary's"
+
+echo "==> /v1/status"
+if command -v curl >/dev/null; then curl -s "http://127.0.0.1:$HTTP_PORT/v1/status" | sed 's/^/    /' | head -n 40; fi
+
+cat <<EOF2
+
+Where to look:
+  safekeeper WAL and control file: $work/safekeeper/<tenant_id>/<timeline_id>/
+  safekeeper log:                  $work/safekeeper.log
+  WAL received by pg_receivewal:   $work/received/
+  primary data directory and log:  $pgdata, $work/pg/postgres.log
+(the primary and the safekeeper are stopped now; remove $work when done)
+EOF2
