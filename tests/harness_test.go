@@ -18,33 +18,46 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	raceBinary  builtBinary
+	plainBinary builtBinary
 )
 
 // safekeeperBinary builds cmd/safekeeper once per test run, with the race
 // detector so the end-to-end tests also check the server for races.
+// Benchmarks use a build without it.
 func safekeeperBinary(t testing.TB) string {
+	if _, ok := t.(*testing.B); ok {
+		return buildBinary(t, &plainBinary)
+	}
+	return buildBinary(t, &raceBinary, "-race")
+}
+
+func buildBinary(t testing.TB, b *builtBinary, flags ...string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "safekeeper-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "safekeeper")
-		cmd := exec.Command("go", "build", "-race", "-o", binPath, "../cmd/safekeeper")
-		out, err := cmd.CombinedOutput()
+		b.path = filepath.Join(dir, "safekeeper")
+		args := append(append([]string{"build"}, flags...), "-o", b.path, "../cmd/safekeeper")
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // SK is a safekeeper process under test.
@@ -62,6 +75,16 @@ type SK struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan error
+}
+
+// PID returns the process id of the running safekeeper.
+func (s *SK) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
 }
 
 // StartSK starts a safekeeper streaming from upstream (a connection string;

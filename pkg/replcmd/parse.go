@@ -1,0 +1,440 @@
+package replcmd
+
+import (
+	"strings"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+)
+
+// Parse parses one replication command. See the package documentation for
+// the grammar and the errors.
+func Parse(q string) (Command, error) {
+	p := parser{lx: lexer{s: q}}
+	first, lerr := p.lx.next()
+	if lerr != errNone || first.kind != tKeyword || first.kw.command() == 0 {
+		return Command{}, errNotReplication()
+	}
+	p.cmd.Kind = first.kw.command()
+	var err error
+	switch p.cmd.Kind {
+	case IdentifySystem:
+		err = p.end()
+	case Show, ReadReplicationSlot:
+		if p.cmd.Name, err = p.varName(); err == nil {
+			err = p.end()
+		}
+	case TimelineHistory:
+		err = p.timelineHistory()
+	case StartReplication:
+		err = p.startReplication()
+	case CreateReplicationSlot:
+		err = p.createSlot()
+	case DropReplicationSlot:
+		err = p.dropSlot()
+	case BaseBackup, AlterReplicationSlot, UploadManifest:
+		// Recognised so the caller can reject them; the rest is not parsed.
+	}
+	if err != nil {
+		return Command{}, err
+	}
+	return p.cmd, nil
+}
+
+type parser struct {
+	lx  lexer
+	cmd Command
+}
+
+// next returns the next token, turning a lexical error into an error value.
+func (p *parser) next() (token, error) {
+	t, e := p.lx.next()
+	if e != errNone {
+		return t, lexError(e)
+	}
+	return t, nil
+}
+
+// end accepts the end of the query, with one optional ';'.
+func (p *parser) end() error {
+	t, err := p.next()
+	if err != nil {
+		return err
+	}
+	return p.endFrom(t)
+}
+
+// endFrom is end where t is the already-read next token.
+func (p *parser) endFrom(t token) error {
+	var err error
+	if t.kind == tChar && t.ch == ';' {
+		if t, err = p.next(); err != nil {
+			return err
+		}
+	}
+	if t.kind != tEOF {
+		return syntaxError()
+	}
+	return nil
+}
+
+// rest accepts any lexically valid remainder of the query.
+func (p *parser) rest() error {
+	for {
+		t, err := p.next()
+		if err != nil {
+			return err
+		}
+		if t.kind == tEOF {
+			return nil
+		}
+	}
+}
+
+// ident reads one identifier.
+func (p *parser) ident() (string, error) {
+	t, err := p.next()
+	if err != nil {
+		return "", err
+	}
+	if t.kind != tIdent {
+		return "", syntaxError()
+	}
+	return t.str, nil
+}
+
+// varName reads ident ('.' ident)* and joins the parts with '.'. When the
+// parts are plain lower-case identifiers written without spaces, the result
+// is a substring of the query.
+func (p *parser) varName() (string, error) {
+	t, err := p.next()
+	if err != nil {
+		return "", err
+	}
+	if t.kind != tIdent {
+		return "", syntaxError()
+	}
+	name, start, end := t.str, t.start, t.end
+	contiguous := t.raw // query[start:end] is the joined name so far
+	building := false   // b holds the joined name so far
+	var b strings.Builder
+	for {
+		save := p.lx.pos
+		dot, err := p.next()
+		if err != nil {
+			return "", err
+		}
+		if dot.kind != tChar || dot.ch != '.' {
+			p.lx.pos = save
+			break
+		}
+		part, err := p.next()
+		if err != nil {
+			return "", err
+		}
+		if part.kind != tIdent {
+			return "", syntaxError()
+		}
+		if !building {
+			if contiguous && part.raw && dot.start == end && part.start == dot.end {
+				end = part.end
+				continue
+			}
+			building = true
+			if contiguous {
+				b.WriteString(p.lx.s[start:end])
+			} else {
+				b.WriteString(name)
+			}
+		}
+		b.WriteByte('.')
+		b.WriteString(part.str)
+	}
+	switch {
+	case building:
+		return b.String(), nil
+	case contiguous:
+		return p.lx.s[start:end], nil
+	}
+	return name, nil
+}
+
+func (p *parser) timelineHistory() error {
+	t, err := p.next()
+	if err != nil {
+		return err
+	}
+	if t.kind != tUConst {
+		return syntaxError()
+	}
+	if t.num == 0 {
+		return invalidTimeline(t.num)
+	}
+	p.cmd.Timeline, p.cmd.HasTimeline = uint32(t.num), true
+	return p.end()
+}
+
+func (p *parser) startReplication() error {
+	t, err := p.next()
+	if err != nil {
+		return err
+	}
+	hasSlot := false
+	if t.kind == tKeyword && t.kw == kwSlot {
+		if p.cmd.Slot, err = p.ident(); err != nil {
+			return err
+		}
+		hasSlot = true
+		if t, err = p.next(); err != nil {
+			return err
+		}
+		if t.kind == tKeyword && t.kw == kwLogical {
+			p.cmd.Logical = true
+			if t, err = p.next(); err != nil {
+				return err
+			}
+			if t.kind != tRecPtr {
+				return syntaxError()
+			}
+			p.cmd.LSN = t.num
+			if err = p.rest(); err != nil {
+				return err
+			}
+			return slotExists(p.cmd.Slot)
+		}
+	}
+	if t.kind == tKeyword && t.kw == kwPhysical {
+		if t, err = p.next(); err != nil {
+			return err
+		}
+	}
+	if t.kind != tRecPtr {
+		return syntaxError()
+	}
+	p.cmd.LSN = t.num
+	if t, err = p.next(); err != nil {
+		return err
+	}
+	if t.kind == tKeyword && t.kw == kwTimeline {
+		if t, err = p.next(); err != nil {
+			return err
+		}
+		if t.kind != tUConst {
+			return syntaxError()
+		}
+		if t.num == 0 {
+			return invalidTimeline(t.num)
+		}
+		p.cmd.Timeline, p.cmd.HasTimeline = uint32(t.num), true
+		if t, err = p.next(); err != nil {
+			return err
+		}
+	}
+	if err = p.endFrom(t); err != nil {
+		return err
+	}
+	if hasSlot {
+		return slotExists(p.cmd.Slot)
+	}
+	return nil
+}
+
+// slotExists rejects the empty slot name, which Command cannot tell apart
+// from "no slot" and which no slot can have.
+func slotExists(name string) error {
+	if name == "" {
+		return pgerr.New(pgerr.UndefinedObject, "replication slot \"%s\" does not exist", name)
+	}
+	return nil
+}
+
+func (p *parser) dropSlot() error {
+	var err error
+	if p.cmd.Name, err = p.ident(); err != nil {
+		return err
+	}
+	t, err := p.next()
+	if err != nil {
+		return err
+	}
+	if t.kind == tKeyword && t.kw == kwWait {
+		p.cmd.Wait = true
+		if t, err = p.next(); err != nil {
+			return err
+		}
+	}
+	return p.endFrom(t)
+}
+
+func (p *parser) createSlot() error {
+	var err error
+	if p.cmd.Name, err = p.ident(); err != nil {
+		return err
+	}
+	t, err := p.next()
+	if err != nil {
+		return err
+	}
+	if t.kind == tKeyword && t.kw == kwTemporary {
+		p.cmd.Temporary = true
+		if t, err = p.next(); err != nil {
+			return err
+		}
+	}
+	if t.kind != tKeyword {
+		return syntaxError()
+	}
+	switch t.kw {
+	case kwLogical:
+		p.cmd.Logical = true
+		return p.rest()
+	case kwPhysical:
+	default:
+		return syntaxError()
+	}
+
+	var opts slotOptions
+	if t, err = p.next(); err != nil {
+		return err
+	}
+	if t.kind == tChar && t.ch == '(' {
+		if err = p.optionList(&opts); err != nil {
+			return err
+		}
+		if err = p.end(); err != nil {
+			return err
+		}
+	} else {
+		for t.kind == tKeyword {
+			name := legacyOption(t.kw)
+			if name == "" {
+				break
+			}
+			opts.apply(name, token{})
+			if t, err = p.next(); err != nil {
+				return err
+			}
+		}
+		if err = p.endFrom(t); err != nil {
+			return err
+		}
+	}
+	if opts.err != nil {
+		return opts.err
+	}
+	p.cmd.ReserveWAL = opts.reserveWAL
+	return nil
+}
+
+// legacyOption maps a legacy CREATE_REPLICATION_SLOT option keyword to the
+// option it stands for, or "".
+func legacyOption(k keyword) string {
+	switch k {
+	case kwReserveWAL:
+		return "reserve_wal"
+	case kwTwoPhase:
+		return "two_phase"
+	case kwExportSnapshot, kwNoexportSnapshot, kwUseSnapshot:
+		return "snapshot"
+	}
+	return ""
+}
+
+// optionList parses option [, option]* ')' after the '('.
+func (p *parser) optionList(opts *slotOptions) error {
+	for {
+		t, err := p.next()
+		if err != nil {
+			return err
+		}
+		var name string
+		switch t.kind {
+		case tIdent:
+			name = t.str
+		case tKeyword:
+			name = t.kw.name()
+		default:
+			return syntaxError()
+		}
+		if t, err = p.next(); err != nil {
+			return err
+		}
+		var arg token
+		switch t.kind {
+		case tIdent, tSConst, tUConst:
+			arg = t
+			if t, err = p.next(); err != nil {
+				return err
+			}
+		}
+		opts.apply(name, arg)
+		if t.kind != tChar {
+			return syntaxError()
+		}
+		switch t.ch {
+		case ',':
+			continue
+		case ')':
+			return nil
+		}
+		return syntaxError()
+	}
+}
+
+// slotOptions accumulates physical slot options. Like PostgreSQL it checks
+// them in order after parsing, so the first bad option is reported, and
+// only if the whole command parsed.
+type slotOptions struct {
+	reserveGiven bool
+	reserveWAL   bool
+	err          error
+}
+
+// apply records option name with argument arg (arg.kind == tEOF: none).
+func (o *slotOptions) apply(name string, arg token) {
+	if o.err != nil {
+		return
+	}
+	switch name {
+	case "reserve_wal":
+		if o.reserveGiven {
+			o.err = errSyntaxMsg("conflicting or redundant options")
+			return
+		}
+		o.reserveGiven = true
+		v, ok := boolOption(arg)
+		if !ok {
+			o.err = pgerr.New(pgerr.SyntaxError, "%s requires a Boolean value", name)
+			return
+		}
+		o.reserveWAL = v
+	case "snapshot", "two_phase", "failover":
+		o.err = errSyntaxMsg("conflicting or redundant options")
+	default:
+		o.err = pgerr.New(pgerr.InternalError, "unrecognized option: %s", name)
+	}
+}
+
+// boolOption interprets an option value as a boolean: no value is true;
+// an unsigned constant must be 0 or 1; a word or string may be true, false,
+// on, off, yes, no, 1 or 0 in any case.
+func boolOption(arg token) (bool, bool) {
+	switch arg.kind {
+	case tEOF:
+		return true, true
+	case tUConst:
+		switch arg.num {
+		case 0:
+			return false, true
+		case 1:
+			return true, true
+		}
+		return false, false
+	}
+	switch s := arg.str; {
+	case strings.EqualFold(s, "true"), strings.EqualFold(s, "on"), strings.EqualFold(s, "yes"), s == "1":
+		return true, true
+	case strings.EqualFold(s, "false"), strings.EqualFold(s, "off"), strings.EqualFold(s, "no"), s == "0":
+		return false, true
+	}
+	return false, false
+}
