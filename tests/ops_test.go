@@ -1,0 +1,210 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
+)
+
+// Before its first contact with an upstream, replication commands get a
+// clear 55000 error; SHOW data_directory_mode still works.
+func TestNoWALYet(t *testing.T) {
+	pgtest.Require(t)
+	sk := StartSK(t, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=1", pgtest.FreePort(t)))
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, err := pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{"IDENTIFY_SYSTEM", "SHOW wal_segment_size", "START_REPLICATION 0/1000000 TIMELINE 1"} {
+		_, err := conn.Exec(ctx, q).ReadAll()
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "55000" || pe.Message != "safekeeper holds no WAL yet" {
+			t.Fatalf("%s: want 55000 safekeeper holds no WAL yet, got %v", q, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "SHOW data_directory_mode").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	st := sk.Status(t)
+	if st.Timelines[0].HasWAL || st.Timelines[0].Upstream.State == "streaming" {
+		t.Fatalf("status claims WAL or streaming: %+v", st.Timelines[0])
+	}
+}
+
+// WAL from a cluster with another system identifier is refused and
+// nothing is written.
+func TestRefuseOtherCluster(t *testing.T) {
+	primary, sk := startPair(t, 1, nil)
+	before := sk.Status(t).Timelines[0]
+	sk.Stop()
+	tlDir := filepath.Join(sk.DataDir, before.TenantID, before.TimelineID)
+	snapshot := dirListing(t, tlDir)
+
+	other := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	sk.Upstream = other.ConnString()
+	sk.Start()
+	pgtest.WaitFor(t, 30*time.Second, "upstream state refused", func() bool {
+		return sk.Status(t).Timelines[0].Upstream.State == "refused"
+	})
+	after := sk.Status(t).Timelines[0]
+	if after.SystemID != before.SystemID || after.FlushLSN != before.FlushLSN {
+		t.Fatalf("timeline changed: before %+v after %+v", before, after)
+	}
+	if got := dirListing(t, tlDir); got != snapshot {
+		t.Fatalf("files changed:\nbefore %s\nafter  %s", snapshot, got)
+	}
+	_ = primary
+}
+
+func dirListing(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		if e.Name() == "safekeeper.control" {
+			continue
+		}
+		fi, _ := e.Info()
+		fmt.Fprintf(&b, "%s:%d ", e.Name(), fi.Size())
+	}
+	return b.String()
+}
+
+// startStream opens a replication connection and starts streaming at the
+// safekeeper's flush position.
+func startStream(t *testing.T, sk *SK) (*pgconn.PgConn, context.Context) {
+	t.Helper()
+	ctx := ctxTimeout(t, 60*time.Second)
+	conn, err := pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	conn.Frontend().Send(&pgproto3.Query{String: fmt.Sprintf("START_REPLICATION %s TIMELINE 1", sk.FlushLSN(t))})
+	if err := conn.Frontend().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := conn.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := msg.(*pgproto3.CopyBothResponse); !ok {
+		t.Fatalf("got %T, want CopyBothResponse", msg)
+	}
+	return conn, ctx
+}
+
+// A silent consumer gets one keepalive asking for a reply at half the
+// timeout and is dropped, without an error message, at the full timeout.
+func TestWalSenderTimeout(t *testing.T) {
+	primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	sk := StartSK(t, primary.ConnString(), "--wal-sender-timeout", "2s")
+	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
+	conn, ctx := startStream(t, sk)
+	t0 := time.Now()
+	var pingAt time.Duration
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			closedAt := time.Since(t0)
+			if pingAt == 0 {
+				t.Fatalf("connection closed after %s without a keepalive: %v", closedAt, err)
+			}
+			if closedAt < 1800*time.Millisecond || closedAt > 5*time.Second {
+				t.Fatalf("closed after %s, want about 2s", closedAt)
+			}
+			t.Logf("keepalive at %s, closed at %s", pingAt, closedAt)
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if m.Data[0] == 'k' && m.Data[17] == 1 && pingAt == 0 {
+				pingAt = time.Since(t0)
+				if pingAt < 800*time.Millisecond || pingAt > 1800*time.Millisecond {
+					t.Fatalf("keepalive with reply requested at %s, want about 1s", pingAt)
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("timeout sent an ErrorResponse: %s %s", m.Code, m.Message)
+		}
+	}
+}
+
+// SIGTERM: a streaming consumer gets PostgreSQL's shutdown sequence (a
+// keepalive asking for a reply, then CommandComplete "COPY 0" and EOF), and
+// the process exits 0.
+func TestShutdownSequence(t *testing.T) {
+	_, sk := startPair(t, 1, nil)
+	conn, ctx := startStream(t, sk)
+	stopped := make(chan struct{})
+	go func() { sk.Stop(); close(stopped) }()
+	var seq []string
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			seq = append(seq, "EOF")
+			break
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if m.Data[0] == 'k' && m.Data[17] == 1 {
+				seq = append(seq, "k")
+				// Confirm everything, as pg_receivewal does.
+				reply := make([]byte, 34)
+				reply[0] = 'r'
+				copy(reply[1:9], m.Data[1:9])
+				conn.Frontend().Send(&pgproto3.CopyData{Data: reply})
+				conn.Frontend().Flush()
+			}
+		case *pgproto3.CommandComplete:
+			seq = append(seq, "C "+string(m.CommandTag))
+		case *pgproto3.ReadyForQuery:
+			seq = append(seq, "Z")
+		}
+	}
+	<-stopped
+	if got := strings.Join(seq, ","); got != "k,C COPY 0,EOF" {
+		t.Fatalf("shutdown sequence %q, want k,C COPY 0,EOF", got)
+	}
+}
+
+// /metrics and /healthz answer; the metrics named in the design exist.
+func TestHTTPEndpoints(t *testing.T) {
+	_, sk := startPair(t, 1, nil)
+	resp, err := http.Get(sk.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{
+		"safekeeper_wal_received_bytes_total", "safekeeper_wal_sent_bytes_total", "safekeeper_flush_lsn",
+		"safekeeper_wal_fsync_seconds_bucket", "safekeeper_consumers", "safekeeper_upstream_connected 1",
+	} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	st := sk.Status(t)
+	tl := st.Timelines[0]
+	if len(tl.TenantID) != 32 || len(tl.TimelineID) != 32 || tl.SystemID == "" || tl.PGVersion == "" || tl.TLI != 1 {
+		t.Errorf("incomplete status: %+v", tl)
+	}
+}
