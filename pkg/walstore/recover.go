@@ -67,6 +67,11 @@ func Recover(dir string, ctl Control) (RecoveryResult, error) {
 		}
 		end := scan.End
 		res.Scanned, res.ScanEnd = f.Name, scan.End
+		if scan.Continues {
+			// Consistent to the last byte present, ending inside a record
+			// that carries on in the next segment: keep all of it.
+			end = segStart + wal.LSN(f.Size)
+		}
 		if ctl.FlushLSN > end && ctl.FlushLSN <= segStart+wal.LSN(f.Size) {
 			end = ctl.FlushLSN
 		}

@@ -1,0 +1,226 @@
+package walstore
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal/waltest"
+)
+
+const (
+	testSeg   = 1 << 20
+	testSysID = 7710588842466534209
+)
+
+func testControl(start wal.LSN) Control {
+	return Control{TenantID: "t", TimelineID: "l", SystemID: testSysID, WalSegSize: testSeg, TLI: 1, StartLSN: start, FlushLSN: start}
+}
+
+// build returns valid WAL from start covering about n bytes, and the record starts.
+func build(start wal.LSN, n int) ([]byte, []wal.LSN) {
+	b := waltest.NewSegmentBuilder(start, testSeg, testSysID, 1)
+	var recs []wal.LSN
+	for i := 0; b.Offset(b.Pos()) < n; i++ {
+		recs = append(recs, b.AddRecord(10, 0, 100+(i*37)%3000))
+	}
+	// Only the bytes up to the end of the last record: the builder may have
+	// laid out empty pages beyond it.
+	end := b.Offset(b.Pos())
+	end = (end + 7) &^ 7
+	return b.Bytes()[:end], recs
+}
+
+func writeAll(t *testing.T, dir string, start wal.LSN, data []byte) *Writer {
+	t.Helper()
+	w, err := OpenWriter(dir, 1, testSeg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Several writes of odd sizes, as messages arrive.
+	for off := 0; off < len(data); {
+		n := 7919
+		if off+n > len(data) {
+			n = len(data) - off
+		}
+		if err := w.Write(start+wal.LSN(off), data[off:off+n]); err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	if d, err := w.Sync(); err != nil || d != start+wal.LSN(len(data)) {
+		t.Fatalf("Sync = %s, %v; want %s", d, err, start+wal.LSN(len(data)))
+	}
+	return w
+}
+
+func TestWriterSegmentsAndRename(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, _ := build(start, 2*testSeg+5000)
+	w := writeAll(t, dir, start, data)
+	defer w.Close()
+	files, err := ListSegments(dir, testSeg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 3 || files[0].Partial || files[1].Partial || !files[2].Partial {
+		t.Fatalf("files %+v: want two complete segments and one .partial", files)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, files[0].Name))
+	if string(got) != string(data[:testSeg]) {
+		t.Fatal("first segment content differs")
+	}
+	// Overlapping rewrite is skipped; a gap is refused.
+	if err := w.Write(start, data[:100]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(start+wal.LSN(len(data))+8, []byte{1}); !errors.Is(err, ErrNotContiguous) {
+		t.Fatalf("gap: got %v", err)
+	}
+}
+
+func TestRecoverTruncatesGarbage(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, recs := build(start, testSeg+300000)
+	w := writeAll(t, dir, start, data)
+	w.Close()
+	validEnd := start + wal.LSN(len(data))
+	// A torn write: garbage after the last record.
+	f, _ := os.OpenFile(filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix), os.O_WRONLY|os.O_APPEND, 0)
+	f.Write([]byte("this is not WAL, this is not WAL"))
+	f.Close()
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != validEnd {
+		t.Fatalf("End = %s, want %s (last record %s)", res.End, validEnd, recs[len(recs)-1])
+	}
+	fi, _ := os.Stat(filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix))
+	if fi.Size() != int64(validEnd-2*testSeg) {
+		t.Fatalf("partial not truncated: %d bytes", fi.Size())
+	}
+}
+
+func TestRecoverCorruptRecord(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, recs := build(start, 200000)
+	// Corrupt a byte inside the 10th-from-last record.
+	bad := recs[len(recs)-10]
+	data[int(bad-start)+30] ^= 0xFF
+	w := writeAll(t, dir, start, data)
+	w.Close()
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != bad {
+		t.Fatalf("End = %s, want the corrupt record's start %s", res.End, bad)
+	}
+}
+
+func TestRecoverKeepsDurableMidRecord(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, _ := build(start, 100000)
+	// The upstream flushes at page boundaries, possibly inside a record:
+	// everything up to the control file's flush LSN was acknowledged.
+	cut := 12 * wal.BlockSize
+	w := writeAll(t, dir, start, data[:cut])
+	w.Close()
+	ctl := testControl(start)
+	ctl.FlushLSN = start + wal.LSN(cut)
+	res, err := Recover(dir, ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != ctl.FlushLSN {
+		t.Fatalf("End = %s, want the acknowledged %s", res.End, ctl.FlushLSN)
+	}
+}
+
+func TestRecoverRenamesCompletePartial(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	b := waltest.NewSegmentBuilder(start, testSeg, testSysID, 1)
+	b.AddRecord(10, 0, 500)
+	b.AddSwitch()
+	b.FillPageHeaders()
+	seg := make([]byte, testSeg)
+	copy(seg, b.Bytes())
+	name := wal.SegmentFileName(1, 1, testSeg)
+	os.WriteFile(filepath.Join(dir, name+PartialSuffix), seg, 0o600)
+	os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix), nil, 0o600)
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != start+testSeg || res.Renamed != name {
+		t.Fatalf("got %+v, want end %s and %s renamed", res, start+testSeg, name)
+	}
+	if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestControlRoundTripAndCorruption(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, ControlFileName)
+	if _, err := ReadControl(p); !errors.Is(err, ErrNoControl) {
+		t.Fatalf("missing: %v", err)
+	}
+	c := testControl(0x1000000)
+	c.ServerVersion = "15.18"
+	if err := WriteControl(p, c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadControl(p)
+	if err != nil || got != c {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	b, _ := os.ReadFile(p)
+	for i := range b {
+		bad := append([]byte(nil), b...)
+		bad[i] ^= 0x40
+		if _, err := DecodeControl(bad); err == nil {
+			t.Fatalf("flipping byte %d went unnoticed", i)
+		}
+	}
+}
+
+func TestLockExcludesSecondProcess(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock(dir); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock: %v", err)
+	}
+	l.Unlock()
+	l2, err := Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Unlock()
+}
+
+// FuzzDecodeControl: arbitrary bytes from disk never panic the decoder.
+func FuzzDecodeControl(f *testing.F) {
+	b, _ := EncodeControl(testControl(0x1000000))
+	f.Add(b)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeControl(b)
+		if err == nil {
+			if _, err := EncodeControl(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
