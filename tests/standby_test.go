@@ -145,8 +145,7 @@ func TestKill9Durability(t *testing.T) {
 	standby.WaitForQuery(t, q, fmt.Sprint(len(ids)), 60*time.Second)
 
 	// And the safekeeper's WAL is byte-identical to the primary's.
-	primary.Exec(t, "SELECT pg_switch_wal()")
-	primary.Exec(t, "INSERT INTO k VALUES (-1, 'end')")
+	generateSegments(t, primary, 3)
 	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 30*time.Second)
 	compareSKFiles(t, primary, sk, 1<<20)
 }
