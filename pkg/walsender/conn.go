@@ -31,6 +31,7 @@ type conn struct {
 
 	user    string
 	appName string
+	tls     bool // the connection is encrypted
 	pid     uint32
 	tl      *timeline.Timeline
 
@@ -121,8 +122,13 @@ func (c *conn) startup() error {
 			return err
 		}
 		switch pkt.Code {
-		case pgwire.SSLRequestCode, pgwire.GSSENCRequest:
-			// No TLS or GSS encryption (yet): refuse, continue in plaintext.
+		case pgwire.SSLRequestCode:
+			if err := c.negotiateTLS(); err != nil {
+				return err
+			}
+			continue
+		case pgwire.GSSENCRequest:
+			// No GSS encryption: refuse, continue in plaintext.
 			if _, err := c.nc.Write([]byte{'N'}); err != nil {
 				return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
 			}
@@ -201,6 +207,10 @@ func (c *conn) startup() error {
 			}
 		}
 		c.be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
+	}
+
+	if err := c.authenticate(database); err != nil {
+		return err
 	}
 
 	c.pid = c.s.nextPID()
