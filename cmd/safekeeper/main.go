@@ -99,6 +99,7 @@ type config struct {
 	logFormat        string
 	tenantID         string
 	timelineID       string
+	security         securityConfig
 }
 
 func parseFlags(args []string) (config, error) {
@@ -116,6 +117,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "console", "console or json")
 	fs.StringVar(&c.tenantID, "tenant-id", "", "tenant id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
 	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
+	registerSecurityFlags(fs, &c.security)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
 		return c, err
 	}
@@ -266,7 +268,14 @@ func serve(cfg config, log *zap.Logger) error {
 		}
 	}()
 
-	srv := walsender.New(walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}, reg, log.Named("walsender"), m)
+	wcfg := walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}
+	if err := applySecurity(cfg.security, &wcfg); err != nil {
+		pgLn.Close()
+		httpLn.Close()
+		tl.Close()
+		return err
+	}
+	srv := walsender.New(wcfg, reg, log.Named("walsender"), m)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
