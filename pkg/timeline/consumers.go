@@ -27,6 +27,8 @@ type Consumer struct {
 	sent      atomic.Uint64
 	connected time.Time
 
+	hsChanged chan struct{} // the timeline's hot standby aggregate may have changed
+
 	mu       sync.Mutex
 	standby  feedback.StandbyStatus
 	hot      feedback.HotStandby
@@ -62,10 +64,17 @@ func (c *Consumer) RecordStandby(s feedback.StandbyStatus) {
 // RecordHotStandby stores hot standby feedback.
 func (c *Consumer) RecordHotStandby(h feedback.HotStandby) {
 	c.mu.Lock()
+	changed := c.hot.FullXmin() != h.FullXmin() || c.hot.FullCatalogXmin() != h.FullCatalogXmin() || c.kinds&seenHot == 0
 	c.hot = h
 	c.kinds |= seenHot
 	c.lastFeed = time.Now()
 	c.mu.Unlock()
+	if changed && c.hsChanged != nil {
+		select {
+		case c.hsChanged <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // RecordPageserver stores pageserver feedback.
@@ -150,12 +159,42 @@ func (c *Consumer) Status() ConsumerStatus {
 }
 
 type consumerRegistry struct {
-	mu     sync.Mutex
-	nextID uint64
-	m      map[uint64]*Consumer
+	mu        sync.Mutex
+	nextID    uint64
+	m         map[uint64]*Consumer
+	hsChanged chan struct{}
 }
 
-func (r *consumerRegistry) init() { r.m = make(map[uint64]*Consumer) }
+func (r *consumerRegistry) init() {
+	r.m = make(map[uint64]*Consumer)
+	r.hsChanged = make(chan struct{}, 1)
+}
+
+// HotStandbyChanged is signalled when the aggregated hot standby feedback
+// may have changed (feedback arrived, or a consumer that sent some left).
+func (t *Timeline) HotStandbyChanged() <-chan struct{} { return t.consumers.hsChanged }
+
+// HotStandbyXmin aggregates the hot standby feedback of the connected
+// consumers: the oldest xmin and catalog_xmin (epoch<<32 | xid) among those
+// that report one; 0 where none does. Feedback of consumers that left is gone.
+func (t *Timeline) HotStandbyXmin() (xmin, catalogXmin uint64) {
+	r := &t.consumers
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.m {
+		c.mu.Lock()
+		if c.kinds&seenHot != 0 {
+			if x := c.hot.FullXmin(); x != 0 && (xmin == 0 || x < xmin) {
+				xmin = x
+			}
+			if x := c.hot.FullCatalogXmin(); x != 0 && (catalogXmin == 0 || x < catalogXmin) {
+				catalogXmin = x
+			}
+		}
+		c.mu.Unlock()
+	}
+	return xmin, catalogXmin
+}
 
 // AddConsumer registers a consumer; call RemoveConsumer when it leaves.
 func (t *Timeline) AddConsumer(info ConsumerInfo) *Consumer {
@@ -163,7 +202,7 @@ func (t *Timeline) AddConsumer(info ConsumerInfo) *Consumer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.nextID++
-	c := &Consumer{ConsumerInfo: info, id: r.nextID, connected: time.Now()}
+	c := &Consumer{ConsumerInfo: info, id: r.nextID, connected: time.Now(), hsChanged: r.hsChanged}
 	r.m[c.id] = c
 	return c
 }
@@ -174,6 +213,15 @@ func (t *Timeline) RemoveConsumer(c *Consumer) {
 	r.mu.Lock()
 	delete(r.m, c.id)
 	r.mu.Unlock()
+	c.mu.Lock()
+	sentHot := c.kinds&seenHot != 0
+	c.mu.Unlock()
+	if sentHot {
+		select {
+		case r.hsChanged <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Consumers returns snapshots of the connected consumers, oldest first.

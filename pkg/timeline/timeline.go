@@ -41,11 +41,15 @@ type Timeline struct {
 	w           *walstore.Writer
 	lastPersist time.Time
 	changed     chan struct{}
+	hist        []wal.HistoryEntry // parsed history of histTLI
+	histTLI     uint32
 
 	flush atomic.Uint64 // durable end of WAL; what may be served and acknowledged
+	tli   atomic.Uint32 // current PostgreSQL timeline
 
 	consumers consumerRegistry
 	upstream  upstreamState
+	slots     slotSet
 }
 
 // Open loads (or creates) the timeline stored in dir. For a timeline that
@@ -56,6 +60,10 @@ func Open(dir string, id ID, log *zap.Logger) (*Timeline, error) {
 	}
 	t := &Timeline{id: id, dir: dir, log: log, changed: make(chan struct{})}
 	t.consumers.init()
+	t.slots.init(SlotLimits{})
+	if err := t.loadSlots(); err != nil {
+		return nil, fmt.Errorf("timeline %s: replication slots: %w", id, err)
+	}
 	ctl, err := walstore.ReadControl(t.controlPath())
 	switch {
 	case errors.Is(err, walstore.ErrNoControl):
@@ -73,6 +81,7 @@ func Open(dir string, id ID, log *zap.Logger) (*Timeline, error) {
 		return nil, fmt.Errorf("timeline directory %q holds %s/%s, not %s", dir, ctl.TenantID, ctl.TimelineID, id)
 	}
 	t.ctl = ctl
+	t.tli.Store(ctl.TLI)
 	if ctl.Initialized() {
 		res, err := walstore.Recover(dir, ctl)
 		if err != nil {
@@ -178,6 +187,7 @@ func (t *Timeline) Initialize(info UpstreamInfo, start wal.LSN) error {
 	}
 	t.ctl = ctl
 	t.w = w
+	t.tli.Store(ctl.TLI)
 	t.flush.Store(uint64(start))
 	t.lastPersist = time.Now()
 	return nil
@@ -258,6 +268,9 @@ func (t *Timeline) persist() {
 	}
 }
 
+// CurrentTLI returns the PostgreSQL timeline being written.
+func (t *Timeline) CurrentTLI() uint32 { return t.tli.Load() }
+
 // FlushLSN returns the durable end of WAL.
 func (t *Timeline) FlushLSN() wal.LSN { return wal.LSN(t.flush.Load()) }
 
@@ -298,8 +311,109 @@ func (t *Timeline) Close() error {
 		return err
 	}
 	t.persist()
+	t.persistSlots()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.w = nil
 	return w.Close()
+}
+
+// DivergedDir holds WAL set aside at a timeline switch: bytes of the old
+// timeline past the switch point, which the new timeline does not contain.
+// They are never served.
+const DivergedDir = "diverged"
+
+// SwitchTimeline moves the timeline to PostgreSQL timeline newTLI starting
+// at switchpoint, the end of the current timeline in newTLI's history. All
+// received WAL must be durable first (Flush). WAL of the old timeline up to
+// the switch point stays where it is; the segment holding the switch point
+// is started on the new timeline with the old one's bytes before it (as
+// PostgreSQL does), and old-timeline WAL past the switch point is moved to
+// DivergedDir.
+func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.w == nil {
+		return errors.New("timeline not initialized")
+	}
+	if newTLI <= t.ctl.TLI {
+		return fmt.Errorf("cannot switch from timeline %d to %d", t.ctl.TLI, newTLI)
+	}
+	if _, err := t.w.Sync(); err != nil {
+		return err
+	}
+	if err := t.w.Close(); err != nil {
+		return err
+	}
+	t.w = nil
+	oldTLI, segSize := t.ctl.TLI, t.ctl.WalSegSize
+	flush := t.FlushLSN()
+	if switchpoint > flush {
+		return fmt.Errorf("switch point %s is ahead of the end of WAL %s", switchpoint, flush)
+	}
+	segno := wal.SegmentNo(switchpoint, segSize)
+	off := wal.SegmentOffset(switchpoint, segSize)
+
+	// The new timeline's first segment starts with the old one's bytes.
+	var head []byte
+	if off > 0 {
+		base := filepath.Join(t.dir, wal.SegmentFileName(oldTLI, segno, segSize))
+		f, err := os.Open(base)
+		if errors.Is(err, os.ErrNotExist) {
+			f, err = os.Open(base + walstore.PartialSuffix)
+		}
+		if err != nil {
+			return fmt.Errorf("read segment holding the switch point: %w", err)
+		}
+		head = make([]byte, off)
+		_, err = f.ReadAt(head, 0)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("read segment holding the switch point: %w", err)
+		}
+	}
+	// Set aside the old timeline's segments from the switch point on.
+	files, err := walstore.ListSegments(t.dir, segSize)
+	if err != nil {
+		return err
+	}
+	var moved []string
+	for _, f := range files {
+		if f.TLI != oldTLI || f.SegNo < segno {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(t.dir, DivergedDir), 0o700); err != nil {
+			return err
+		}
+		if err := os.Rename(filepath.Join(t.dir, f.Name), filepath.Join(t.dir, DivergedDir, f.Name)); err != nil {
+			return err
+		}
+		moved = append(moved, f.Name)
+	}
+	newName := filepath.Join(t.dir, wal.SegmentFileName(newTLI, segno, segSize)+walstore.PartialSuffix)
+	if err := walstore.WriteFileAtomic(newName, head, 0o600); err != nil {
+		return err
+	}
+	w, err := walstore.OpenWriter(t.dir, newTLI, segSize, switchpoint)
+	if err != nil {
+		return err
+	}
+	ctl := t.ctl
+	ctl.TLI = newTLI
+	ctl.FlushLSN = switchpoint
+	if err := walstore.WriteControl(t.controlPath(), ctl); err != nil {
+		w.Close()
+		return err
+	}
+	t.ctl, t.w = ctl, w
+	t.hist = nil
+	t.tli.Store(newTLI)
+	t.flush.Store(uint64(switchpoint))
+	close(t.changed)
+	t.changed = make(chan struct{})
+	t.log.Info("switched to new timeline",
+		zap.Uint32("old_tli", oldTLI), zap.Uint32("new_tli", newTLI),
+		zap.Stringer("switch_point", switchpoint), zap.Stringer("previous_end", flush),
+		zap.Strings("set_aside", moved))
+	return nil
 }

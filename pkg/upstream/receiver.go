@@ -223,21 +223,8 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 	} else {
 		r.tl.UpdateServerVersion(info.ServerVersion, info.ServerVersionNum)
 	}
-	ctl := r.tl.Control()
-	if id.tli != ctl.TLI {
-		return false, fmt.Errorf("upstream is on timeline %d, this safekeeper holds timeline %d; following a timeline switch is not supported yet", id.tli, ctl.TLI)
-	}
-	if id.tli > 1 && !r.tl.HasHistory(id.tli) {
-		rows, err := simpleQuery(ctx, conn, fmt.Sprintf("TIMELINE_HISTORY %d", id.tli))
-		if err != nil {
-			return false, err
-		}
-		if len(rows) != 1 || len(rows[0]) != 2 {
-			return false, errors.New("TIMELINE_HISTORY: unexpected result shape")
-		}
-		if err := r.tl.SaveHistory(id.tli, rows[0][1]); err != nil {
-			return false, err
-		}
+	if err := r.followTimelines(ctx, conn, id.tli); err != nil {
+		return false, err
 	}
 	if r.cfg.Slot != "" {
 		_, err := simpleQuery(ctx, conn, fmt.Sprintf("CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", quoteIdent(r.cfg.Slot)))
@@ -254,7 +241,114 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	return r.stream(ctx, conn, start, id.tli)
+	tli := r.tl.CurrentTLI()
+	streamed = false
+	for {
+		s, err := r.stream(ctx, conn, start, tli)
+		streamed = streamed || s
+		var end *timelineEnd
+		if !errors.As(err, &end) {
+			return streamed, err
+		}
+		// The upstream ended our timeline: follow it to the next one on
+		// the same connection, as a walreceiver does.
+		if err := r.fetchHistories(ctx, conn, end.next); err != nil {
+			return streamed, err
+		}
+		if _, err := r.tl.Flush(); err != nil {
+			return streamed, err
+		}
+		if err := r.tl.SwitchTimeline(end.next, end.startpos); err != nil {
+			return streamed, err
+		}
+		start, tli = end.startpos, end.next
+	}
+}
+
+// timelineEnd is how stream reports that the upstream ended the timeline
+// being streamed (CopyDone, then next_tli and its start position).
+type timelineEnd struct {
+	next     uint32
+	startpos wal.LSN
+}
+
+func (e *timelineEnd) Error() string {
+	return fmt.Sprintf("upstream ended the timeline; next timeline %d starts at %s", e.next, e.startpos)
+}
+
+// fetchHistories stores the history files of every timeline up to tli that
+// are missing.
+func (r *Receiver) fetchHistories(ctx context.Context, conn *pgconn.PgConn, tli uint32) error {
+	for t := uint32(2); t <= tli; t++ {
+		if r.tl.HasHistory(t) {
+			continue
+		}
+		rows, err := simpleQuery(ctx, conn, fmt.Sprintf("TIMELINE_HISTORY %d", t))
+		if err != nil {
+			var pgErr *pgconn.PgError
+			if t < tli && errors.As(err, &pgErr) && pgErr.Code == "58P01" {
+				continue // not on the upstream's path
+			}
+			return err
+		}
+		if len(rows) != 1 || len(rows[0]) != 2 {
+			return errors.New("TIMELINE_HISTORY: unexpected result shape")
+		}
+		if err := r.tl.SaveHistory(t, rows[0][1]); err != nil {
+			return err
+		}
+		r.log.Info("stored timeline history file", zap.Uint32("tli", t))
+	}
+	return nil
+}
+
+// followTimelines brings the timeline up to the upstream's TLI where the
+// switch points are already behind us: WAL past a switch point that the
+// upstream's history does not contain is set aside. When our end of WAL
+// is before the next switch point, streaming the old timeline (which the
+// upstream ends at the switch point) takes us there instead.
+func (r *Receiver) followTimelines(ctx context.Context, conn *pgconn.PgConn, upstreamTLI uint32) error {
+	for {
+		cur := r.tl.CurrentTLI()
+		if upstreamTLI == cur {
+			if cur > 1 {
+				return r.fetchHistories(ctx, conn, cur)
+			}
+			return nil
+		}
+		if upstreamTLI < cur {
+			return fmt.Errorf("upstream is on timeline %d, behind this safekeeper's timeline %d", upstreamTLI, cur)
+		}
+		if err := r.fetchHistories(ctx, conn, upstreamTLI); err != nil {
+			return err
+		}
+		content, err := r.tl.History(upstreamTLI)
+		if err != nil {
+			return err
+		}
+		hist, err := wal.ParseHistory(content, upstreamTLI)
+		if err != nil {
+			return fmt.Errorf("upstream history of timeline %d: %w", upstreamTLI, err)
+		}
+		sp, next, ok := wal.SwitchPoint(hist, cur)
+		if !ok {
+			return fmt.Errorf("%w: timeline %d is not in the upstream's history of timeline %d", timeline.ErrSystemIDMismatch, cur, upstreamTLI)
+		}
+		flush, err := r.tl.Flush()
+		if err != nil {
+			return err
+		}
+		if flush < sp {
+			return nil // stream the rest of timeline cur first
+		}
+		if flush > sp {
+			r.log.Warn("WAL past the upstream's switch point is set aside",
+				zap.Uint32("tli", cur), zap.Stringer("switch_point", sp), zap.Stringer("end_of_wal", flush))
+		}
+		if err := r.tl.SwitchTimeline(next, sp); err != nil {
+			return err
+		}
+	}
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
@@ -352,7 +446,14 @@ streaming:
 				return streamed, fmt.Errorf("unexpected streaming message type %q from upstream", m.Data[0])
 			}
 		case *pgproto3.CopyDone:
-			return streamed, errors.New("upstream ended the stream (timeline switch?); following it is not supported yet")
+			if err := st.sendRaw([]byte{'c', 0, 0, 0, 4}); err != nil {
+				return streamed, err
+			}
+			end, err := readTimelineEnd(sctx, conn)
+			if err != nil {
+				return streamed, err
+			}
+			return streamed, end
 		case *pgproto3.ErrorResponse:
 			return streamed, fmt.Errorf("upstream: %w", pgconn.ErrorResponseToPgError(m))
 		case *pgproto3.CommandComplete:
@@ -360,6 +461,41 @@ streaming:
 		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
 		default:
 			return streamed, fmt.Errorf("unexpected message %T from upstream", msg)
+		}
+	}
+}
+
+// readTimelineEnd reads the result set that follows the end of a historic
+// timeline: next_tli and next_tli_startpos, two CommandCompletes and
+// ReadyForQuery.
+func readTimelineEnd(ctx context.Context, conn *pgconn.PgConn) (*timelineEnd, error) {
+	var end *timelineEnd
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reading end of timeline: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.DataRow:
+			if len(m.Values) != 2 {
+				return nil, fmt.Errorf("unexpected end-of-timeline row with %d fields", len(m.Values))
+			}
+			next, err := strconv.ParseUint(string(m.Values[0]), 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("next_tli %q: %w", m.Values[0], err)
+			}
+			pos, err := wal.ParseLSN(string(m.Values[1]))
+			if err != nil {
+				return nil, fmt.Errorf("next_tli_startpos %q: %w", m.Values[1], err)
+			}
+			end = &timelineEnd{next: uint32(next), startpos: pos}
+		case *pgproto3.ErrorResponse:
+			return nil, fmt.Errorf("upstream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.ReadyForQuery:
+			if end == nil {
+				return nil, errors.New("upstream ended streaming without naming the next timeline")
+			}
+			return end, nil
 		}
 	}
 }
@@ -393,6 +529,13 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, kick <-chan st
 			if err := st.send(false); err != nil {
 				return err
 			}
+			if err := st.sendHotStandby(true); err != nil {
+				return err
+			}
+		case <-r.tl.HotStandbyChanged():
+			if err := st.sendHotStandby(false); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -404,6 +547,50 @@ type statusSender struct {
 	conn net.Conn
 	tl   *timeline.Timeline
 	buf  [64]byte
+
+	hsSent                bool // a non-zero xmin went upstream
+	lastXmin, lastCatXmin uint64
+}
+
+// sendHotStandby forwards the consumers' aggregated hot standby feedback,
+// as Neon does: the oldest xmin and catalog_xmin among them. When the last
+// consumer with feedback leaves, a message with invalid (0) xids tells the
+// primary to drop the horizon. periodic resends an unchanged value.
+func (s *statusSender) sendHotStandby(periodic bool) error {
+	xmin, cat := s.tl.HotStandbyXmin()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if xmin == 0 && cat == 0 && !s.hsSent {
+		return nil
+	}
+	if !periodic && xmin == s.lastXmin && cat == s.lastCatXmin {
+		return nil
+	}
+	b := s.buf[:0]
+	b = append(b, 'd', 0, 0, 0, 0)
+	b = feedback.AppendHotStandby(b, feedback.HotStandby{
+		SendTime: time.Since(pgEpoch).Microseconds(),
+		Xmin:     uint32(xmin), XminEpoch: uint32(xmin >> 32),
+		CatalogXmin: uint32(cat), CatalogXminEpoch: uint32(cat >> 32),
+	})
+	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := s.conn.Write(b); err != nil {
+		return fmt.Errorf("send hot standby feedback upstream: %w", err)
+	}
+	s.lastXmin, s.lastCatXmin = xmin, cat
+	s.hsSent = xmin != 0 || cat != 0
+	return nil
+}
+
+func (s *statusSender) sendRaw(b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := s.conn.Write(b); err != nil {
+		return fmt.Errorf("send to upstream: %w", err)
+	}
+	return nil
 }
 
 var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)

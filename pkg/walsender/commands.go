@@ -27,16 +27,18 @@ func (c *conn) dispatch(ctx context.Context, cmd replcmd.Command) error {
 	case replcmd.StartReplication:
 		return c.startReplication(ctx, cmd)
 	case replcmd.ReadReplicationSlot:
-		// No slots exist on this server yet: PostgreSQL answers a row of NULLs.
-		c.be.Send(pgwire.RowDescription(pgwire.TextCol("slot_type"), pgwire.TextCol("restart_lsn"), pgwire.Int8Col("restart_tli")))
-		c.be.Send(pgwire.DataRow(nil, nil, nil))
-		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("READ_REPLICATION_SLOT")})
-		return nil
-	case replcmd.CreateReplicationSlot, replcmd.DropReplicationSlot:
-		if cmd.Kind == replcmd.DropReplicationSlot {
-			return pgerr.New(pgerr.UndefinedObject, "replication slot \"%s\" does not exist", cmd.Name)
+		return c.readReplicationSlot(cmd.Name)
+	case replcmd.CreateReplicationSlot:
+		return c.createReplicationSlot(cmd)
+	case replcmd.DropReplicationSlot:
+		if err := c.tl.DropSlot(ctx, cmd.Name, cmd.Wait); err != nil {
+			if ctx.Err() != nil {
+				return errStreamShutdown
+			}
+			return err
 		}
-		return pgerr.New(pgerr.FeatureNotSupported, "replication slots on the safekeeper are not supported yet")
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("DROP_REPLICATION_SLOT")})
+		return nil
 	case replcmd.BaseBackup:
 		return pgerr.New(pgerr.FeatureNotSupported, "BASE_BACKUP is not supported by safekeeper").
 			WithHint("Take base backups from the primary; safekeeper serves WAL only.")
@@ -135,7 +137,8 @@ func (c *conn) timelineHistory(tli uint32) error {
 	return nil
 }
 
-// historyContains reports whether tli is on the current timeline's history.
+// historyContains finds tli in the current timeline's history: the LSN
+// where it ended and the timeline that followed (0, 0 for the current one).
 func (c *conn) historyContains(ctl timelineControl, tli uint32) (switchpoint wal.LSN, next uint32, ok bool) {
 	if tli == ctl.TLI {
 		return 0, 0, true
@@ -143,14 +146,43 @@ func (c *conn) historyContains(ctl timelineControl, tli uint32) (switchpoint wal
 	if tli > ctl.TLI {
 		return 0, 0, false
 	}
-	content, err := c.tl.History(ctl.TLI)
-	if err != nil {
-		return 0, 0, false
+	return wal.SwitchPoint(c.tl.HistoryEntries(), tli)
+}
+
+func (c *conn) readReplicationSlot(name string) error {
+	c.be.Send(pgwire.RowDescription(pgwire.TextCol("slot_type"), pgwire.TextCol("restart_lsn"), pgwire.Int8Col("restart_tli")))
+	slot, ok := c.tl.ReadSlot(name)
+	switch {
+	case !ok:
+		c.be.Send(pgwire.DataRow(nil, nil, nil))
+	case slot.RestartLSN == 0:
+		c.be.Send(pgwire.DataRow(pgwire.Text("physical"), nil, nil))
+	default:
+		tli := c.tl.TLIOfPoint(slot.RestartLSN)
+		c.be.Send(pgwire.DataRow(pgwire.Text("physical"), pgwire.Text(slot.RestartLSN.String()), pgwire.Uint(uint64(tli))))
 	}
-	hist, err := wal.ParseHistory(content, ctl.TLI)
-	if err != nil {
-		return 0, 0, false
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("READ_REPLICATION_SLOT")})
+	return nil
+}
+
+func (c *conn) createReplicationSlot(cmd replcmd.Command) error {
+	if cmd.Logical {
+		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
 	}
-	end, nextTLI, ok := wal.SwitchPoint(hist, tli)
-	return end, nextTLI, ok
+	if cmd.ReserveWAL {
+		if _, err := c.requireWAL(); err != nil {
+			return err
+		}
+	}
+	if err := c.tl.CreateSlot(cmd.Name, cmd.Temporary, cmd.ReserveWAL, uint64(c.pid)); err != nil {
+		return err
+	}
+	if cmd.Temporary {
+		c.tempSlots = true
+	}
+	c.be.Send(pgwire.RowDescription(pgwire.TextCol("slot_name"), pgwire.TextCol("consistent_point"),
+		pgwire.TextCol("snapshot_name"), pgwire.TextCol("output_plugin")))
+	c.be.Send(pgwire.DataRow(pgwire.Text(cmd.Name), pgwire.Text("0/0"), nil, nil))
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("CREATE_REPLICATION_SLOT")})
+	return nil
 }

@@ -32,8 +32,10 @@ type conn struct {
 	user    string
 	appName string
 	tls     bool // the connection is encrypted
-	pid     uint32
-	tl      *timeline.Timeline
+
+	tempSlots bool // this connection created temporary slots
+	pid       uint32
+	tl        *timeline.Timeline
 
 	streaming atomic.Bool
 	// pending, when set, delivers the next frontend message instead of the
@@ -81,6 +83,9 @@ func (c *conn) serve(ctx context.Context) {
 		}
 	}()
 	err := c.commandLoop(ctx)
+	if c.tempSlots {
+		c.tl.DropOwnedSlots(uint64(c.pid))
+	}
 	if ctx.Err() != nil && !errors.Is(err, errStreamShutdown) && !errors.Is(err, errClosed) {
 		c.fatal(pgerr.Fatal(pgerr.AdminShutdown, "terminating connection due to administrator command"))
 		return

@@ -66,7 +66,7 @@ func BenchmarkSendXLogData(b *testing.B) {
 	st := &stream{c: c, consumer: consumer}
 	start := wal.LSN(segSize)
 	end := tl.FlushLSN()
-	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start}
+	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
 	now := time.Now()
 	b.SetBytes(MaxSendSize)
 	b.ReportAllocs()
@@ -92,7 +92,7 @@ func TestSendAllocatesNothing(t *testing.T) {
 	st := &stream{c: c, consumer: tl.AddConsumer(timeline.ConsumerInfo{})}
 	start := wal.LSN(segSize) + 100 // mid-page start
 	end := tl.FlushLSN()
-	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start}
+	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
 	now := time.Now()
 	// Warm up (opens the segment file once).
 	if err := snd.send(now, end); err != nil {

@@ -105,6 +105,9 @@ func (st *stream) handleFeedback(b []byte) error {
 			return err
 		}
 		st.consumer.RecordStandby(s)
+		if st.consumer.Slot != "" && s.Flush != 0 {
+			st.c.tl.AdvanceSlot(st.consumer.Slot, wal.LSN(s.Flush))
+		}
 		st.lastWrite.Store(s.Write)
 		st.signal(st.replied)
 		if s.ReplyRequested {
@@ -135,7 +138,11 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
 	}
 	if cmd.Slot != "" {
-		return pgerr.New(pgerr.UndefinedObject, "replication slot \"%s\" does not exist", cmd.Slot)
+		release, err := c.tl.AcquireSlot(cmd.Slot, c.pid)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	tli := ctl.TLI
 	startLSN := wal.LSN(cmd.LSN)
@@ -175,7 +182,7 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 			wal.SegmentFileName(tli, wal.SegmentNo(startLSN, ctl.WalSegSize), ctl.WalSegSize))
 	}
 
-	consumer := c.tl.AddConsumer(timeline.ConsumerInfo{ApplicationName: c.appName, Addr: c.nc.RemoteAddr().String(), PID: c.pid})
+	consumer := c.tl.AddConsumer(timeline.ConsumerInfo{ApplicationName: c.appName, Addr: c.nc.RemoteAddr().String(), PID: c.pid, Slot: cmd.Slot})
 	consumer.SetStart(startLSN)
 	c.s.m.Consumers.Inc()
 	defer func() {
@@ -202,7 +209,8 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 	defer rd.Close()
 
 	s := sender{c: c, st: st, rd: rd, tli: tli, segSize: ctl.WalSegSize, sent: startLSN,
-		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.s.cfg.WalSenderTimeout}
+		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.s.cfg.WalSenderTimeout,
+		hist: c.tl.HistoryEntries()}
 	err = s.run(ctx)
 	if err != nil && !errors.Is(err, errClientCopyDone) {
 		// The server ends COPY: whatever the client sends next belongs to
@@ -232,6 +240,7 @@ type sender struct {
 	historic    bool
 	switchpoint wal.LSN
 	nextTLI     uint32
+	hist        []wal.HistoryEntry
 }
 
 func (s *sender) run(ctx context.Context) error {
@@ -259,6 +268,15 @@ func (s *sender) run(ctx context.Context) error {
 		}
 		changed := c.tl.Changed()
 		end := c.tl.FlushLSN()
+		if !s.historic && c.tl.CurrentTLI() != s.tli {
+			// The upstream moved to a new timeline: ours became historic.
+			s.hist = c.tl.HistoryEntries()
+			sp, next, ok := wal.SwitchPoint(s.hist, s.tli)
+			if !ok {
+				return pgerr.New(pgerr.InternalError, "timeline %d is no longer in this server's history", s.tli)
+			}
+			s.historic, s.switchpoint, s.nextTLI = true, sp, next
+		}
 		if s.historic {
 			end = s.switchpoint
 		}
@@ -350,12 +368,9 @@ func (s *sender) send(now time.Time, end wal.LSN) error {
 		stop -= stop % wal.BlockSize
 		n = uint64(stop - s.sent)
 	}
-	tli := s.tli
-	if s.historic && wal.SegmentNo(s.sent, s.segSize) == wal.SegmentNo(s.switchpoint, s.segSize) {
-		// PostgreSQL reads the segment holding the switch point from the
-		// new timeline's file.
-		tli = s.nextTLI
-	}
+	// The segment holding a switch point is read from the newer timeline's
+	// file, as PostgreSQL does.
+	tli := timeline.FileTLI(s.hist, wal.SegmentNo(s.sent, s.segSize), s.segSize)
 	buf := s.c.frame[:frameHeader+n]
 	got, err := s.rd.ReadAt(buf[frameHeader:], tli, s.sent)
 	if err != nil {

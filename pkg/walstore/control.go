@@ -46,46 +46,58 @@ func (c Control) Initialized() bool { return c.SystemID != 0 && c.WalSegSize != 
 // ErrNoControl is returned by ReadControl when there is no control file.
 var ErrNoControl = errors.New("no control file")
 
-// EncodeControl serializes c: magic, version, payload length, JSON payload,
-// CRC-32C of everything before it. All integers little-endian.
+// EncodeControl serializes c (see EncodeChecked).
 func EncodeControl(c Control) ([]byte, error) {
-	payload, err := json.Marshal(c)
+	return EncodeChecked(controlMagic, controlVersion, c)
+}
+
+// DecodeControl parses and verifies a control file image.
+func DecodeControl(b []byte) (Control, error) {
+	var c Control
+	err := DecodeChecked(b, controlMagic, controlVersion, &c)
+	return c, err
+}
+
+// EncodeChecked serializes v as a small state file: magic, version,
+// payload length, JSON payload, and a CRC-32C of everything before it. All
+// integers little-endian.
+func EncodeChecked(magic, version uint32, v any) ([]byte, error) {
+	payload, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
 	b := make([]byte, 12, 12+len(payload)+4)
-	binary.LittleEndian.PutUint32(b[0:], controlMagic)
-	binary.LittleEndian.PutUint32(b[4:], controlVersion)
+	binary.LittleEndian.PutUint32(b[0:], magic)
+	binary.LittleEndian.PutUint32(b[4:], version)
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(payload)))
 	b = append(b, payload...)
 	b = binary.LittleEndian.AppendUint32(b, wal.CRC32C(b))
 	return b, nil
 }
 
-// DecodeControl parses and verifies a control file image.
-func DecodeControl(b []byte) (Control, error) {
-	var c Control
+// DecodeChecked verifies an EncodeChecked image and unmarshals it into v.
+func DecodeChecked(b []byte, magic, version uint32, v any) error {
 	if len(b) < 16 {
-		return c, fmt.Errorf("control file too short (%d bytes)", len(b))
+		return fmt.Errorf("state file too short (%d bytes)", len(b))
 	}
-	if m := binary.LittleEndian.Uint32(b); m != controlMagic {
-		return c, fmt.Errorf("control file has bad magic %#x", m)
+	if m := binary.LittleEndian.Uint32(b); m != magic {
+		return fmt.Errorf("state file has bad magic %#x", m)
 	}
-	if v := binary.LittleEndian.Uint32(b[4:]); v != controlVersion {
-		return c, fmt.Errorf("control file version %d not supported (want %d)", v, controlVersion)
+	if ver := binary.LittleEndian.Uint32(b[4:]); ver != version {
+		return fmt.Errorf("state file version %d not supported (want %d)", ver, version)
 	}
 	n := binary.LittleEndian.Uint32(b[8:])
 	if uint64(n)+16 != uint64(len(b)) {
-		return c, fmt.Errorf("control file length mismatch: payload %d, file %d bytes", n, len(b))
+		return fmt.Errorf("state file length mismatch: payload %d, file %d bytes", n, len(b))
 	}
 	want := binary.LittleEndian.Uint32(b[len(b)-4:])
 	if got := wal.CRC32C(b[:len(b)-4]); got != want {
-		return c, fmt.Errorf("control file checksum mismatch: computed %08x, stored %08x", got, want)
+		return fmt.Errorf("state file checksum mismatch: computed %08x, stored %08x", got, want)
 	}
-	if err := json.Unmarshal(b[12:len(b)-4], &c); err != nil {
-		return c, fmt.Errorf("control file payload: %w", err)
+	if err := json.Unmarshal(b[12:len(b)-4], v); err != nil {
+		return fmt.Errorf("state file payload: %w", err)
 	}
-	return c, nil
+	return nil
 }
 
 // ReadControl reads dir's control file.
