@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,10 +21,28 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
+// lockedBuffer is a bytes.Buffer safe to read while a process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // receivewal is a pg_receivewal process streaming from a safekeeper.
 type receivewal struct {
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *lockedBuffer
 	done chan error
 }
 
@@ -31,12 +50,12 @@ func startReceivewal(t testing.TB, bins *pgtest.Bins, port int, dir string, args
 	t.Helper()
 	all := append([]string{"-h", "127.0.0.1", "-p", fmt.Sprint(port), "-U", "postgres", "-D", dir, "--no-loop", "--no-password"}, args...)
 	cmd := exec.Command(bins.Path("pg_receivewal"), all...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start pg_receivewal: %v", err)
 	}
-	r := &receivewal{cmd: cmd, out: &out, done: make(chan error, 1)}
+	r := &receivewal{cmd: cmd, out: out, done: make(chan error, 1)}
 	go func() { r.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()

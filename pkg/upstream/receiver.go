@@ -580,6 +580,7 @@ func (s *statusSender) sendHotStandby(periodic bool) error {
 	}
 	s.lastXmin, s.lastCatXmin = xmin, cat
 	s.hsSent = xmin != 0 || cat != 0
+
 	return nil
 }
 

@@ -1,0 +1,288 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// replQuery runs a replication command on the safekeeper and returns the
+// first row (nil values are NULL).
+func replQuery(t *testing.T, sk *SK, q string) []*string {
+	t.Helper()
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn, err := pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	res, err := conn.Exec(ctx, q).ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 {
+		t.Fatalf("%s: want one row, got %+v", q, res)
+	}
+	out := make([]*string, len(res[0].Rows[0]))
+	for i, v := range res[0].Rows[0] {
+		if v != nil {
+			s := string(v)
+			out[i] = &s
+		}
+	}
+	return out
+}
+
+func str(p *string) string {
+	if p == nil {
+		return "NULL"
+	}
+	return *p
+}
+
+// Issue 3 acceptance 1: pg_receivewal --create-slot, streaming with the
+// slot, stopped and restarted, resumes where the slot says; --drop-slot
+// removes it; READ_REPLICATION_SLOT shows restart LSN and TLI.
+func TestSlotWithReceivewal(t *testing.T) {
+	primary, sk := startPair(t, 1, nil)
+	bins := primary.Bins
+	if out, err := runReceivewal(t, bins, sk.PGPort, t.TempDir(), "--slot", "s", "--create-slot"); err != nil {
+		t.Fatalf("--create-slot: %v\n%s", err, out)
+	}
+	if row := replQuery(t, sk, "READ_REPLICATION_SLOT s"); str(row[0]) != "physical" || row[1] != nil || row[2] != nil {
+		t.Fatalf("new slot reads %s %s %s, want physical NULL NULL", str(row[0]), str(row[1]), str(row[2]))
+	}
+	dir := t.TempDir()
+	rw := startReceivewal(t, bins, sk.PGPort, dir, "--slot", "s", "--verbose")
+	generateSegments(t, primary, 3)
+	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
+	pgtest.WaitFor(t, 60*time.Second, "slot restart_lsn to advance", func() bool {
+		row := replQuery(t, sk, "READ_REPLICATION_SLOT s")
+		return row[1] != nil
+	})
+	rw.stop(t)
+	row := replQuery(t, sk, "READ_REPLICATION_SLOT s")
+	if str(row[0]) != "physical" || row[1] == nil || str(row[2]) != "1" {
+		t.Fatalf("slot reads %s %s %s", str(row[0]), str(row[1]), str(row[2]))
+	}
+	restart, err := wal.ParseLSN(*row[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Restarted into an empty directory, pg_receivewal asks the slot
+	// where to start.
+	dir2 := t.TempDir()
+	rw2 := startReceivewal(t, bins, sk.PGPort, dir2, "--slot", "s", "--verbose")
+	want := fmt.Sprintf("starting log streaming at %s (timeline 1)", wal.SegmentStart(restart, 1<<20))
+	pgtest.WaitFor(t, 30*time.Second, "pg_receivewal to report its start", func() bool {
+		return strings.Contains(rw2.out.String(), "starting log streaming at")
+	})
+	if !strings.Contains(rw2.out.String(), want) {
+		t.Fatalf("pg_receivewal output %q lacks %q", rw2.out.String(), want)
+	}
+	// The slot is active now: dropping it fails with PostgreSQL's error.
+	ctx := ctxTimeout(t, 10*time.Second)
+	conn, err := pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, "DROP_REPLICATION_SLOT s").ReadAll()
+	conn.Close(ctx)
+	if err == nil || !regexp.MustCompile(`replication slot "s" is active for PID \d+`).MatchString(err.Error()) {
+		t.Fatalf("dropping an active slot: %v", err)
+	}
+	rw2.stop(t)
+
+	// Slots survive a restart of the safekeeper.
+	sk.Stop()
+	sk.Start()
+	if row := replQuery(t, sk, "READ_REPLICATION_SLOT s"); str(row[0]) != "physical" || row[1] == nil {
+		t.Fatalf("after restart the slot reads %s %s", str(row[0]), str(row[1]))
+	}
+	if out, err := runReceivewal(t, bins, sk.PGPort, t.TempDir(), "--slot", "s", "--drop-slot"); err != nil {
+		t.Fatalf("--drop-slot: %v\n%s", err, out)
+	}
+	if row := replQuery(t, sk, "READ_REPLICATION_SLOT s"); row[0] != nil {
+		t.Fatalf("dropped slot still reads %s", str(row[0]))
+	}
+	// PostgreSQL's errors for names and duplicates.
+	ctx = ctxTimeout(t, 10*time.Second)
+	conn, err = pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for q, want := range map[string]string{
+		`CREATE_REPLICATION_SLOT "Bad" PHYSICAL`:       `42602 replication slot name "Bad" contains invalid character`,
+		"DROP_REPLICATION_SLOT nosuch":                 `42704 replication slot "nosuch" does not exist`,
+		"START_REPLICATION SLOT nosuch 0/0 TIMELINE 1": `42704 replication slot "nosuch" does not exist`,
+	} {
+		_, err := conn.Exec(ctx, q).ReadAll()
+		pe, ok := err.(*pgconn.PgError)
+		if !ok || pe.Code+" "+pe.Message != want {
+			t.Errorf("%s: got %v, want %s", q, err, want)
+		}
+	}
+	if _, err := conn.Exec(ctx, "CREATE_REPLICATION_SLOT dup PHYSICAL (RESERVE_WAL)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, "CREATE_REPLICATION_SLOT dup PHYSICAL RESERVE_WAL").ReadAll()
+	if pe, ok := err.(*pgconn.PgError); !ok || pe.Code != "42710" {
+		t.Fatalf("duplicate slot: %v", err)
+	}
+}
+
+// Issue 3 acceptance 2: promote a standby of the primary (TLI 2) and
+// point the safekeeper's upstream at it; the safekeeper continues on TLI 2;
+// a pg_receivewal and a hot standby streaming from the safekeeper across the
+// switch both end on TLI 2 with byte-identical WAL and the history file,
+// and rows written after the promotion reach the standby.
+func TestTimelineSwitch(t *testing.T) {
+	primary, sk := startPair(t, 1, nil)
+	primary.Exec(t, "CREATE TABLE tl(id int primary key, note text)")
+	primary.Exec(t, "INSERT INTO tl SELECT g, 'before' FROM generate_series(1, 100) g")
+	firstSeg := wal.SegmentNo(sk.FlushLSN(t), 1<<20)
+	promoted := pgtest.StartStandby(t, primary, primary.ConnString(), pgtest.Options{})
+	hot := pgtest.StartStandby(t, primary, skConninfo(sk), pgtest.Options{Conf: map[string]string{"recovery_target_timeline": "latest"}})
+	generateSegments(t, primary, 2)
+	end1 := flushLSNOfPrimary(t, primary)
+	sk.WaitFlush(t, end1, 60*time.Second)
+	promoted.WaitForQuery(t, fmt.Sprintf("SELECT pg_last_wal_replay_lsn() >= '%s'", end1), "t", 60*time.Second)
+	hot.WaitForQuery(t, "SELECT count(*) FROM tl", "100", 60*time.Second)
+
+	// The old primary goes away; the standby is promoted to TLI 2 and the
+	// safekeeper is pointed at it.
+	primary.Stop(t, "fast")
+	promoted.Promote(t)
+	promoted.WaitForQuery(t, "SELECT timeline_id FROM pg_control_checkpoint()", "2", 60*time.Second)
+	sk.Stop()
+	sk.Upstream = promoted.ConnString()
+	sk.Start()
+	pgtest.WaitFor(t, 60*time.Second, "safekeeper on timeline 2", func() bool {
+		return sk.Status(t).Timelines[0].TLI == 2
+	})
+	promoted.Exec(t, "INSERT INTO tl SELECT g, 'after' FROM generate_series(101, 150) g")
+	generateSegments(t, promoted, 3)
+	endpos := flushLSNOfPrimary(t, promoted)
+	promoted.Exec(t, "INSERT INTO tl VALUES (1000, 'beyond')")
+	sk.WaitFlush(t, flushLSNOfPrimary(t, promoted), 60*time.Second)
+
+	// The hot standby follows through the safekeeper.
+	hot.WaitForQuery(t, "SELECT count(*) FROM tl WHERE note = 'after'", "50", 90*time.Second)
+	hot.WaitForQuery(t, "SELECT timeline_id FROM pg_control_checkpoint() WHERE timeline_id = 2 UNION ALL SELECT 2 LIMIT 1", "2", 10*time.Second)
+
+	// IDENTIFY_SYSTEM reports TLI 2; TIMELINE_HISTORY serves the file.
+	if row := replQuery(t, sk, "IDENTIFY_SYSTEM"); str(row[1]) != "2" {
+		t.Fatalf("IDENTIFY_SYSTEM timeline %s, want 2", str(row[1]))
+	}
+	want, err := os.ReadFile(filepath.Join(promoted.WalDir(), "00000002.history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row := replQuery(t, sk, "TIMELINE_HISTORY 2"); str(row[0]) != "00000002.history" || str(row[1]) != string(want) {
+		t.Fatalf("TIMELINE_HISTORY 2 = %s %q, want %q", str(row[0]), str(row[1]), want)
+	}
+
+	// pg_receivewal from the first segment on TLI 1 crosses the switch.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, firstSeg, 1<<20)+".partial"), nil, 0o600)
+	out, err := runReceivewal(t, primary.Bins, sk.PGPort, dir, "--endpos", endpos.String(), "--verbose")
+	if err != nil {
+		t.Fatalf("pg_receivewal across the switch: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "switched to timeline 2") {
+		t.Fatalf("pg_receivewal did not switch timelines:\n%s", out)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "00000002.history"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("history file %q (%v), want %q", got, err, want)
+	}
+	var tli1, tli2 []string
+	for _, name := range completeSegments(t, dir) {
+		if strings.HasPrefix(name, "00000001") {
+			tli1 = append(tli1, name)
+		} else {
+			tli2 = append(tli2, name)
+		}
+	}
+	if len(tli1) < 2 || len(tli2) < 2 {
+		t.Fatalf("complete segments: TLI 1 %v, TLI 2 %v", tli1, tli2)
+	}
+	compareWithPrimary(t, primary, dir, tli1)
+	compareWithPrimary(t, promoted, dir, tli2)
+	t.Logf("byte-identical: TLI 1 %v, TLI 2 %v", tli1, tli2)
+}
+
+// Issue 3 acceptance 4: a standby streaming from the safekeeper with
+// hot_standby_feedback=on runs a long query while the rows it reads are
+// deleted and vacuumed on the primary: the query is not cancelled, and the
+// primary shows the forwarded xmin.
+func TestHotStandbyFeedbackForwarded(t *testing.T) {
+	primary, sk := startPair(t, 1, nil)
+	primary.Exec(t, "CREATE TABLE hs(id int primary key, pad text)")
+	primary.Exec(t, "INSERT INTO hs SELECT g, repeat('x', 100) FROM generate_series(1, 10000) g")
+	standby := pgtest.StartStandby(t, primary, skConninfo(sk), pgtest.Options{Conf: map[string]string{
+		"hot_standby_feedback":         "on",
+		"wal_receiver_status_interval": "1s",
+		"max_standby_streaming_delay":  "1s",
+	}})
+	standby.WaitForQuery(t, "SELECT count(*) FROM hs", "10000", 60*time.Second)
+	defer func() {
+		if t.Failed() {
+			st := sk.Status(t)
+			t.Logf("consumers: %+v", st.Timelines[0].Consumers)
+			for _, c := range st.Timelines[0].Consumers {
+				if c.HotStandby != nil {
+					t.Logf("consumer %s hot standby xmin %d", c.ApplicationName, c.HotStandby.Xmin)
+				}
+			}
+		}
+	}()
+	pgtest.WaitFor(t, 60*time.Second, "the primary to see the forwarded xmin", func() bool {
+		v, err := primary.TryQueryValue(context.Background(),
+			"SELECT backend_xmin IS NOT NULL FROM pg_stat_replication WHERE application_name = 'safekeeper'")
+		return err == nil && v == "t"
+	})
+
+	// A long-running transaction on the standby holds a snapshot.
+	ctx := ctxTimeout(t, 120*time.Second)
+	conn, err := pgconn.Connect(ctx, standby.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM hs").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	primary.Exec(t, "DELETE FROM hs")
+	primary.Exec(t, "VACUUM hs")
+	lsn := flushLSNOfPrimary(t, primary)
+	standby.WaitForQuery(t, fmt.Sprintf("SELECT pg_last_wal_replay_lsn() >= '%s'", lsn), "t", 60*time.Second)
+	time.Sleep(3 * time.Second) // past max_standby_streaming_delay
+	res, err := conn.Exec(ctx, "SELECT count(*) FROM hs").ReadAll()
+	if err != nil {
+		t.Fatalf("the standby's query was cancelled: %v", err)
+	}
+	if got := string(res[0].Rows[0][0]); got != "10000" {
+		t.Fatalf("the snapshot sees %s rows, want 10000", got)
+	}
+	conn.Exec(ctx, "COMMIT").ReadAll()
+	// Once the standby leaves, its feedback is dropped.
+	standby.Stop(t, "fast")
+	pgtest.WaitFor(t, 60*time.Second, "the forwarded xmin to be released", func() bool {
+		v, err := primary.TryQueryValue(context.Background(),
+			"SELECT backend_xmin IS NULL FROM pg_stat_replication WHERE application_name = 'safekeeper'")
+		return err == nil && v == "t"
+	})
+}
