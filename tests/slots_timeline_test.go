@@ -3,7 +3,10 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -285,4 +288,54 @@ func TestHotStandbyFeedbackForwarded(t *testing.T) {
 			"SELECT backend_xmin IS NULL FROM pg_stat_replication WHERE application_name = 'safekeeper'")
 		return err == nil && v == "t"
 	})
+}
+
+// A slot further behind than --max-slot-wal-keep-size is reported lost in
+// /v1/status and in the metrics, not silently kept or dropped.
+func TestSlotLostIsReported(t *testing.T) {
+	primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	sk := StartSK(t, primary.ConnString(), "--max-slot-wal-keep-size", "2MB")
+	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
+	replQuery(t, sk, "CREATE_REPLICATION_SLOT lagging PHYSICAL (RESERVE_WAL)")
+	slotState := func() string {
+		resp, err := http.Get(sk.url("/v1/status"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Timelines []struct {
+				Slots []struct {
+					Name      string `json:"slot_name"`
+					WALStatus string `json:"wal_status"`
+				} `json:"replication_slots"`
+			} `json:"timelines"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st.Timelines[0].Slots {
+			if s.Name == "lagging" {
+				return s.WALStatus
+			}
+		}
+		return "missing"
+	}
+	if got := slotState(); got != "reserved" {
+		t.Fatalf("fresh slot wal_status %q, want reserved", got)
+	}
+	generateSegments(t, primary, 4)
+	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
+	if got := slotState(); got != "lost" {
+		t.Fatalf("slot 4 segments behind a 2MB cap: wal_status %q, want lost", got)
+	}
+	resp, err := http.Get(sk.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `safekeeper_slot_lost{slot="lagging"} 1`) {
+		t.Fatalf("/metrics does not report the lost slot")
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -44,6 +46,7 @@ func usage() {
 
 commands:
   run       run the safekeeper (see: safekeeper run -h)
+  passwd    set a user's password in a users file (see: safekeeper passwd -h)
   version   print the version
 
 Every flag can also be set in the environment as SAFEKEEPER_<FLAG>, with
@@ -59,6 +62,8 @@ func realMain(args []string) int {
 	switch args[0] {
 	case "run":
 		return run(args[1:])
+	case "passwd":
+		return passwdMain(args[1:])
 	case "version", "--version", "-V":
 		fmt.Println("safekeeper", buildVersion())
 		return 0
@@ -100,6 +105,8 @@ type config struct {
 	tenantID         string
 	timelineID       string
 	security         securityConfig
+	maxSlots         int
+	maxSlotKeep      string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -117,6 +124,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "console", "console or json")
 	fs.StringVar(&c.tenantID, "tenant-id", "", "tenant id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
 	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
+	fs.IntVar(&c.maxSlots, "max-replication-slots", 10, "most replication slots the safekeeper holds")
+	fs.StringVar(&c.maxSlotKeep, "max-slot-wal-keep-size", "0", "most WAL a slot may hold back (e.g. 10GB); a slot further behind is reported lost; 0 = unlimited")
 	registerSecurityFlags(fs, &c.security)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
 		return c, err
@@ -236,12 +245,27 @@ func serve(cfg config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	keep, err := parseSize(cfg.maxSlotKeep)
+	if err != nil {
+		tl.Close()
+		return fmt.Errorf("--max-slot-wal-keep-size: %w", err)
+	}
+	tl.SetSlotLimits(timeline.SlotLimits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep})
 	reg := timeline.NewRegistry()
 	reg.Add(tl)
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(promReg)
+	promReg.MustRegister(metrics.NewSlotCollector(func() []metrics.SlotSample {
+		var out []metrics.SlotSample
+		for _, t := range reg.All() {
+			for _, s := range t.Slots() {
+				out = append(out, metrics.SlotSample{Name: s.Name, Lost: s.WALStatus == "lost", BehindBytes: s.BehindBytes})
+			}
+		}
+		return out
+	}))
 	m.FlushLSN.Set(float64(tl.FlushLSN()))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -313,4 +337,26 @@ func serve(cfg config, log *zap.Logger) error {
 	}
 	log.Info("shut down cleanly", zap.Stringer("flush_lsn", tl.FlushLSN()))
 	return nil
+}
+
+// parseSize parses a byte size such as "0", "512MB", "10GB" or "1TB"
+// (units as in postgresql.conf: kB, MB, GB, TB; a bare number is MB).
+func parseSize(v string) (uint64, error) {
+	v = strings.TrimSpace(v)
+	units := []struct {
+		suffix string
+		mult   uint64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"B", 1}}
+	mult := uint64(1 << 20)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size %q", v)
+	}
+	return n * mult, nil
 }

@@ -36,6 +36,7 @@ type TimelineStatus struct {
 	HasWAL       bool                      `json:"has_wal"`
 	Upstream     timeline.UpstreamStatus   `json:"upstream"`
 	Consumers    []timeline.ConsumerStatus `json:"consumers"`
+	Slots        []timeline.SlotStatus     `json:"replication_slots"`
 }
 
 // Handler returns the HTTP handler.
@@ -52,7 +53,7 @@ func Handler(node, version string, reg *timeline.Registry, gatherer prometheus.G
 				StartLSN: ctl.StartLSN.String(), FlushLSN: tl.FlushLSN().String(),
 				WrittenLSN: wal.LSN(tl.WrittenLSN()).String(),
 				HasWAL:     ctl.Initialized(),
-				Upstream:   tl.UpstreamStatus(), Consumers: tl.Consumers(),
+				Upstream:   tl.UpstreamStatus(), Consumers: tl.Consumers(), Slots: tl.Slots(),
 			}
 			if ctl.SystemID != 0 {
 				ts.SystemID = uintString(ctl.SystemID)

@@ -57,3 +57,40 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// SlotSample is one replication slot as the slot collector reports it.
+type SlotSample struct {
+	Name        string
+	Lost        bool
+	BehindBytes uint64
+}
+
+type slotCollector struct {
+	src    func() []SlotSample
+	lost   *prometheus.Desc
+	behind *prometheus.Desc
+}
+
+// NewSlotCollector exports every slot's state at scrape time:
+// safekeeper_slot_lost (1 when the slot is past --max-slot-wal-keep-size)
+// and safekeeper_slot_behind_bytes.
+func NewSlotCollector(src func() []SlotSample) prometheus.Collector {
+	return &slotCollector{
+		src:    src,
+		lost:   prometheus.NewDesc("safekeeper_slot_lost", "1 when the replication slot is further behind than --max-slot-wal-keep-size.", []string{"slot"}, nil),
+		behind: prometheus.NewDesc("safekeeper_slot_behind_bytes", "WAL bytes between the slot's restart_lsn and the end of WAL.", []string{"slot"}, nil),
+	}
+}
+
+func (c *slotCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.lost; ch <- c.behind }
+
+func (c *slotCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.src() {
+		lost := 0.0
+		if s.Lost {
+			lost = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.GaugeValue, lost, s.Name)
+		ch <- prometheus.MustNewConstMetric(c.behind, prometheus.GaugeValue, float64(s.BehindBytes), s.Name)
+	}
+}

@@ -1,17 +1,49 @@
 package walsender
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 
+	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/auth"
+	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
 )
 
 // negotiateTLS answers an SSLRequest. Without a TLS configuration it
-// answers 'N' and the client continues in plaintext on the same socket.
+// answers 'N' and the client continues in plaintext on the same socket;
+// with one it answers 'S', runs the handshake and replaces c.nc with the
+// TLS connection (c.be is created from c.nc after the startup packets).
 func (c *conn) negotiateTLS() error {
-	if _, err := c.nc.Write([]byte{'N'}); err != nil {
+	if c.tls {
+		// PostgreSQL accepts one SSLRequest; a second one is read as a
+		// startup packet of protocol 1234.5679.
+		return pgerr.Fatal(pgerr.FeatureNotSupported, "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0")
+	}
+	cfg := c.s.cfg.TLS
+	if cfg == nil {
+		if _, err := c.nc.Write([]byte{'N'}); err != nil {
+			return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
+		}
+		return nil
+	}
+	if _, err := c.nc.Write([]byte{'S'}); err != nil {
 		return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
 	}
+	// pgwire.ReadPacket reads exactly the packet, so bytes a client sent
+	// after the SSLRequest without waiting for 'S' are fed to the handshake
+	// and make it fail, as PostgreSQL requires.
+	tc := tls.Server(c.nc, cfg)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("%w: TLS handshake: %w", pgwire.ErrCloseSilently, err)
+	}
+	c.nc = tc
+	c.tls = true
+	st := tc.ConnectionState()
+	c.log = c.log.With(zap.String("tls", tls.VersionName(st.Version)))
 	return nil
 }
 
@@ -19,5 +51,26 @@ func (c *conn) negotiateTLS() error {
 // before AuthenticationOk is sent. Without configured rules every
 // replication connection is trusted.
 func (c *conn) authenticate(database string) error {
-	return nil
+	a := c.s.cfg.Auth
+	if a == nil {
+		return nil
+	}
+	sess := auth.Session{Backend: c.be, User: c.user, RemoteAddr: c.nc.RemoteAddr(), Log: c.log}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		sess.TLS = &st
+		// Channel binding needs the certificate that was presented; with
+		// exactly one configured, that is it.
+		if cfg := c.s.cfg.TLS; cfg != nil && len(cfg.Certificates) == 1 && cfg.GetCertificate == nil {
+			sess.ServerCert = cfg.Certificates[0].Leaf
+		}
+	}
+	err := a.Authenticate(sess)
+	if errors.Is(err, auth.ErrClosed) {
+		// libpq without a password closes the socket when asked for one;
+		// PostgreSQL sends nothing and logs nothing at the default level.
+		c.log.Debug("client closed the connection during authentication", zap.String("user", c.user), zap.Error(err))
+		return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, io.EOF)
+	}
+	return err
 }

@@ -2,6 +2,7 @@ package walsender
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/auth"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
@@ -21,6 +23,12 @@ type Config struct {
 	WalSenderTimeout time.Duration
 	// DefaultServerVersion is reported before the first upstream contact.
 	DefaultServerVersion string
+	// TLS, when set, makes the server answer SSLRequest with 'S' and run
+	// the TLS handshake with it; nil answers 'N' (plaintext only).
+	TLS *tls.Config
+	// Auth applies the host rules and runs the password exchange; nil
+	// trusts every replication connection.
+	Auth *auth.Authenticator
 }
 
 // Server accepts replication connections.
