@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,6 +106,13 @@ func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse upstream connection string: %w", err)
 	}
+	if cfg.Database == "" {
+		// As a walreceiver does: dbname=replication, so that .pgpass lines
+		// with "replication" in the database field apply.
+		if cfg, err = pgconn.ParseConfig(withReplicationDB(r.cfg.ConnString)); err != nil {
+			return nil, fmt.Errorf("parse upstream connection string: %w", err)
+		}
+	}
 	cfg.RuntimeParams["replication"] = "true"
 	cfg.RuntimeParams["application_name"] = r.cfg.ApplicationName
 	delete(cfg.RuntimeParams, "database")
@@ -116,6 +124,20 @@ func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		return nil, fmt.Errorf("connect to upstream: %w", err)
 	}
 	return conn, nil
+}
+
+// withReplicationDB adds dbname=replication to a connection string that
+// names no database.
+func withReplicationDB(cs string) string {
+	if strings.HasPrefix(cs, "postgres://") || strings.HasPrefix(cs, "postgresql://") {
+		u, err := url.Parse(cs)
+		if err != nil || strings.Trim(u.Path, "/") != "" {
+			return cs
+		}
+		u.Path = "/replication"
+		return u.String()
+	}
+	return "dbname=replication " + cs
 }
 
 func simpleQuery(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, error) {

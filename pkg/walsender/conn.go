@@ -51,7 +51,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 }
 
 func (c *conn) serve(ctx context.Context) {
-	defer c.nc.Close()
+	defer func() { c.nc.Close() }() // c.nc becomes the TLS connection after an SSLRequest
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		tc.SetKeepAlive(true)
@@ -165,17 +165,36 @@ func (c *conn) startup() error {
 		}
 	}
 	host, _, _ := net.SplitHostPort(c.nc.RemoteAddr().String())
+	encryption := "no encryption"
+	if c.tls {
+		encryption = "SSL encryption"
+	}
 	switch mode {
 	case pgwire.NotReplication:
 		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
-			"no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", no encryption", host, user, database).
+			"no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", %s", host, user, database, encryption).
 			WithHint("safekeeper accepts physical replication connections only (replication=true).")
 	case pgwire.LogicalReplication:
 		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
-			"no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", no encryption", host, user, database).
+			"no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", %s", host, user, database, encryption).
 			WithHint("safekeeper serves physical replication only; logical replication (replication=database) is not supported.")
 	}
 
+	if pkt.Minor() > 0 {
+		var unrecognized []string
+		for _, k := range pkt.Keys {
+			if len(k) > 4 && k[:4] == "_pq_" {
+				unrecognized = append(unrecognized, k)
+			}
+		}
+		c.be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
+	}
+
+	if err := c.authenticate(database); err != nil {
+		return err
+	}
+	// The timeline is chosen only after authentication, so that an
+	// unauthenticated client learns nothing about what is hosted.
 	opts := pgwire.ParseOptions(pkt.Params["options"])
 	tenant, tlid := opts["tenant_id"], opts["timeline_id"]
 	if tenant == "" {
@@ -203,19 +222,6 @@ func (c *conn) startup() error {
 				WithHint("Pass options='-c tenant_id=... timeline_id=...'.")
 		}
 		c.tl = tl
-	}
-	if pkt.Minor() > 0 {
-		var unrecognized []string
-		for _, k := range pkt.Keys {
-			if len(k) > 4 && k[:4] == "_pq_" {
-				unrecognized = append(unrecognized, k)
-			}
-		}
-		c.be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
-	}
-
-	if err := c.authenticate(database); err != nil {
-		return err
 	}
 
 	c.pid = c.s.nextPID()

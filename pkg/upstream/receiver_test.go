@@ -1,0 +1,38 @@
+package upstream
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func TestWithReplicationDB(t *testing.T) {
+	for in, want := range map[string]string{
+		"host=a user=b":                     "replication",
+		"host=a user=b dbname=x":            "x",
+		"postgres://u@h:5432":               "replication",
+		"postgres://u@h:5432/other":         "other",
+		"postgresql://u@h/?sslmode=disable": "replication",
+	} {
+		cfg, err := pgconn.ParseConfig(withReplicationDB(in))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if cfg.Database != want {
+			t.Errorf("%s: database %q, want %q", in, cfg.Database, want)
+		}
+	}
+}
+
+func TestParseSegmentSize(t *testing.T) {
+	for in, want := range map[string]uint64{"1MB": 1 << 20, "16MB": 16 << 20, "1GB": 1 << 30, "512kB": 512 << 10} {
+		if got, err := parseSegmentSize(in); err != nil || got != want {
+			t.Errorf("%s: %d %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "MB", "16XB", "x16MB"} {
+		if _, err := parseSegmentSize(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
+}
