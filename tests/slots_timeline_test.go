@@ -197,6 +197,26 @@ func TestTimelineSwitch(t *testing.T) {
 		t.Fatalf("TIMELINE_HISTORY 2 = %s %q, want %q", str(row[0]), str(row[1]), want)
 	}
 
+	// A start point past the end of TLI 1 is not in this server's history.
+	hist := strings.Fields(string(want))
+	sp, err := wal.ParseLSN(hist[1])
+	if err != nil {
+		t.Fatalf("history %q: %v", want, err)
+	}
+	ctx := ctxTimeout(t, 10*time.Second)
+	rc, err := pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rc.Exec(ctx, fmt.Sprintf("START_REPLICATION %s TIMELINE 1", sp+wal.BlockSize)).ReadAll()
+	rc.Close(ctx)
+	pe, ok := err.(*pgconn.PgError)
+	wantMsg := fmt.Sprintf("requested starting point %s on timeline 1 is not in this server's history", sp+wal.BlockSize)
+	wantDetail := fmt.Sprintf("This server's history forked from timeline 1 at %s.", sp)
+	if !ok || pe.Code != "XX000" || pe.Message != wantMsg || pe.Detail != wantDetail {
+		t.Fatalf("start past the switch point on TLI 1: got %v, want XX000 %q / %q", err, wantMsg, wantDetail)
+	}
+
 	// pg_receivewal from the first segment on TLI 1 crosses the switch.
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, firstSeg, 1<<20)+".partial"), nil, 0o600)
