@@ -264,8 +264,21 @@ func TestBadInput(t *testing.T) {
 		if gotErr.Code != "08P01" {
 			t.Fatalf("got %s %q, want 08P01", gotErr.Code, gotErr.Message)
 		}
-		if _, err := conn.Exec(ctx, "IDENTIFY_SYSTEM").ReadAll(); err != nil {
-			t.Fatalf("after malformed feedback: %v", err)
+		// ReadyForQuery follows, and the connection takes commands again.
+		for {
+			msg, err := conn.ReceiveMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+				break
+			}
+		}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		res, err := conn.Exec(qctx, "IDENTIFY_SYSTEM").ReadAll()
+		if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+			t.Fatalf("after malformed feedback IDENTIFY_SYSTEM: %v %+v", err, res)
 		}
 	})
 

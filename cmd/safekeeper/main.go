@@ -270,6 +270,7 @@ func serve(cfg config, log *zap.Logger) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	fatal := make(chan error, 1) // a failure that must end the process
 
 	pgLn, err := net.Listen("tcp", cfg.listenPG)
 	if err != nil {
@@ -315,7 +316,10 @@ func serve(cfg config, log *zap.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rcv.Run(ctx)
+			if err := rcv.Run(ctx); err != nil {
+				fatal <- err
+				stop()
+			}
 		}()
 	} else {
 		log.Warn("no --upstream configured: serving the WAL already held, receiving none")
@@ -332,6 +336,12 @@ func serve(cfg config, log *zap.Logger) error {
 	defer cancel()
 	_ = httpSrv.Shutdown(shCtx)
 	wg.Wait()
+	select {
+	case err := <-fatal:
+		tl.Close()
+		return err
+	default:
+	}
 	if err := tl.Close(); err != nil {
 		return fmt.Errorf("final flush: %w", err)
 	}

@@ -71,7 +71,11 @@ func Open(dir string, id ID, log *zap.Logger) (*Timeline, error) {
 		if err := walstore.WriteControl(t.controlPath(), ctl); err != nil {
 			return nil, err
 		}
+		// Make the new tenant and timeline directories durable.
 		if err := walstore.SyncDir(filepath.Dir(dir)); err != nil {
+			return nil, err
+		}
+		if err := walstore.SyncDir(filepath.Dir(filepath.Dir(dir))); err != nil {
 			return nil, err
 		}
 	case err != nil:
@@ -91,6 +95,11 @@ func Open(dir string, id ID, log *zap.Logger) (*Timeline, error) {
 			zap.Stringer("end_lsn", res.End), zap.Stringer("control_flush_lsn", res.ControlEnd),
 			zap.String("scanned", res.Scanned), zap.Stringer("scan_end", res.ScanEnd),
 			zap.Int64("truncated_bytes", res.Truncated), zap.Strings("removed", res.Removed))
+		if moved, err := t.setAsideDivergedLocked(); err != nil {
+			return nil, fmt.Errorf("timeline %s: setting aside diverged WAL: %w", id, err)
+		} else if len(moved) > 0 {
+			log.Info("completed an interrupted timeline switch", zap.Strings("set_aside", moved))
+		}
 		w, err := walstore.OpenWriter(dir, ctl.TLI, ctl.WalSegSize, res.End)
 		if err != nil {
 			return nil, err
@@ -324,12 +333,15 @@ func (t *Timeline) Close() error {
 const DivergedDir = "diverged"
 
 // SwitchTimeline moves the timeline to PostgreSQL timeline newTLI starting
-// at switchpoint, the end of the current timeline in newTLI's history. All
-// received WAL must be durable first (Flush). WAL of the old timeline up to
-// the switch point stays where it is; the segment holding the switch point
-// is started on the new timeline with the old one's bytes before it (as
-// PostgreSQL does), and old-timeline WAL past the switch point is moved to
-// DivergedDir.
+// at switchpoint, the end of the current timeline in newTLI's history (whose
+// history file must be stored). WAL of the old timeline up to the switch
+// point stays; the segment holding the switch point is started on the new
+// timeline with the old one's bytes before it (as PostgreSQL does), and
+// old-timeline WAL from that segment on is moved to DivergedDir.
+//
+// Crash safety: the new timeline's first segment is written, then the
+// control file naming the new timeline (the commit point), and only then
+// are old files moved; Open completes an interrupted move.
 func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -339,18 +351,17 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 	if newTLI <= t.ctl.TLI {
 		return fmt.Errorf("cannot switch from timeline %d to %d", t.ctl.TLI, newTLI)
 	}
-	if _, err := t.w.Sync(); err != nil {
+	flush, err := t.w.Sync()
+	if err != nil {
 		return err
 	}
-	if err := t.w.Close(); err != nil {
-		return err
-	}
-	t.w = nil
-	oldTLI, segSize := t.ctl.TLI, t.ctl.WalSegSize
-	flush := t.FlushLSN()
 	if switchpoint > flush {
 		return fmt.Errorf("switch point %s is ahead of the end of WAL %s", switchpoint, flush)
 	}
+	if switchpoint < t.ctl.StartLSN {
+		return fmt.Errorf("switch point %s is before the first WAL held (%s)", switchpoint, t.ctl.StartLSN)
+	}
+	oldTLI, segSize := t.ctl.TLI, t.ctl.WalSegSize
 	segno := wal.SegmentNo(switchpoint, segSize)
 	off := wal.SegmentOffset(switchpoint, segSize)
 
@@ -372,48 +383,82 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 			return fmt.Errorf("read segment holding the switch point: %w", err)
 		}
 	}
-	// Set aside the old timeline's segments from the switch point on.
-	files, err := walstore.ListSegments(t.dir, segSize)
-	if err != nil {
-		return err
-	}
-	var moved []string
-	for _, f := range files {
-		if f.TLI != oldTLI || f.SegNo < segno {
-			continue
-		}
-		if err := os.MkdirAll(filepath.Join(t.dir, DivergedDir), 0o700); err != nil {
-			return err
-		}
-		if err := os.Rename(filepath.Join(t.dir, f.Name), filepath.Join(t.dir, DivergedDir, f.Name)); err != nil {
-			return err
-		}
-		moved = append(moved, f.Name)
-	}
 	newName := filepath.Join(t.dir, wal.SegmentFileName(newTLI, segno, segSize)+walstore.PartialSuffix)
 	if err := walstore.WriteFileAtomic(newName, head, 0o600); err != nil {
-		return err
-	}
-	w, err := walstore.OpenWriter(t.dir, newTLI, segSize, switchpoint)
-	if err != nil {
 		return err
 	}
 	ctl := t.ctl
 	ctl.TLI = newTLI
 	ctl.FlushLSN = switchpoint
 	if err := walstore.WriteControl(t.controlPath(), ctl); err != nil {
-		w.Close()
 		return err
 	}
-	t.ctl, t.w = ctl, w
+	// Committed: from here on a failure leaves a state that Open completes,
+	// so errors are ErrBroken, which makes the process restart.
+	old := t.w
+	t.w = nil
+	old.Close()
+	t.ctl = ctl
 	t.hist = nil
 	t.tli.Store(newTLI)
 	t.flush.Store(uint64(switchpoint))
 	close(t.changed)
 	t.changed = make(chan struct{})
+	moved, err := t.setAsideDivergedLocked()
+	if err != nil {
+		return fmt.Errorf("%w: setting aside diverged WAL: %w", walstore.ErrBroken, err)
+	}
+	w, err := walstore.OpenWriter(t.dir, newTLI, segSize, switchpoint)
+	if err != nil {
+		return fmt.Errorf("%w: %w", walstore.ErrBroken, err)
+	}
+	t.w = w
 	t.log.Info("switched to new timeline",
 		zap.Uint32("old_tli", oldTLI), zap.Uint32("new_tli", newTLI),
 		zap.Stringer("switch_point", switchpoint), zap.Stringer("previous_end", flush),
 		zap.Strings("set_aside", moved))
 	return nil
+}
+
+// setAsideDivergedLocked moves segment files of earlier timelines that lie
+// at or past their timeline's switch point segment (their WAL there is
+// either in the newer timeline's file or not part of the history) into
+// DivergedDir. It is idempotent. t.mu is held.
+func (t *Timeline) setAsideDivergedLocked() ([]string, error) {
+	segSize := t.ctl.WalSegSize
+	hist := t.historyLocked()
+	files, err := walstore.ListSegments(t.dir, segSize)
+	if err != nil {
+		return nil, err
+	}
+	var moved []string
+	for _, f := range files {
+		if f.TLI >= t.ctl.TLI {
+			continue
+		}
+		sp, _, ok := wal.SwitchPoint(hist, f.TLI)
+		if ok && f.SegNo < wal.SegmentNo(sp, segSize) {
+			continue
+		}
+		if !ok {
+			continue // not on our history: leave it for the operator
+		}
+		dd := filepath.Join(t.dir, DivergedDir)
+		if err := os.MkdirAll(dd, 0o700); err != nil {
+			return moved, err
+		}
+		if err := os.Rename(filepath.Join(t.dir, f.Name), filepath.Join(dd, f.Name)); err != nil {
+			return moved, err
+		}
+		moved = append(moved, f.Name)
+	}
+	if len(moved) > 0 {
+		if err := walstore.SyncDir(filepath.Join(t.dir, DivergedDir)); err != nil {
+			return moved, err
+		}
+		if err := walstore.SyncDir(t.dir); err != nil {
+			return moved, err
+		}
+	}
+	return moved, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 // Config configures a Receiver.
@@ -58,8 +59,11 @@ func New(cfg Config, tl *timeline.Timeline, log *zap.Logger, m *metrics.Metrics)
 	return &Receiver{cfg: cfg, tl: tl, log: log, m: m}
 }
 
-// Run connects, streams, and reconnects with backoff until ctx ends.
-func (r *Receiver) Run(ctx context.Context) {
+// Run connects, streams, and reconnects with backoff until ctx ends. It
+// returns an error only when the WAL writer has failed (a write or fsync
+// error): then nothing more can be made durable, and the process must
+// restart so that recovery rescans what is really on disk.
+func (r *Receiver) Run(ctx context.Context) error {
 	backoff := r.cfg.MinBackoff
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
@@ -70,7 +74,12 @@ func (r *Receiver) Run(ctx context.Context) {
 		r.m.UpstreamConnected.Set(0)
 		if ctx.Err() != nil {
 			r.tl.SetUpstreamState(timeline.UpstreamNone, nil)
-			return
+			return nil
+		}
+		if errors.Is(err, walstore.ErrBroken) {
+			r.tl.SetUpstreamState(timeline.UpstreamRefused, err)
+			r.log.Error("WAL storage failed; stopping ingest", zap.Error(err))
+			return err
 		}
 		if streamed {
 			backoff = r.cfg.MinBackoff
@@ -85,7 +94,7 @@ func (r *Receiver) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			r.tl.SetUpstreamState(timeline.UpstreamNone, nil)
-			return
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff *= 2
@@ -406,6 +415,8 @@ streaming:
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	fctx, stopFlusher := context.WithCancel(sctx)
+	defer stopFlusher()
 	st := &statusSender{conn: conn.Conn(), tl: r.tl}
 	kick := make(chan struct{}, 1)
 	flushErr := make(chan error, 1)
@@ -413,7 +424,13 @@ streaming:
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		flushErr <- r.flusher(sctx, st, kick)
+		err := r.flusher(fctx, st, kick)
+		flushErr <- err
+		if err != nil {
+			// Nothing more becomes durable: end the session rather than
+			// keep answering the primary with a stale flush position.
+			cancel()
+		}
 	}()
 	defer wg.Wait()
 	defer cancel()
@@ -468,6 +485,17 @@ streaming:
 				return streamed, fmt.Errorf("unexpected streaming message type %q from upstream", m.Data[0])
 			}
 		case *pgproto3.CopyDone:
+			// The upstream ended our timeline. Stop the flusher first: a
+			// status update arriving after our CopyDone is a protocol
+			// violation for PostgreSQL. Report the final position, then end.
+			stopFlusher()
+			wg.Wait()
+			if _, err := r.tl.Flush(); err != nil {
+				return streamed, err
+			}
+			if err := st.send(false); err != nil {
+				return streamed, err
+			}
 			if err := st.sendRaw([]byte{'c', 0, 0, 0, 4}); err != nil {
 				return streamed, err
 			}

@@ -212,7 +212,7 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.s.cfg.WalSenderTimeout,
 		hist: c.tl.HistoryEntries()}
 	err = s.run(ctx)
-	if err != nil && !errors.Is(err, errClientCopyDone) {
+	if err != nil && !errors.Is(err, errClientCopyDone) && !s.readerDone {
 		// The server ends COPY: whatever the client sends next belongs to
 		// the command loop.
 		st.ended.Store(true)
@@ -236,6 +236,8 @@ type sender struct {
 	sent     wal.LSN
 	timeout  time.Duration
 	pingSent bool
+	// readerDone: the feedback reader's exit was consumed; it is gone.
+	readerDone bool
 
 	historic    bool
 	switchpoint wal.LSN
@@ -420,6 +422,7 @@ func (s *sender) keepalive(replyRequested bool) error {
 
 func (s *sender) readerEnded(ex readerExit) error {
 	c := s.c
+	s.readerDone = true
 	switch {
 	case ex.err != nil:
 		return errClosed
@@ -435,6 +438,11 @@ func (s *sender) readerEnded(ex readerExit) error {
 	switch ex.msg.(type) {
 	case *pgproto3.CopyDone:
 		c.be.Send(&pgproto3.CopyDone{})
+		if s.historic {
+			// PostgreSQL reports the next timeline whenever the streamed
+			// one is historic, even when the client ended COPY first.
+			c.sendNextTimeline(s.nextTLI, s.switchpoint)
+		}
 		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_STREAMING")})
 		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("START_REPLICATION")})
 		if err := c.be.Flush(); err != nil {
@@ -456,9 +464,24 @@ func (s *sender) endHistoric(ctx context.Context) error {
 	if err := c.be.Flush(); err != nil {
 		return errClosed
 	}
+	// No keepalives after our CopyDone; a client silent for the whole
+	// timeout is dropped.
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		if s.timeout > 0 {
+			silent := time.Since(time.Unix(0, s.st.lastReply.Load()))
+			if silent >= s.timeout {
+				c.log.Warn("terminating walsender process due to replication timeout", zap.Duration("silent_for", silent))
+				return errClosed
+			}
+			timer.Reset(s.timeout - silent)
+		}
 		select {
+		case <-timer.C:
+			continue
 		case ex := <-s.st.exit:
+			s.readerDone = true
 			if ex.err != nil {
 				return errClosed
 			}

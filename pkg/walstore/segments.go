@@ -3,7 +3,6 @@ package walstore
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -68,9 +67,16 @@ type Writer struct {
 	written wal.LSN   // end of bytes written (not necessarily durable)
 	sealed  []*sealed // complete segments awaiting fsync + rename
 	durable wal.LSN
+	broken  error // set by a failed write or fsync; the writer refuses all further work
 
 	syncMu sync.Mutex // serializes Sync
 }
+
+// ErrBroken marks a writer that hit a write or fsync error. PostgreSQL
+// PANICs on a failed fsync: after one, the kernel may have dropped the dirty
+// pages, so a later fsync that succeeds proves nothing. The only safe way
+// on is a restart, whose recovery rescans what is really on disk.
+var ErrBroken = errors.New("WAL writer failed; restart required")
 
 type sealed struct {
 	f    *os.File
@@ -100,10 +106,6 @@ func (w *Writer) openSegment(segno uint64, size int64) error {
 	if err := f.Truncate(size); err != nil {
 		f.Close()
 		return fmt.Errorf("truncate %q: %w", path, err)
-	}
-	if _, err := f.Seek(size, io.SeekStart); err != nil {
-		f.Close()
-		return err
 	}
 	if size == 0 {
 		// A new file: make its directory entry durable before we report any
@@ -140,6 +142,9 @@ var ErrNotContiguous = errors.New("WAL data is not contiguous with the end of WA
 func (w *Writer) Write(start wal.LSN, data []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.broken != nil {
+		return w.broken
+	}
 	if w.cur == nil {
 		return errors.New("writer is closed")
 	}
@@ -158,8 +163,10 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 		if room := w.segSize - off; n > room {
 			n = room
 		}
-		if _, err := w.cur.Write(data[:n]); err != nil {
-			return fmt.Errorf("write segment %s: %w", w.segName(w.curSeg), err)
+		// Positioned writes: a short write cannot shift later bytes.
+		if _, err := w.cur.WriteAt(data[:n], int64(off)); err != nil {
+			w.broken = fmt.Errorf("%w: write segment %s at offset %d: %w", ErrBroken, w.segName(w.curSeg), off, err)
+			return w.broken
 		}
 		w.written += wal.LSN(n)
 		data = data[n:]
@@ -167,7 +174,8 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 			w.sealed = append(w.sealed, &sealed{f: w.cur, name: w.segName(w.curSeg)})
 			w.cur = nil
 			if err := w.openSegment(w.curSeg+1, 0); err != nil {
-				return err
+				w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
+				return w.broken
 			}
 		}
 	}
@@ -182,6 +190,10 @@ func (w *Writer) Sync() (wal.LSN, error) {
 	defer w.syncMu.Unlock()
 
 	w.mu.Lock()
+	if w.broken != nil {
+		defer w.mu.Unlock()
+		return w.durable, w.broken
+	}
 	target := w.written
 	cur := w.cur
 	seal := w.sealed
@@ -192,27 +204,25 @@ func (w *Writer) Sync() (wal.LSN, error) {
 	if target == durable && len(seal) == 0 {
 		return durable, nil
 	}
-	for i, s := range seal {
+	for _, s := range seal {
 		if err := s.f.Sync(); err != nil {
-			w.requeue(seal[i:])
-			return durable, fmt.Errorf("fsync segment %s: %w", s.name, err)
+			return durable, w.fail(fmt.Errorf("fsync segment %s: %w", s.name, err))
 		}
 	}
 	if len(seal) > 0 {
-		for i, s := range seal {
+		for _, s := range seal {
 			if err := os.Rename(filepath.Join(w.dir, s.name+PartialSuffix), filepath.Join(w.dir, s.name)); err != nil {
-				w.requeue(seal[i:])
-				return durable, fmt.Errorf("rename segment %s: %w", s.name, err)
+				return durable, w.fail(fmt.Errorf("rename segment %s: %w", s.name, err))
 			}
 			s.f.Close()
 		}
 		if err := SyncDir(w.dir); err != nil {
-			return durable, err
+			return durable, w.fail(err)
 		}
 	}
 	if cur != nil {
 		if err := fdatasync(cur); err != nil {
-			return durable, fmt.Errorf("fdatasync: %w", err)
+			return durable, w.fail(fmt.Errorf("fdatasync: %w", err))
 		}
 	}
 	w.mu.Lock()
@@ -224,10 +234,14 @@ func (w *Writer) Sync() (wal.LSN, error) {
 	return d, nil
 }
 
-func (w *Writer) requeue(s []*sealed) {
+// fail marks the writer broken.
+func (w *Writer) fail(err error) error {
 	w.mu.Lock()
-	w.sealed = append(append([]*sealed(nil), s...), w.sealed...)
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	if w.broken == nil {
+		w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
+	}
+	return w.broken
 }
 
 // Close syncs and closes the writer.

@@ -224,3 +224,22 @@ func FuzzDecodeControl(f *testing.F) {
 		}
 	})
 }
+
+// A failed write breaks the writer for good: nothing after it may be
+// written at a shifted offset, synced or acknowledged.
+func TestWriterBreaksOnWriteError(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, _ := build(start, 20000)
+	w := writeAll(t, dir, start, data[:8192])
+	w.cur.Close() // the next write fails
+	if err := w.Write(start+8192, data[8192:]); !errors.Is(err, ErrBroken) {
+		t.Fatalf("write after failure: %v, want ErrBroken", err)
+	}
+	if err := w.Write(start+8192, data[8192:]); !errors.Is(err, ErrBroken) {
+		t.Fatalf("retry: %v, want ErrBroken", err)
+	}
+	if d, err := w.Sync(); !errors.Is(err, ErrBroken) || d != start+8192 {
+		t.Fatalf("Sync after failure: %s %v, want %s and ErrBroken", d, err, start+8192)
+	}
+}
