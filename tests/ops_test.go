@@ -208,3 +208,20 @@ func TestHTTPEndpoints(t *testing.T) {
 		t.Errorf("incomplete status: %+v", tl)
 	}
 }
+
+// A multi-host upstream with target_session_attrs=read-write skips a dead
+// host and a standby and streams from the primary. (pgconn checks this with
+// SQL a walsender refuses; the receiver uses the ParameterStatus values
+// instead, as libpq does.)
+func TestMultiHostUpstream(t *testing.T) {
+	primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	standby := pgtest.StartStandby(t, primary, primary.ConnString(), pgtest.Options{})
+	dead := pgtest.FreePort(t)
+	sk := StartSK(t, fmt.Sprintf("host=127.0.0.1,127.0.0.1,127.0.0.1 port=%d,%d,%d user=postgres target_session_attrs=read-write connect_timeout=2",
+		dead, standby.Port, primary.Port))
+	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
+	if st := sk.Status(t).Timelines[0].Upstream.State; st != "streaming" {
+		t.Fatalf("upstream state %q", st)
+	}
+	primary.WaitForQuery(t, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'safekeeper'", "1", 30*time.Second)
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,6 +123,7 @@ func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
 			return nil, fmt.Errorf("parse upstream connection string: %w", err)
 		}
 	}
+	cfg.ValidateConnect = replicationSafeValidator(cfg.ValidateConnect)
 	cfg.RuntimeParams["replication"] = "true"
 	cfg.RuntimeParams["application_name"] = r.cfg.ApplicationName
 	delete(cfg.RuntimeParams, "database")
@@ -133,6 +135,43 @@ func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		return nil, fmt.Errorf("connect to upstream: %w", err)
 	}
 	return conn, nil
+}
+
+// replicationSafeValidator replaces pgconn's target_session_attrs checks,
+// which run SQL (SHOW transaction_read_only, pg_is_in_recovery()) that a
+// walsender refuses, with libpq's PostgreSQL 14+ way: the in_hot_standby
+// and default_transaction_read_only ParameterStatus values the server
+// reports at startup. Other validators are kept.
+func replicationSafeValidator(v pgconn.ValidateConnectFunc) pgconn.ValidateConnectFunc {
+	if v == nil {
+		return nil
+	}
+	is := func(f pgconn.ValidateConnectFunc) bool {
+		return reflect.ValueOf(v).Pointer() == reflect.ValueOf(f).Pointer()
+	}
+	standby := func(c *pgconn.PgConn) bool { return c.ParameterStatus("in_hot_standby") == "on" }
+	readOnly := func(c *pgconn.PgConn) bool {
+		return standby(c) || c.ParameterStatus("default_transaction_read_only") == "on"
+	}
+	check := func(ok func(*pgconn.PgConn) bool, what string) pgconn.ValidateConnectFunc {
+		return func(_ context.Context, c *pgconn.PgConn) error {
+			if !ok(c) {
+				return fmt.Errorf("server is not %s", what)
+			}
+			return nil
+		}
+	}
+	switch {
+	case is(pgconn.ValidateConnectTargetSessionAttrsReadWrite):
+		return check(func(c *pgconn.PgConn) bool { return !readOnly(c) }, "read-write")
+	case is(pgconn.ValidateConnectTargetSessionAttrsReadOnly):
+		return check(readOnly, "read-only")
+	case is(pgconn.ValidateConnectTargetSessionAttrsPrimary):
+		return check(func(c *pgconn.PgConn) bool { return !standby(c) }, "a primary")
+	case is(pgconn.ValidateConnectTargetSessionAttrsStandby), is(pgconn.ValidateConnectTargetSessionAttrsPreferStandby):
+		return check(standby, "a standby")
+	}
+	return v
 }
 
 // withReplicationDB adds dbname=replication to a connection string that

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("SAFEKEEPER_DATA_DIR", "/tmp/x")
+	t.Setenv("SAFEKEEPER_WAL_SENDER_TIMEOUT", "5s")
+	t.Setenv("SAFEKEEPER_LISTEN_PG", "127.0.0.1:6000")
+	c, err := parseFlags([]string{"--name", "sk9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.dataDir != "/tmp/x" || c.walSenderTimeout != 5*time.Second || c.listenPG != "127.0.0.1:6000" || c.name != "sk9" {
+		t.Fatalf("got %+v", c)
+	}
+	if c.listenHTTP != "127.0.0.1:7676" || c.logFormat != "console" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	// A flag beats the environment.
+	c, err = parseFlags([]string{"--data-dir", "/tmp/y"})
+	if err != nil || c.dataDir != "/tmp/y" {
+		t.Fatalf("flag over env: %+v %v", c, err)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	if _, err := parseFlags(nil); err == nil {
+		t.Fatal("missing --data-dir accepted")
+	}
+	if _, err := parseFlags([]string{"--data-dir", "d", "--log-format", "xml"}); err == nil {
+		t.Fatal("bad --log-format accepted")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]uint64{"0": 0, "64": 64 << 20, "512MB": 512 << 20, "10GB": 10 << 30, "1TB": 1 << 40, "8kB": 8 << 10} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("%s: %d %v, want %d", in, got, err, want)
+		}
+	}
+	if _, err := parseSize("ten"); err == nil {
+		t.Error("bad size accepted")
+	}
+}
