@@ -655,32 +655,43 @@ func (s *statusSender) sendHotStandby(periodic bool) error {
 	if !periodic && xmin == s.lastXmin && cat == s.lastCatXmin {
 		return nil
 	}
-	b := s.buf[:0]
-	b = append(b, 'd', 0, 0, 0, 0)
-	b = feedback.AppendHotStandby(b, feedback.HotStandby{
+	b := feedback.AppendHotStandby(s.copyDataHeader(), feedback.HotStandby{
 		SendTime: time.Since(pgEpoch).Microseconds(),
 		Xmin:     uint32(xmin), XminEpoch: uint32(xmin >> 32),
 		CatalogXmin: uint32(cat), CatalogXminEpoch: uint32(cat >> 32),
 	})
-	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
-	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := s.conn.Write(b); err != nil {
-		return fmt.Errorf("send hot standby feedback upstream: %w", err)
+	if err := s.writeCopyData(b, "hot standby feedback"); err != nil {
+		return err
 	}
 	s.lastXmin, s.lastCatXmin = xmin, cat
 	s.hsSent = xmin != 0 || cat != 0
+	return nil
+}
 
+// copyDataHeader starts a CopyData message in the reusable buffer; the
+// length is filled in by writeCopyData. s.mu is held.
+func (s *statusSender) copyDataHeader() []byte { return append(s.buf[:0], 'd', 0, 0, 0, 0) }
+
+// writeCopyData sets the length of a message begun with copyDataHeader and
+// writes it. s.mu is held.
+func (s *statusSender) writeCopyData(b []byte, what string) error {
+	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
+	return s.writeLocked(b, what)
+}
+
+// writeLocked writes a whole message to the upstream. s.mu is held.
+func (s *statusSender) writeLocked(b []byte, what string) error {
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := s.conn.Write(b); err != nil {
+		return fmt.Errorf("send %s upstream: %w", what, err)
+	}
 	return nil
 }
 
 func (s *statusSender) sendRaw(b []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := s.conn.Write(b); err != nil {
-		return fmt.Errorf("send to upstream: %w", err)
-	}
-	return nil
+	return s.writeLocked(b, "message")
 }
 
 var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -693,16 +704,9 @@ func (s *statusSender) send(replyRequested bool) error {
 	if write < flush {
 		write = flush
 	}
-	b := s.buf[:0]
-	b = append(b, 'd', 0, 0, 0, 0)
-	b = feedback.AppendStandbyStatus(b, feedback.StandbyStatus{
+	b := feedback.AppendStandbyStatus(s.copyDataHeader(), feedback.StandbyStatus{
 		Write: write, Flush: flush, Apply: flush,
 		SendTime: time.Since(pgEpoch).Microseconds(), ReplyRequested: replyRequested,
 	})
-	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
-	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := s.conn.Write(b); err != nil {
-		return fmt.Errorf("send status update upstream: %w", err)
-	}
-	return nil
+	return s.writeCopyData(b, "status update")
 }

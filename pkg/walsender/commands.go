@@ -63,7 +63,7 @@ func (c *conn) identifySystem() error {
 		return err
 	}
 	tliCol := pgwire.Int8Col("timeline")
-	if ctl.ServerVersionNum > 0 && ctl.ServerVersionNum < 160000 {
+	if speaksPG15(ctl) {
 		tliCol = pgwire.Int4Col("timeline")
 	}
 	c.be.Send(pgwire.RowDescription(pgwire.TextCol("systemid"), tliCol, pgwire.TextCol("xlogpos"), pgwire.TextCol("dbname")))
@@ -117,7 +117,7 @@ func (c *conn) timelineHistory(tli uint32) error {
 		return err
 	}
 	typmod := int32(-1)
-	if ctl.ServerVersionNum > 0 && ctl.ServerVersionNum < 160000 {
+	if speaksPG15(ctl) {
 		typmod = 0 // PostgreSQL 15 hand-builds this RowDescription with typmod 0
 	}
 	// PostgreSQL sends the RowDescription before it opens the file.
@@ -185,4 +185,11 @@ func (c *conn) createReplicationSlot(cmd replcmd.Command) error {
 	c.be.Send(pgwire.DataRow(pgwire.Text(cmd.Name), pgwire.Text("0/0"), nil, nil))
 	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("CREATE_REPLICATION_SLOT")})
 	return nil
+}
+
+// speaksPG15 reports whether result sets follow PostgreSQL 15's column
+// types (IDENTIFY_SYSTEM timeline int4, TIMELINE_HISTORY typmod 0) because
+// the upstream, whose version is reported to clients, is 15 or older.
+func speaksPG15(ctl timelineControl) bool {
+	return ctl.ServerVersionNum > 0 && ctl.ServerVersionNum < 160000
 }

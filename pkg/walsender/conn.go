@@ -346,7 +346,7 @@ func (c *conn) commandLoop(ctx context.Context) error {
 		case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
 			// Stray COPY messages outside COPY are ignored, as PostgreSQL does.
 		default:
-			return pgerr.Fatal(pgerr.ProtocolViolation, "invalid frontend message type %d", msgType(msg))
+			return pgerr.Fatal(pgerr.ProtocolViolation, "invalid frontend message type %d", frontendType(msg))
 		}
 	}
 }
@@ -357,14 +357,6 @@ func frontendErrorText(err error) string {
 		return "invalid message length"
 	}
 	return "invalid frontend message: " + err.Error()
-}
-
-func msgType(m pgproto3.FrontendMessage) int {
-	switch m.(type) {
-	case *pgproto3.PasswordMessage, *pgproto3.SASLInitialResponse, *pgproto3.SASLResponse, *pgproto3.GSSResponse:
-		return 'p'
-	}
-	return 0
 }
 
 func (c *conn) ready() error {

@@ -556,7 +556,7 @@ func frontendType(m pgproto3.FrontendMessage) byte {
 		return 'C'
 	case *pgproto3.FunctionCall:
 		return 'F'
-	case *pgproto3.PasswordMessage:
+	case *pgproto3.PasswordMessage, *pgproto3.SASLInitialResponse, *pgproto3.SASLResponse, *pgproto3.GSSResponse:
 		return 'p'
 	}
 	return '?'
