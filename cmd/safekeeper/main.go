@@ -27,6 +27,8 @@ import (
 
 	"github.com/pgsafekeeper/safekeeper/pkg/httpapi"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/slots"
+	"github.com/pgsafekeeper/safekeeper/pkg/supervisor"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/upstream"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
@@ -229,60 +231,51 @@ func serve(cfg config, log *zap.Logger) error {
 	}
 	defer lock.Unlock()
 
-	var startLSN wal.LSN
-	if cfg.startLSN != "" {
-		if startLSN, err = wal.ParseLSN(cfg.startLSN); err != nil {
-			return fmt.Errorf("--start-lsn: %w", err)
-		}
-	}
-	id, err := chooseTimeline(cfg)
+	tlCfg, err := timelineConfig(cfg)
 	if err != nil {
 		return err
 	}
 	log = log.With(zap.String("node", cfg.name))
-	tlLog := log.With(zap.String("tenant_id", id.TenantID), zap.String("timeline_id", id.TimelineID))
-	tl, err := timeline.Open(filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID), id, tlLog)
-	if err != nil {
-		return err
-	}
-	keep, err := parseSize(cfg.maxSlotKeep)
-	if err != nil {
-		tl.Close()
-		return fmt.Errorf("--max-slot-wal-keep-size: %w", err)
-	}
-	tl.SetSlotLimits(timeline.SlotLimits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep})
-	reg := timeline.NewRegistry()
-	reg.Add(tl)
-
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(promReg)
+
+	sup, err := supervisor.Open(tlCfg, log, m)
+	if err != nil {
+		return err
+	}
+	reg := supervisor.NewRegistry()
+	reg.Add(sup)
 	promReg.MustRegister(metrics.NewSlotCollector(func() []metrics.SlotSample {
 		var out []metrics.SlotSample
 		for _, t := range reg.All() {
-			for _, s := range t.Slots() {
+			for _, s := range t.Slots().List() {
 				out = append(out, metrics.SlotSample{Name: s.Name, Lost: s.WALStatus == "lost", BehindBytes: s.BehindBytes})
 			}
 		}
 		return out
 	}))
-	m.FlushLSN.Set(float64(tl.FlushLSN()))
+	m.FlushLSN.Set(float64(sup.FlushLSN()))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	fatal := make(chan error, 1) // a failure that must end the process
-
+	wcfg := walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}
+	if err := applySecurity(cfg.security, &wcfg); err != nil {
+		sup.Close()
+		return err
+	}
 	pgLn, err := net.Listen("tcp", cfg.listenPG)
 	if err != nil {
-		tl.Close()
+		sup.Close()
 		return fmt.Errorf("listen on %s: %w", cfg.listenPG, err)
 	}
 	httpLn, err := net.Listen("tcp", cfg.listenHTTP)
 	if err != nil {
 		pgLn.Close()
-		tl.Close()
+		sup.Close()
 		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
 	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg), ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -292,15 +285,7 @@ func serve(cfg config, log *zap.Logger) error {
 			log.Error("http server", zap.Error(err))
 		}
 	}()
-
-	wcfg := walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}
-	if err := applySecurity(cfg.security, &wcfg); err != nil {
-		pgLn.Close()
-		httpLn.Close()
-		tl.Close()
-		return err
-	}
-	srv := walsender.New(wcfg, reg, log.Named("walsender"), m)
+	srv := walsender.New(wcfg, resolver{reg}, log.Named("walsender"), m)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -308,27 +293,20 @@ func serve(cfg config, log *zap.Logger) error {
 			log.Error("replication listener", zap.Error(err))
 		}
 	}()
-
-	if cfg.upstream != "" {
-		rcv := upstream.New(upstream.Config{
-			ConnString: cfg.upstream, Slot: cfg.upstreamSlot, ApplicationName: cfg.name, StartLSN: startLSN,
-		}, tl, tlLog.Named("upstream"), m)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := rcv.Run(ctx); err != nil {
-				fatal <- err
-				stop()
-			}
-		}()
-	} else {
-		log.Warn("no --upstream configured: serving the WAL already held, receiving none")
-	}
+	fatal := make(chan error, 1) // a failure that must end the process
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := sup.Run(ctx); err != nil {
+			fatal <- err
+			stop()
+		}
+	}()
 	log.Info("safekeeper started",
 		zap.String("version", buildVersion()), zap.String("data_dir", cfg.dataDir),
 		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()),
-		zap.String("tenant_id", id.TenantID), zap.String("timeline_id", id.TimelineID),
-		zap.Stringer("flush_lsn", tl.FlushLSN()))
+		zap.String("tenant_id", tlCfg.ID.TenantID), zap.String("timeline_id", tlCfg.ID.TimelineID),
+		zap.Stringer("flush_lsn", sup.FlushLSN()))
 
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -338,15 +316,68 @@ func serve(cfg config, log *zap.Logger) error {
 	wg.Wait()
 	select {
 	case err := <-fatal:
-		tl.Close()
+		sup.Close()
 		return err
 	default:
 	}
-	if err := tl.Close(); err != nil {
+	if err := sup.Close(); err != nil {
 		return fmt.Errorf("final flush: %w", err)
 	}
-	log.Info("shut down cleanly", zap.Stringer("flush_lsn", tl.FlushLSN()))
+	log.Info("shut down cleanly", zap.Stringer("flush_lsn", sup.FlushLSN()))
 	return nil
+}
+
+// timelineConfig turns the flags into the hosted timeline's configuration.
+func timelineConfig(cfg config) (supervisor.Config, error) {
+	var c supervisor.Config
+	id, err := chooseTimeline(cfg)
+	if err != nil {
+		return c, err
+	}
+	keep, err := parseSize(cfg.maxSlotKeep)
+	if err != nil {
+		return c, fmt.Errorf("--max-slot-wal-keep-size: %w", err)
+	}
+	c = supervisor.Config{
+		Dir:   filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID),
+		ID:    id,
+		Slots: slots.Limits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep},
+	}
+	if cfg.upstream != "" {
+		var startLSN wal.LSN
+		if cfg.startLSN != "" {
+			if startLSN, err = wal.ParseLSN(cfg.startLSN); err != nil {
+				return c, fmt.Errorf("--start-lsn: %w", err)
+			}
+		}
+		c.Upstream = &upstream.Config{
+			ConnString: cfg.upstream, Slot: cfg.upstreamSlot, ApplicationName: cfg.name, StartLSN: startLSN,
+		}
+	}
+	return c, nil
+}
+
+// resolver finds hosted timelines for the walsender.
+type resolver struct{ reg *supervisor.Registry }
+
+func target(s *supervisor.Supervisor) walsender.Target {
+	return walsender.Target{WAL: s, Slots: s.Slots(), Consumers: s.Consumers()}
+}
+
+func (r resolver) Lookup(id timeline.ID) (walsender.Target, bool) {
+	s, ok := r.reg.Get(id)
+	if !ok {
+		return walsender.Target{}, false
+	}
+	return target(s), true
+}
+
+func (r resolver) Only() (walsender.Target, bool) {
+	s, ok := r.reg.Only()
+	if !ok {
+		return walsender.Target{}, false
+	}
+	return target(s), true
 }
 
 // parseSize parses a byte size such as "0", "512MB", "10GB" or "1TB"

@@ -16,6 +16,7 @@ type Metrics struct {
 	UpstreamReconnects prometheus.Counter
 	ConnectionsTotal   prometheus.Counter
 	ProtocolErrors     *prometheus.CounterVec
+	NeedsRebootstrap   prometheus.Counter
 }
 
 // New creates the collectors and registers them with reg (which may be nil
@@ -50,10 +51,14 @@ func New(reg prometheus.Registerer) *Metrics {
 		ProtocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "safekeeper_client_errors_total", Help: "Errors sent to clients, by SQLSTATE.",
 		}, []string{"sqlstate"}),
+		NeedsRebootstrap: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "safekeeper_consumers_needs_rebootstrap_total",
+			Help: "Consumers refused because they asked for WAL no tier (memory, local files, archive) holds any more.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.BytesReceived, m.BytesSent, m.FlushLSN, m.FsyncSeconds, m.Consumers,
-			m.UpstreamConnected, m.UpstreamReconnects, m.ConnectionsTotal, m.ProtocolErrors)
+			m.UpstreamConnected, m.UpstreamReconnects, m.ConnectionsTotal, m.ProtocolErrors, m.NeedsRebootstrap)
 	}
 	return m
 }

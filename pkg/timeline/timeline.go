@@ -3,8 +3,6 @@ package timeline
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,10 +28,12 @@ type UpstreamInfo struct {
 	TLI              uint32
 }
 
-// Timeline is one hosted timeline.
+// Timeline is the WAL of one hosted timeline: its control data, the writer,
+// the durable end of WAL with the broadcast that wakes waiting senders, and
+// the PostgreSQL timeline history. Files are walstore's business.
 type Timeline struct {
 	id  ID
-	dir string
+	dir walstore.Dir
 	log *zap.Logger
 
 	mu          sync.Mutex
@@ -46,83 +46,45 @@ type Timeline struct {
 
 	flush atomic.Uint64 // durable end of WAL; what may be served and acknowledged
 	tli   atomic.Uint32 // current PostgreSQL timeline
-
-	consumers consumerRegistry
-	upstream  upstreamState
-	slots     slotSet
 }
 
 // Open loads (or creates) the timeline stored in dir. For a timeline that
 // has WAL, the true end of valid WAL is recovered before Open returns.
 func Open(dir string, id ID, log *zap.Logger) (*Timeline, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	t := &Timeline{id: id, dir: dir, log: log, changed: make(chan struct{})}
-	t.consumers.init()
-	t.slots.init(SlotLimits{})
-	if err := t.loadSlots(); err != nil {
-		return nil, fmt.Errorf("timeline %s: replication slots: %w", id, err)
-	}
-	ctl, err := walstore.ReadControl(t.controlPath())
-	switch {
-	case errors.Is(err, walstore.ErrNoControl):
-		ctl = walstore.Control{TenantID: id.TenantID, TimelineID: id.TimelineID}
-		if err := walstore.WriteControl(t.controlPath(), ctl); err != nil {
-			return nil, err
-		}
-		// Make the new tenant and timeline directories durable.
-		if err := walstore.SyncDir(filepath.Dir(dir)); err != nil {
-			return nil, err
-		}
-		if err := walstore.SyncDir(filepath.Dir(filepath.Dir(dir))); err != nil {
-			return nil, err
-		}
-	case err != nil:
+	o, err := walstore.Open(dir, id.TenantID, id.TimelineID)
+	if err != nil {
 		return nil, fmt.Errorf("timeline %s: %w", id, err)
 	}
-	if ctl.TenantID != id.TenantID || ctl.TimelineID != id.TimelineID {
-		return nil, fmt.Errorf("timeline directory %q holds %s/%s, not %s", dir, ctl.TenantID, ctl.TimelineID, id)
+	t := &Timeline{id: id, dir: o.Dir, log: log, changed: make(chan struct{}), ctl: o.Control, w: o.Writer}
+	t.tli.Store(o.Control.TLI)
+	t.flush.Store(uint64(o.Control.FlushLSN))
+	if len(o.RemovedTemp) > 0 {
+		log.Info("removed temp files of interrupted writes", zap.Strings("files", o.RemovedTemp))
 	}
-	t.ctl = ctl
-	t.tli.Store(ctl.TLI)
-	if ctl.Initialized() {
-		res, err := walstore.Recover(dir, ctl)
-		if err != nil {
-			return nil, fmt.Errorf("recover timeline %s: %w", id, err)
-		}
+	if o.Writer != nil {
+		res := o.Recovery
 		log.Info("recovered end of WAL",
 			zap.Stringer("end_lsn", res.End), zap.Stringer("control_flush_lsn", res.ControlEnd),
 			zap.String("scanned", res.Scanned), zap.Stringer("scan_end", res.ScanEnd),
 			zap.Int64("truncated_bytes", res.Truncated), zap.Strings("removed", res.Removed))
-		if moved, err := t.setAsideDivergedLocked(); err != nil {
-			return nil, fmt.Errorf("timeline %s: setting aside diverged WAL: %w", id, err)
-		} else if len(moved) > 0 {
-			log.Info("completed an interrupted timeline switch", zap.Strings("set_aside", moved))
-		}
-		w, err := walstore.OpenWriter(dir, ctl.TLI, ctl.WalSegSize, res.End)
-		if err != nil {
-			return nil, err
-		}
-		t.w = w
-		t.flush.Store(uint64(res.End))
-		t.ctl.FlushLSN = res.End
-		if err := walstore.WriteControl(t.controlPath(), t.ctl); err != nil {
-			return nil, err
-		}
+	}
+	if len(o.SetAside) > 0 {
+		log.Info("completed an interrupted timeline switch", zap.Strings("set_aside", o.SetAside))
+	}
+	if len(o.RemovedOld) > 0 {
+		log.Info("completed an interrupted removal of old segments", zap.Strings("removed", o.RemovedOld))
 	}
 	return t, nil
 }
-
-func (t *Timeline) controlPath() string { return filepath.Join(t.dir, walstore.ControlFileName) }
 
 // ID returns the timeline's id.
 func (t *Timeline) ID() ID { return t.id }
 
 // Dir returns the directory holding the timeline's files.
-func (t *Timeline) Dir() string { return t.dir }
+func (t *Timeline) Dir() walstore.Dir { return t.dir }
 
-// Control returns a snapshot of the control data.
+// Control returns a snapshot of the control data, with the current
+// durable end of WAL as FlushLSN.
 func (t *Timeline) Control() walstore.Control {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -185,12 +147,13 @@ func (t *Timeline) Initialize(info UpstreamInfo, start wal.LSN) error {
 	ctl.ServerVersionNum = info.ServerVersionNum
 	ctl.TLI = info.TLI
 	ctl.StartLSN = start
+	ctl.BackupLSN = start
 	ctl.FlushLSN = start
-	w, err := walstore.OpenWriter(t.dir, ctl.TLI, ctl.WalSegSize, start)
+	w, err := walstore.OpenWriter(t.dir.Path(), ctl.TLI, ctl.WalSegSize, start)
 	if err != nil {
 		return err
 	}
-	if err := walstore.WriteControl(t.controlPath(), ctl); err != nil {
+	if err := t.dir.WriteControl(ctl); err != nil {
 		w.Close()
 		return err
 	}
@@ -199,6 +162,7 @@ func (t *Timeline) Initialize(info UpstreamInfo, start wal.LSN) error {
 	t.tli.Store(ctl.TLI)
 	t.flush.Store(uint64(start))
 	t.lastPersist = time.Now()
+	t.broadcastLocked()
 	return nil
 }
 
@@ -211,8 +175,7 @@ func (t *Timeline) UpdateServerVersion(version string, num int) {
 		return
 	}
 	t.ctl.ServerVersion, t.ctl.ServerVersionNum = version, num
-	t.ctl.FlushLSN = t.FlushLSN()
-	if err := walstore.WriteControl(t.controlPath(), t.ctl); err != nil {
+	if err := t.persistLocked(); err != nil {
 		t.log.Warn("persisting control file", zap.Error(err))
 	}
 }
@@ -241,7 +204,8 @@ func (t *Timeline) Append(start wal.LSN, data []byte) error {
 }
 
 // Flush makes all appended WAL durable, publishes the new end to waiting
-// senders and returns it.
+// senders and returns it. Concurrent callers never move the published end
+// backwards: it is advanced under the lock, only forwards.
 func (t *Timeline) Flush() (wal.LSN, error) {
 	t.mu.Lock()
 	w := t.w
@@ -253,28 +217,37 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 	if err != nil {
 		return t.FlushLSN(), err
 	}
-	if uint64(d) > t.flush.Load() {
-		t.flush.Store(uint64(d))
-		t.mu.Lock()
-		close(t.changed)
-		t.changed = make(chan struct{})
-		persist := time.Since(t.lastPersist) >= controlPersistInterval
-		t.mu.Unlock()
-		if persist {
-			t.persist()
-		}
-	}
-	return d, nil
-}
-
-func (t *Timeline) persist() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.w != w {
+		// A timeline switch replaced the writer while we synced; its
+		// position is the truth now.
+		return t.FlushLSN(), nil
+	}
+	if uint64(d) > t.flush.Load() {
+		t.flush.Store(uint64(d))
+		t.broadcastLocked()
+		if time.Since(t.lastPersist) >= controlPersistInterval {
+			if err := t.persistLocked(); err != nil {
+				t.log.Warn("persisting control file", zap.Error(err))
+			}
+		}
+	}
+	return t.FlushLSN(), nil
+}
+
+// broadcastLocked wakes everything waiting on Changed. t.mu is held.
+func (t *Timeline) broadcastLocked() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// persistLocked writes the control file with the current durable end.
+// t.mu is held.
+func (t *Timeline) persistLocked() error {
 	t.ctl.FlushLSN = t.FlushLSN()
 	t.lastPersist = time.Now()
-	if err := walstore.WriteControl(t.controlPath(), t.ctl); err != nil {
-		t.log.Warn("persisting control file", zap.Error(err))
-	}
+	return t.dir.WriteControl(t.ctl)
 }
 
 // CurrentTLI returns the PostgreSQL timeline being written.
@@ -283,28 +256,113 @@ func (t *Timeline) CurrentTLI() uint32 { return t.tli.Load() }
 // FlushLSN returns the durable end of WAL.
 func (t *Timeline) FlushLSN() wal.LSN { return wal.LSN(t.flush.Load()) }
 
-// Changed returns a channel that is closed the next time FlushLSN advances.
-// Read FlushLSN after taking the channel to avoid missing a wake-up.
+// Changed returns a channel that is closed the next time the durable end of
+// WAL (or the local start, backup position or timeline) changes. Read the
+// positions after taking the channel to avoid missing a wake-up.
 func (t *Timeline) Changed() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.changed
 }
 
+// LocalStartLSN returns the first WAL position held in local files.
+func (t *Timeline) LocalStartLSN() wal.LSN {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ctl.StartLSN
+}
+
+// BackupLSN returns the end of the contiguous archived prefix.
+func (t *Timeline) BackupLSN() wal.LSN {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ctl.BackupLSN
+}
+
+// SetBackupLSN records that every segment of the history below lsn is
+// archived. It is persisted in the control file before it takes effect, so
+// local removal never trusts an archived position a crash could forget. It
+// never moves backwards.
+func (t *Timeline) SetBackupLSN(lsn wal.LSN) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if lsn <= t.ctl.BackupLSN {
+		return nil
+	}
+	prev := t.ctl.BackupLSN
+	t.ctl.BackupLSN = lsn
+	if err := t.persistLocked(); err != nil {
+		t.ctl.BackupLSN = prev
+		return fmt.Errorf("persist backup position: %w", err)
+	}
+	t.broadcastLocked()
+	return nil
+}
+
+// RemoveBefore removes the local segments that lie entirely before lsn (a
+// segment start no later than the segment holding the durable end). The new
+// local start is recorded in the control file first, then the files are
+// unlinked: a crash in between leaves files that Open removes, never a
+// hole. Senders reading a removed file keep their open descriptor.
+func (t *Timeline) RemoveBefore(lsn wal.LSN) ([]string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.ctl.Initialized() {
+		return nil, nil
+	}
+	segSize := t.ctl.WalSegSize
+	lsn = wal.SegmentStart(lsn, segSize)
+	if limit := wal.SegmentStart(t.FlushLSN(), segSize); lsn > limit {
+		lsn = limit
+	}
+	if lsn <= t.ctl.StartLSN {
+		return nil, nil
+	}
+	prev := t.ctl.StartLSN
+	t.ctl.StartLSN = lsn
+	if err := t.persistLocked(); err != nil {
+		t.ctl.StartLSN = prev
+		return nil, fmt.Errorf("persist local start: %w", err)
+	}
+	t.broadcastLocked()
+	return t.dir.RemoveSegmentsBelow(lsn, segSize)
+}
+
 // SaveHistory stores a timeline history file received from the upstream.
 func (t *Timeline) SaveHistory(tli uint32, content []byte) error {
-	return walstore.WriteFileAtomic(filepath.Join(t.dir, wal.HistoryFileName(tli)), content, 0o600)
+	return t.dir.SaveHistory(tli, content)
 }
 
 // History returns a stored timeline history file.
-func (t *Timeline) History(tli uint32) ([]byte, error) {
-	return os.ReadFile(filepath.Join(t.dir, wal.HistoryFileName(tli)))
-}
+func (t *Timeline) History(tli uint32) ([]byte, error) { return t.dir.ReadHistory(tli) }
 
 // HasHistory reports whether the history file of tli is stored.
-func (t *Timeline) HasHistory(tli uint32) bool {
-	_, err := os.Stat(filepath.Join(t.dir, wal.HistoryFileName(tli)))
-	return err == nil
+func (t *Timeline) HasHistory(tli uint32) bool { return t.dir.HasHistory(tli) }
+
+// HistoryEntries returns the timeline history of the current PostgreSQL
+// timeline: every TLI with the range of WAL positions it covers, the last
+// one (the current TLI) open-ended.
+func (t *Timeline) HistoryEntries() []wal.HistoryEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.historyLocked()
+}
+
+func (t *Timeline) historyLocked() []wal.HistoryEntry {
+	tli := t.ctl.TLI
+	if t.hist == nil || t.histTLI != tli {
+		t.hist, t.histTLI = t.dir.HistoryEntries(tli), tli
+	}
+	return t.hist
+}
+
+// TLIOfPoint returns the timeline, in the current history, that holds lsn.
+func (t *Timeline) TLIOfPoint(lsn wal.LSN) uint32 {
+	hist := t.HistoryEntries()
+	if tli, ok := wal.TLIOfPoint(hist, lsn); ok {
+		return tli
+	}
+	return hist[len(hist)-1].TLI
 }
 
 // Close makes everything durable and records the final position in the
@@ -319,29 +377,25 @@ func (t *Timeline) Close() error {
 	if _, err := t.Flush(); err != nil {
 		return err
 	}
-	t.persist()
-	t.persistSlots()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if err := t.persistLocked(); err != nil {
+		t.log.Warn("persisting control file", zap.Error(err))
+	}
 	t.w = nil
 	return w.Close()
 }
-
-// DivergedDir holds WAL set aside at a timeline switch: bytes of the old
-// timeline past the switch point, which the new timeline does not contain.
-// They are never served.
-const DivergedDir = "diverged"
 
 // SwitchTimeline moves the timeline to PostgreSQL timeline newTLI starting
 // at switchpoint, the end of the current timeline in newTLI's history (whose
 // history file must be stored). WAL of the old timeline up to the switch
 // point stays; the segment holding the switch point is started on the new
 // timeline with the old one's bytes before it (as PostgreSQL does), and
-// old-timeline WAL from that segment on is moved to DivergedDir.
+// old-timeline WAL from that segment on is set aside (walstore.DivergedDir).
 //
 // Crash safety: the new timeline's first segment is written, then the
 // control file naming the new timeline (the commit point), and only then
-// are old files moved; Open completes an interrupted move.
+// are old files moved; walstore.Open completes an interrupted move.
 func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -362,35 +416,19 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 		return fmt.Errorf("switch point %s is before the first WAL held (%s)", switchpoint, t.ctl.StartLSN)
 	}
 	oldTLI, segSize := t.ctl.TLI, t.ctl.WalSegSize
-	segno := wal.SegmentNo(switchpoint, segSize)
-	off := wal.SegmentOffset(switchpoint, segSize)
-
-	// The new timeline's first segment starts with the old one's bytes.
-	var head []byte
-	if off > 0 {
-		base := filepath.Join(t.dir, wal.SegmentFileName(oldTLI, segno, segSize))
-		f, err := os.Open(base)
-		if errors.Is(err, os.ErrNotExist) {
-			f, err = os.Open(base + walstore.PartialSuffix)
-		}
-		if err != nil {
-			return fmt.Errorf("read segment holding the switch point: %w", err)
-		}
-		head = make([]byte, off)
-		_, err = f.ReadAt(head, 0)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("read segment holding the switch point: %w", err)
-		}
-	}
-	newName := filepath.Join(t.dir, wal.SegmentFileName(newTLI, segno, segSize)+walstore.PartialSuffix)
-	if err := walstore.WriteFileAtomic(newName, head, 0o600); err != nil {
+	if err := t.dir.StartTimeline(oldTLI, newTLI, switchpoint, segSize); err != nil {
 		return err
 	}
 	ctl := t.ctl
 	ctl.TLI = newTLI
 	ctl.FlushLSN = switchpoint
-	if err := walstore.WriteControl(t.controlPath(), ctl); err != nil {
+	if start := wal.SegmentStart(switchpoint, segSize); ctl.BackupLSN > start {
+		// The archived old-timeline segment holding the switch point stays
+		// in the archive; the new timeline's file of that segment is not
+		// archived yet.
+		ctl.BackupLSN = start
+	}
+	if err := t.dir.WriteControl(ctl); err != nil {
 		return err
 	}
 	// Committed: from here on a failure leaves a state that Open completes,
@@ -402,13 +440,12 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 	t.hist = nil
 	t.tli.Store(newTLI)
 	t.flush.Store(uint64(switchpoint))
-	close(t.changed)
-	t.changed = make(chan struct{})
-	moved, err := t.setAsideDivergedLocked()
+	t.broadcastLocked()
+	moved, err := t.dir.SetAsideDiverged(newTLI, t.historyLocked(), segSize)
 	if err != nil {
 		return fmt.Errorf("%w: setting aside diverged WAL: %w", walstore.ErrBroken, err)
 	}
-	w, err := walstore.OpenWriter(t.dir, newTLI, segSize, switchpoint)
+	w, err := walstore.OpenWriter(t.dir.Path(), newTLI, segSize, switchpoint)
 	if err != nil {
 		return fmt.Errorf("%w: %w", walstore.ErrBroken, err)
 	}
@@ -418,47 +455,4 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 		zap.Stringer("switch_point", switchpoint), zap.Stringer("previous_end", flush),
 		zap.Strings("set_aside", moved))
 	return nil
-}
-
-// setAsideDivergedLocked moves segment files of earlier timelines that lie
-// at or past their timeline's switch point segment (their WAL there is
-// either in the newer timeline's file or not part of the history) into
-// DivergedDir. It is idempotent. t.mu is held.
-func (t *Timeline) setAsideDivergedLocked() ([]string, error) {
-	segSize := t.ctl.WalSegSize
-	hist := t.historyLocked()
-	files, err := walstore.ListSegments(t.dir, segSize)
-	if err != nil {
-		return nil, err
-	}
-	var moved []string
-	for _, f := range files {
-		if f.TLI >= t.ctl.TLI {
-			continue
-		}
-		sp, _, ok := wal.SwitchPoint(hist, f.TLI)
-		if ok && f.SegNo < wal.SegmentNo(sp, segSize) {
-			continue
-		}
-		if !ok {
-			continue // not on our history: leave it for the operator
-		}
-		dd := filepath.Join(t.dir, DivergedDir)
-		if err := os.MkdirAll(dd, 0o700); err != nil {
-			return moved, err
-		}
-		if err := os.Rename(filepath.Join(t.dir, f.Name), filepath.Join(dd, f.Name)); err != nil {
-			return moved, err
-		}
-		moved = append(moved, f.Name)
-	}
-	if len(moved) > 0 {
-		if err := walstore.SyncDir(filepath.Join(t.dir, DivergedDir)); err != nil {
-			return moved, err
-		}
-		if err := walstore.SyncDir(t.dir); err != nil {
-			return moved, err
-		}
-	}
-	return moved, nil
 }

@@ -35,16 +35,25 @@ type Config struct {
 	MaxBackoff      time.Duration
 }
 
+// HotStandby is the source of the hot standby feedback the receiver
+// forwards to the primary: the consumers' aggregate.
+type HotStandby interface {
+	HotStandbyXmin() (xmin, catalogXmin uint64)
+	HotStandbyChanged() <-chan struct{}
+}
+
 // Receiver streams WAL from an upstream into a timeline.
 type Receiver struct {
-	cfg Config
-	tl  *timeline.Timeline
-	log *zap.Logger
-	m   *metrics.Metrics
+	cfg   Config
+	tl    *timeline.Timeline
+	hs    HotStandby
+	log   *zap.Logger
+	m     *metrics.Metrics
+	state state
 }
 
 // New returns a receiver; call Run.
-func New(cfg Config, tl *timeline.Timeline, log *zap.Logger, m *metrics.Metrics) *Receiver {
+func New(cfg Config, tl *timeline.Timeline, hs HotStandby, log *zap.Logger, m *metrics.Metrics) *Receiver {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}
@@ -57,7 +66,7 @@ func New(cfg Config, tl *timeline.Timeline, log *zap.Logger, m *metrics.Metrics)
 	if cfg.ApplicationName == "" {
 		cfg.ApplicationName = "safekeeper"
 	}
-	return &Receiver{cfg: cfg, tl: tl, log: log, m: m}
+	return &Receiver{cfg: cfg, tl: tl, hs: hs, log: log, m: m}
 }
 
 // Run connects, streams, and reconnects with backoff until ctx ends. It
@@ -70,31 +79,31 @@ func (r *Receiver) Run(ctx context.Context) error {
 		if attempt > 0 {
 			r.m.UpstreamReconnects.Inc()
 		}
-		r.tl.SetUpstreamState(timeline.UpstreamConnecting, nil)
+		r.setState(StateConnecting, nil)
 		streamed, err := r.session(ctx)
 		r.m.UpstreamConnected.Set(0)
 		if ctx.Err() != nil {
-			r.tl.SetUpstreamState(timeline.UpstreamNone, nil)
+			r.setState(StateNone, nil)
 			return nil
 		}
 		if errors.Is(err, walstore.ErrBroken) {
-			r.tl.SetUpstreamState(timeline.UpstreamRefused, err)
+			r.setState(StateRefused, err)
 			r.log.Error("WAL storage failed; stopping ingest", zap.Error(err))
 			return err
 		}
 		if streamed {
 			backoff = r.cfg.MinBackoff
 		}
-		state := timeline.UpstreamWaiting
+		state := StateWaiting
 		if errors.Is(err, timeline.ErrSystemIDMismatch) {
-			state = timeline.UpstreamRefused
+			state = StateRefused
 		}
-		r.tl.SetUpstreamState(state, err)
+		r.setState(state, err)
 		r.log.Warn("upstream replication connection ended; will reconnect",
 			zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
-			r.tl.SetUpstreamState(timeline.UpstreamNone, nil)
+			r.setState(StateNone, nil)
 			return nil
 		case <-time.After(backoff):
 		}
@@ -449,14 +458,14 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, start wal.LS
 	}
 streaming:
 	r.log.Info("streaming WAL from upstream", zap.Stringer("start_lsn", start), zap.Uint32("tli", tli))
-	r.tl.SetUpstreamState(timeline.UpstreamStreaming, nil)
+	r.setState(StateStreaming, nil)
 	r.m.UpstreamConnected.Set(1)
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fctx, stopFlusher := context.WithCancel(sctx)
 	defer stopFlusher()
-	st := &statusSender{conn: conn.Conn(), tl: r.tl}
+	st := &statusSender{conn: conn.Conn(), tl: r.tl, hs: r.hs}
 	kick := make(chan struct{}, 1)
 	flushErr := make(chan error, 1)
 	var wg sync.WaitGroup
@@ -505,7 +514,7 @@ streaming:
 				}
 				streamed = true
 				r.m.BytesReceived.Add(float64(len(payload)))
-				r.tl.NoteUpstreamEnd(walEnd)
+				r.noteEnd(walEnd)
 				select {
 				case kick <- struct{}{}:
 				default:
@@ -514,7 +523,7 @@ streaming:
 				if len(m.Data) < 18 {
 					return streamed, fmt.Errorf("keepalive too short: %d bytes", len(m.Data))
 				}
-				r.tl.NoteUpstreamEnd(wal.LSN(binary.BigEndian.Uint64(m.Data[1:])))
+				r.noteEnd(wal.LSN(binary.BigEndian.Uint64(m.Data[1:])))
 				if m.Data[17] != 0 {
 					if err := st.send(false); err != nil {
 						return streamed, err
@@ -621,7 +630,7 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, kick <-chan st
 			if err := st.sendHotStandby(true); err != nil {
 				return err
 			}
-		case <-r.tl.HotStandbyChanged():
+		case <-r.hs.HotStandbyChanged():
 			if err := st.sendHotStandby(false); err != nil {
 				return err
 			}
@@ -635,6 +644,7 @@ type statusSender struct {
 	mu   sync.Mutex
 	conn net.Conn
 	tl   *timeline.Timeline
+	hs   HotStandby
 	buf  [64]byte
 
 	hsSent                bool // a non-zero xmin went upstream
@@ -646,7 +656,7 @@ type statusSender struct {
 // consumer with feedback leaves, a message with invalid (0) xids tells the
 // primary to drop the horizon. periodic resends an unchanged value.
 func (s *statusSender) sendHotStandby(periodic bool) error {
-	xmin, cat := s.tl.HotStandbyXmin()
+	xmin, cat := s.hs.HotStandbyXmin()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if xmin == 0 && cat == 0 && !s.hsSent {

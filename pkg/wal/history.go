@@ -133,3 +133,16 @@ func SwitchPoint(hist []HistoryEntry, tli uint32) (end LSN, nextTLI uint32, ok b
 	}
 	return InvalidLSN, 0, false
 }
+
+// FileTLI returns the timeline whose file holds segment segno, following
+// PostgreSQL: the segment holding a switch point is read from the newer
+// timeline's file, which carries the older timeline's WAL up to the switch.
+func FileTLI(hist []HistoryEntry, segno, segSize uint64) uint32 {
+	last := LSN((segno+1)*segSize - 1)
+	for _, e := range hist {
+		if last >= e.Begin && last < e.End {
+			return e.TLI
+		}
+	}
+	return hist[len(hist)-1].TLI
+}

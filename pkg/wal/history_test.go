@@ -146,3 +146,32 @@ func TestTLIOfPointAndSwitchPoint(t *testing.T) {
 		t.Errorf("TLIOfPoint at equal switch points = %d", got)
 	}
 }
+
+func TestParseHistoryFileName(t *testing.T) {
+	for name, want := range map[string]uint32{"00000002.history": 2, "0000000A.history": 10, "FFFFFFFF.history": 0xFFFFFFFF} {
+		if got, ok := wal.ParseHistoryFileName(name); !ok || got != want {
+			t.Errorf("%s: %d %v", name, got, ok)
+		}
+		if wal.HistoryFileName(want) != name {
+			t.Errorf("round trip of %s", name)
+		}
+	}
+	for _, name := range []string{"00000000.history", "0000000a.history", "00000002.histor", "000000002.history", "00000002.partial", ""} {
+		if _, ok := wal.ParseHistoryFileName(name); ok {
+			t.Errorf("%q accepted", name)
+		}
+	}
+}
+
+func TestFileTLI(t *testing.T) {
+	const seg = 16 << 20
+	hist, err := wal.ParseHistory([]byte("1\t0/3800000\tx\n2\t0/5000000\ty\n"), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for segno, want := range map[uint64]uint32{1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 9: 3} {
+		if got := wal.FileTLI(hist, segno, seg); got != want {
+			t.Errorf("segment %d: TLI %d, want %d", segno, got, want)
+		}
+	}
+}

@@ -186,6 +186,28 @@ func HistoryFileName(tli uint32) string {
 	return string(append(appendHex32Padded(buf[:0], tli), ".history"...))
 }
 
+// ParseHistoryFileName parses "%08X.history" (upper-case hex, as
+// HistoryFileName writes it) and returns the timeline; ok is false for any
+// other name and for timeline 0.
+func ParseHistoryFileName(name string) (tli uint32, ok bool) {
+	if len(name) != 16 || name[8:] != ".history" {
+		return 0, false
+	}
+	for _, c := range []byte(name[:8]) {
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		tli = tli<<4 | uint32(d)
+	}
+	return tli, tli != 0
+}
+
 // FormatSegmentSize formats a byte count the way PostgreSQL displays a
 // byte-unit GUC such as wal_segment_size (SHOW wal_segment_size): with the
 // largest of the units TB, GB, MB, kB that divides it exactly, else in bytes

@@ -2,16 +2,22 @@ package walreader
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 // ErrNotInTier is returned by a Tier that does not hold the requested WAL.
 var ErrNotInTier = errors.New("WAL not held by this tier")
+
+// ErrUnavailable marks the error of a read that no tier can serve. The
+// error also carries PostgreSQL's 58P01 "requested WAL segment %s has
+// already been removed" for the consumer.
+var ErrUnavailable = errors.New("requested WAL is not held by any tier")
 
 // Tier is one source of WAL bytes. ReadAt reads into p the WAL of timeline
 // tli starting at lsn; it never reads across a segment boundary, and the
@@ -34,7 +40,8 @@ func New(segSize uint64, tiers ...Tier) *Reader {
 
 // ReadAt fills p (up to the end of lsn's segment) with the WAL of timeline
 // tli starting at lsn. It returns how many bytes it read; a short read
-// means the end of the segment was reached.
+// means the end of the segment was reached. When no tier holds the WAL the
+// error wraps ErrUnavailable and a *pgerr.Error with SQLSTATE 58P01.
 func (r *Reader) ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error) {
 	if room := r.segSize - wal.SegmentOffset(lsn, r.segSize); uint64(len(p)) > room {
 		p = p[:room]
@@ -47,7 +54,8 @@ func (r *Reader) ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error) {
 		return n, err
 	}
 	name := wal.SegmentFileName(tli, wal.SegmentNo(lsn, r.segSize), r.segSize)
-	return 0, pgerr.New(pgerr.UndefinedFile, "requested WAL segment %s has already been removed", name)
+	return 0, fmt.Errorf("%w: %w", ErrUnavailable,
+		pgerr.New(pgerr.UndefinedFile, "requested WAL segment %s has already been removed", name))
 }
 
 // Close closes all tiers.
@@ -61,12 +69,12 @@ func (r *Reader) Close() error {
 	return first
 }
 
-// LocalTier reads segment files from a timeline directory. The segment
-// being written is "<name>.partial" until it is complete, when it is renamed;
-// an open descriptor survives the rename, so a sender keeps reading the
-// same file either way.
+// LocalTier reads the segment files of a timeline directory. It keeps the
+// current segment open, so streaming costs one pread per message; the
+// descriptor survives the rename that completes a segment and the unlink
+// of a removed one.
 type LocalTier struct {
-	dir     string
+	dir     walstore.Dir
 	segSize uint64
 
 	f     *os.File
@@ -75,7 +83,7 @@ type LocalTier struct {
 }
 
 // NewLocalTier returns a tier reading from dir.
-func NewLocalTier(dir string, segSize uint64) *LocalTier {
+func NewLocalTier(dir walstore.Dir, segSize uint64) *LocalTier {
 	return &LocalTier{dir: dir, segSize: segSize}
 }
 
@@ -87,21 +95,15 @@ func (l *LocalTier) open(tli uint32, segno uint64) error {
 		l.f.Close()
 		l.f = nil
 	}
-	name := wal.SegmentFileName(tli, segno, l.segSize)
-	base := filepath.Join(l.dir, name)
-	// Try the final name, then the partial one, then the final one again in
-	// case the rename happened between the two attempts.
-	for _, p := range []string{base, base + ".partial", base} {
-		f, err := os.Open(p)
-		if err == nil {
-			l.f, l.tli, l.segno = f, tli, segno
-			return nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+	f, err := l.dir.OpenSegment(tli, segno, l.segSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNotInTier
 	}
-	return ErrNotInTier
+	if err != nil {
+		return err
+	}
+	l.f, l.tli, l.segno = f, tli, segno
+	return nil
 }
 
 // ReadAt implements Tier.

@@ -31,7 +31,7 @@ func (c *conn) dispatch(ctx context.Context, cmd replcmd.Command) error {
 	case replcmd.CreateReplicationSlot:
 		return c.createReplicationSlot(cmd)
 	case replcmd.DropReplicationSlot:
-		if err := c.tl.DropSlot(ctx, cmd.Name, cmd.Wait); err != nil {
+		if err := c.slots.Drop(ctx, cmd.Name, cmd.Wait); err != nil {
 			if ctx.Err() != nil {
 				return errStreamShutdown
 			}
@@ -151,14 +151,18 @@ func (c *conn) historyContains(ctl timelineControl, tli uint32) (switchpoint wal
 
 func (c *conn) readReplicationSlot(name string) error {
 	c.be.Send(pgwire.RowDescription(pgwire.TextCol("slot_type"), pgwire.TextCol("restart_lsn"), pgwire.Int8Col("restart_tli")))
-	slot, ok := c.tl.ReadSlot(name)
+	slot, ok := c.slots.Read(name)
 	switch {
 	case !ok:
 		c.be.Send(pgwire.DataRow(nil, nil, nil))
 	case slot.RestartLSN == 0:
 		c.be.Send(pgwire.DataRow(pgwire.Text("physical"), nil, nil))
 	default:
-		tli := c.tl.TLIOfPoint(slot.RestartLSN)
+		hist := c.tl.HistoryEntries()
+		tli, ok := wal.TLIOfPoint(hist, slot.RestartLSN)
+		if !ok {
+			tli = hist[len(hist)-1].TLI
+		}
 		c.be.Send(pgwire.DataRow(pgwire.Text("physical"), pgwire.Text(slot.RestartLSN.String()), pgwire.Uint(uint64(tli))))
 	}
 	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("READ_REPLICATION_SLOT")})
@@ -174,7 +178,7 @@ func (c *conn) createReplicationSlot(cmd replcmd.Command) error {
 			return err
 		}
 	}
-	if err := c.tl.CreateSlot(cmd.Name, cmd.Temporary, cmd.ReserveWAL, uint64(c.pid)); err != nil {
+	if err := c.slots.Create(cmd.Name, cmd.Temporary, cmd.ReserveWAL, uint64(c.pid)); err != nil {
 		return err
 	}
 	if cmd.Temporary {

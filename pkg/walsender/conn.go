@@ -13,9 +13,11 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
 	"github.com/pgsafekeeper/safekeeper/pkg/replcmd"
+	"github.com/pgsafekeeper/safekeeper/pkg/slots"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
 
@@ -35,7 +37,9 @@ type conn struct {
 
 	tempSlots bool // this connection created temporary slots
 	pid       uint32
-	tl        *timeline.Timeline
+	tl        Timeline
+	slots     *slots.Set
+	consumers *consumers.Registry
 
 	streaming atomic.Bool
 	// pending, when set, delivers the next frontend message instead of the
@@ -84,7 +88,7 @@ func (c *conn) serve(ctx context.Context) {
 	}()
 	err := c.commandLoop(ctx)
 	if c.tempSlots {
-		c.tl.DropOwnedSlots(uint64(c.pid))
+		c.slots.DropOwned(uint64(c.pid))
 	}
 	if ctx.Err() != nil && !errors.Is(err, errStreamShutdown) && !errors.Is(err, errClosed) {
 		c.fatal(pgerr.Fatal(pgerr.AdminShutdown, "terminating connection due to administrator command"))
@@ -210,18 +214,18 @@ func (c *conn) startup() error {
 			return pgerr.Fatal(pgerr.InvalidParameterValue, "invalid tenant_id or timeline_id in options: \"%s\"", pkt.Params["options"]).
 				WithHint("Pass both as 32 hexadecimal characters: options='-c tenant_id=... timeline_id=...'.")
 		}
-		tl, ok := c.s.tls.Get(timeline.ID{TenantID: t, TimelineID: l})
+		tg, ok := c.s.tls.Lookup(timeline.ID{TenantID: t, TimelineID: l})
 		if !ok {
 			return pgerr.Fatal("3D000", "timeline %s/%s does not exist", t, l)
 		}
-		c.tl = tl
+		c.setTarget(tg)
 	} else {
-		tl, ok := c.s.tls.Only()
+		tg, ok := c.s.tls.Only()
 		if !ok {
 			return pgerr.Fatal(pgerr.InvalidParameterValue, "this safekeeper hosts several timelines; choose one").
 				WithHint("Pass options='-c tenant_id=... timeline_id=...'.")
 		}
-		c.tl = tl
+		c.setTarget(tg)
 	}
 
 	c.pid = c.s.nextPID()
@@ -239,6 +243,10 @@ func (c *conn) startup() error {
 	}
 	c.log.Debug("replication connection ready", zap.String("user", user))
 	return nil
+}
+
+func (c *conn) setTarget(tg Target) {
+	c.tl, c.slots, c.consumers = tg.WAL, tg.Slots, tg.Consumers
 }
 
 func (c *conn) serverVersion() string {

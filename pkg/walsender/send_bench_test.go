@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
@@ -59,8 +60,8 @@ func BenchmarkSendXLogData(b *testing.B) {
 	tl := newTestTimeline(b, segSize, segSize)
 	dc := &discardConn{}
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: dc, tl: tl, log: zap.NewNop(), frame: make([]byte, frameHeader+MaxSendSize)}
-	consumer := tl.AddConsumer(timeline.ConsumerInfo{})
+	c := &conn{s: s, nc: dc, log: zap.NewNop(), frame: make([]byte, frameHeader+MaxSendSize)}
+	consumer := consumers.NewRegistry().Add(consumers.Info{})
 	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
 	defer rd.Close()
 	st := &stream{c: c, consumer: consumer}
@@ -86,10 +87,10 @@ func TestSendAllocatesNothing(t *testing.T) {
 	tl := newTestTimeline(t, segSize, segSize)
 	dc := &discardConn{}
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: dc, tl: tl, log: zap.NewNop(), frame: make([]byte, frameHeader+MaxSendSize)}
+	c := &conn{s: s, nc: dc, log: zap.NewNop(), frame: make([]byte, frameHeader+MaxSendSize)}
 	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
 	defer rd.Close()
-	st := &stream{c: c, consumer: tl.AddConsumer(timeline.ConsumerInfo{})}
+	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
 	start := wal.LSN(segSize) + 100 // mid-page start
 	end := tl.FlushLSN()
 	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/pgsafekeeper/safekeeper/pkg/auth"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
-	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
 
 // Config configures a Server.
@@ -34,7 +33,7 @@ type Config struct {
 // Server accepts replication connections.
 type Server struct {
 	cfg  Config
-	tls  *timeline.Registry
+	tls  Resolver
 	log  *zap.Logger
 	m    *metrics.Metrics
 	pid  atomic.Uint32
@@ -44,8 +43,8 @@ type Server struct {
 	stop chan struct{}
 }
 
-// New returns a server over the timelines in reg.
-func New(cfg Config, reg *timeline.Registry, log *zap.Logger, m *metrics.Metrics) *Server {
+// New returns a server over the timelines reg resolves.
+func New(cfg Config, reg Resolver, log *zap.Logger, m *metrics.Metrics) *Server {
 	if cfg.DefaultServerVersion == "" {
 		cfg.DefaultServerVersion = "15.0"
 	}

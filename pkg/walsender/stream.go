@@ -11,11 +11,11 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/feedback"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
 	"github.com/pgsafekeeper/safekeeper/pkg/replcmd"
-	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
 )
@@ -46,7 +46,7 @@ type readerExit struct {
 
 type stream struct {
 	c         *conn
-	consumer  *timeline.Consumer
+	consumer  *consumers.Consumer
 	lastReply atomic.Int64 // unix nanos of the last message from the consumer
 	lastWrite atomic.Uint64
 	ended     atomic.Bool // the server ended COPY; hand further messages to the command loop
@@ -106,7 +106,7 @@ func (st *stream) handleFeedback(b []byte) error {
 		}
 		st.consumer.RecordStandby(s)
 		if st.consumer.Slot != "" && s.Flush != 0 {
-			st.c.tl.AdvanceSlot(st.consumer.Slot, wal.LSN(s.Flush))
+			st.c.slots.Advance(st.consumer.Slot, wal.LSN(s.Flush))
 		}
 		st.lastWrite.Store(s.Write)
 		st.signal(st.replied)
@@ -138,7 +138,7 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
 	}
 	if cmd.Slot != "" {
-		release, err := c.tl.AcquireSlot(cmd.Slot, c.pid)
+		release, err := c.slots.Acquire(cmd.Slot, c.pid)
 		if err != nil {
 			return err
 		}
@@ -177,16 +177,12 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 	if flush := c.tl.FlushLSN(); !historic && startLSN > flush {
 		return pgerr.New(pgerr.InternalError, "requested starting point %s is ahead of the WAL flush position of this server %s", startLSN, flush)
 	}
-	if startLSN < ctl.StartLSN {
-		return pgerr.New(pgerr.UndefinedFile, "requested WAL segment %s has already been removed",
-			wal.SegmentFileName(tli, wal.SegmentNo(startLSN, ctl.WalSegSize), ctl.WalSegSize))
-	}
 
-	consumer := c.tl.AddConsumer(timeline.ConsumerInfo{ApplicationName: c.appName, Addr: c.nc.RemoteAddr().String(), PID: c.pid, Slot: cmd.Slot})
+	consumer := c.consumers.Add(consumers.Info{ApplicationName: c.appName, Addr: c.nc.RemoteAddr().String(), PID: c.pid, Slot: cmd.Slot})
 	consumer.SetStart(startLSN)
 	c.s.m.Consumers.Inc()
 	defer func() {
-		c.tl.RemoveConsumer(consumer)
+		c.consumers.Remove(consumer)
 		c.s.m.Consumers.Dec()
 	}()
 	c.streaming.Store(true)
@@ -205,13 +201,20 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 
 	log := c.log.With(zap.Stringer("start_lsn", startLSN), zap.Uint32("tli", tli))
 	log.Info("streaming WAL to consumer", zap.Bool("historic", historic))
-	rd := walreader.New(ctl.WalSegSize, walreader.NewLocalTier(c.tl.Dir(), ctl.WalSegSize))
+	rd := c.tl.OpenReader()
 	defer rd.Close()
 
 	s := sender{c: c, st: st, rd: rd, tli: tli, segSize: ctl.WalSegSize, sent: startLSN,
 		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.s.cfg.WalSenderTimeout,
 		hist: c.tl.HistoryEntries()}
 	err = s.run(ctx)
+	if errors.Is(err, walreader.ErrUnavailable) {
+		// No tier holds the WAL: the consumer needs a new base backup.
+		c.consumers.NoteRebootstrap(consumer.Info, s.sent, c.tl.OldestLSN())
+		c.s.m.NeedsRebootstrap.Inc()
+		log.Warn("consumer asked for WAL no tier holds; it needs a new base backup",
+			zap.Stringer("requested_lsn", s.sent), zap.Stringer("oldest_available_lsn", c.tl.OldestLSN()))
+	}
 	if err != nil && !errors.Is(err, errClientCopyDone) && !s.readerDone {
 		// The server ends COPY: whatever the client sends next belongs to
 		// the command loop.
@@ -372,10 +375,13 @@ func (s *sender) send(now time.Time, end wal.LSN) error {
 	}
 	// The segment holding a switch point is read from the newer timeline's
 	// file, as PostgreSQL does.
-	tli := timeline.FileTLI(s.hist, wal.SegmentNo(s.sent, s.segSize), s.segSize)
+	tli := wal.FileTLI(s.hist, wal.SegmentNo(s.sent, s.segSize), s.segSize)
 	buf := s.c.frame[:frameHeader+n]
 	got, err := s.rd.ReadAt(buf[frameHeader:], tli, s.sent)
 	if err != nil {
+		if errors.Is(err, walreader.ErrUnavailable) {
+			return err
+		}
 		if pe := pgerr.As(err); pe != nil {
 			return pe
 		}

@@ -32,8 +32,13 @@ type Control struct {
 
 	// TLI is the PostgreSQL timeline currently being written.
 	TLI uint32 `json:"tli"`
-	// StartLSN is the first WAL byte this safekeeper holds.
+	// StartLSN is the first WAL byte held locally (a segment start). It
+	// advances when old segments are removed, always before the files go.
 	StartLSN wal.LSN `json:"start_lsn"`
+	// BackupLSN is the end of the contiguous run of segments archived from
+	// the timeline's history (a segment boundary). It only moves forward,
+	// except at a timeline switch whose switch point lies below it.
+	BackupLSN wal.LSN `json:"backup_lsn,omitempty"`
 	// FlushLSN is the last durable end of WAL recorded here. The segment
 	// files may hold more durable WAL than this (the control file is not
 	// rewritten on every fsync); Recover finds the true end.

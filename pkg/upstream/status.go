@@ -1,4 +1,4 @@
-package timeline
+package upstream
 
 import (
 	"sync"
@@ -9,14 +9,14 @@ import (
 
 // Upstream connection states.
 const (
-	UpstreamConnecting = "connecting"
-	UpstreamStreaming  = "streaming"
-	UpstreamWaiting    = "waiting to reconnect"
-	UpstreamRefused    = "refused"
-	UpstreamNone       = "not configured"
+	StateConnecting = "connecting"
+	StateStreaming  = "streaming"
+	StateWaiting    = "waiting to reconnect"
+	StateRefused    = "refused"
+	StateNone       = "not configured"
 )
 
-type upstreamState struct {
+type state struct {
 	mu        sync.Mutex
 	state     string
 	lastError string
@@ -25,8 +25,8 @@ type upstreamState struct {
 	lastMsg   time.Time
 }
 
-// UpstreamStatus is a snapshot of the upstream connection.
-type UpstreamStatus struct {
+// Status is a snapshot of the upstream connection.
+type Status struct {
 	State       string     `json:"state"`
 	Since       time.Time  `json:"since"`
 	LastError   string     `json:"last_error,omitempty"`
@@ -35,9 +35,9 @@ type UpstreamStatus struct {
 	LastMessage *time.Time `json:"last_message_at,omitempty"`
 }
 
-// SetUpstreamState records a state change of the upstream connection.
-func (t *Timeline) SetUpstreamState(state string, err error) {
-	u := &t.upstream
+// setState records a state change of the upstream connection.
+func (r *Receiver) setState(state string, err error) {
+	u := &r.state
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.state != state {
@@ -46,14 +46,14 @@ func (t *Timeline) SetUpstreamState(state string, err error) {
 	u.state = state
 	if err != nil {
 		u.lastError = err.Error()
-	} else if state == UpstreamStreaming {
+	} else if state == StateStreaming {
 		u.lastError = ""
 	}
 }
 
-// NoteUpstreamEnd records the upstream's end of WAL from XLogData or a keepalive.
-func (t *Timeline) NoteUpstreamEnd(end wal.LSN) {
-	u := &t.upstream
+// noteEnd records the upstream's end of WAL from XLogData or a keepalive.
+func (r *Receiver) noteEnd(end wal.LSN) {
+	u := &r.state
 	u.mu.Lock()
 	if end > u.walEnd {
 		u.walEnd = end
@@ -62,16 +62,16 @@ func (t *Timeline) NoteUpstreamEnd(end wal.LSN) {
 	u.mu.Unlock()
 }
 
-// UpstreamStatus returns a snapshot of the upstream connection.
-func (t *Timeline) UpstreamStatus() UpstreamStatus {
-	u := &t.upstream
+// Status returns a snapshot of the upstream connection.
+func (r *Receiver) Status() Status {
+	u := &r.state
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	s := UpstreamStatus{State: u.state, Since: u.since, LastError: u.lastError, WalEnd: u.walEnd.String()}
+	s := Status{State: u.state, Since: u.since, LastError: u.lastError, WalEnd: u.walEnd.String()}
 	if s.State == "" {
-		s.State = UpstreamNone
+		s.State = StateNone
 	}
-	if f := t.FlushLSN(); u.walEnd > f {
+	if f := r.tl.FlushLSN(); u.walEnd > f {
 		s.LagBytes = uint64(u.walEnd - f)
 	}
 	if !u.lastMsg.IsZero() {

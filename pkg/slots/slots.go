@@ -1,10 +1,10 @@
-package timeline
+package slots
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -16,8 +16,8 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
-// SlotsFileName holds a timeline's persistent replication slots.
-const SlotsFileName = "replication_slots"
+// FileName is the state file holding a timeline's permanent slots.
+const FileName = "replication_slots"
 
 const (
 	slotsMagic   uint32 = 0x534B534C // "SKSL"
@@ -29,8 +29,8 @@ const (
 // behind, never ahead, which only keeps more WAL.
 const slotPersistInterval = time.Second
 
-// SlotLimits configures slots.
-type SlotLimits struct {
+// Limits configures slots.
+type Limits struct {
 	MaxSlots int // max_replication_slots; default 10
 	// MaxKeepBytes is the most WAL a slot may hold back (max_slot_wal_keep_size);
 	// 0 means unlimited. A slot further behind is reported lost.
@@ -46,59 +46,61 @@ type Slot struct {
 	owner      uint64 // connection that created a temporary slot
 }
 
-type slotSet struct {
+// Positions is what slots need to know about the timeline's WAL.
+type Positions interface {
+	// FlushLSN is the durable end of WAL: where RESERVE_WAL reserves from
+	// and what "behind" is measured against.
+	FlushLSN() wal.LSN
+	// OldestLSN is the oldest position any tier still holds; a slot
+	// whose restart position is older can never be served again.
+	OldestLSN() wal.LSN
+}
+
+// Set holds the physical replication slots of one timeline. Permanent
+// slots persist in a checksummed state file replaced atomically; temporary
+// ones die with the connection that created them.
+type Set struct {
+	path string
+	pos  Positions
+	log  *zap.Logger
+
 	mu          sync.Mutex
 	m           map[string]*Slot
-	limits      SlotLimits
+	limits      Limits
 	dirty       bool
 	lastPersist time.Time
 	released    chan struct{} // closed and replaced when any slot is released or dropped
 }
 
-func (s *slotSet) init(l SlotLimits) {
-	s.m = make(map[string]*Slot)
-	if l.MaxSlots <= 0 {
-		l.MaxSlots = 10
+// Open loads the permanent slots stored at path (a missing file is an empty
+// set).
+func Open(path string, limits Limits, pos Positions, log *zap.Logger) (*Set, error) {
+	if limits.MaxSlots <= 0 {
+		limits.MaxSlots = 10
 	}
-	s.limits = l
-	s.released = make(chan struct{})
-}
-
-func (t *Timeline) slotsPath() string { return filepath.Join(t.dir, SlotsFileName) }
-
-// SetSlotLimits configures slot limits.
-func (t *Timeline) SetSlotLimits(l SlotLimits) {
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	if l.MaxSlots <= 0 {
-		l.MaxSlots = 10
-	}
-	t.slots.limits = l
-}
-
-func (t *Timeline) loadSlots() error {
-	b, err := os.ReadFile(t.slotsPath())
+	t := &Set{path: path, pos: pos, log: log, m: make(map[string]*Slot), limits: limits, released: make(chan struct{})}
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return t, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var list []Slot
 	if err := walstore.DecodeChecked(b, slotsMagic, slotsVersion, &list); err != nil {
-		return err
+		return nil, fmt.Errorf("replication slots file %s: %w", path, err)
 	}
 	for i := range list {
 		s := list[i]
-		t.slots.m[s.Name] = &s
+		t.m[s.Name] = &s
 	}
-	return nil
+	return t, nil
 }
 
-// persistSlotsLocked writes the permanent slots; t.slots.mu is held.
-func (t *Timeline) persistSlotsLocked() error {
-	list := make([]Slot, 0, len(t.slots.m))
-	for _, s := range t.slots.m {
+// persistLocked writes the permanent slots; t.mu is held.
+func (t *Set) persistLocked() error {
+	list := make([]Slot, 0, len(t.m))
+	for _, s := range t.m {
 		if !s.Temporary {
 			list = append(list, *s)
 		}
@@ -108,11 +110,11 @@ func (t *Timeline) persistSlotsLocked() error {
 	if err != nil {
 		return err
 	}
-	if err := walstore.WriteFileAtomic(t.slotsPath(), b, 0o600); err != nil {
+	if err := walstore.WriteFileAtomic(t.path, b, 0o600); err != nil {
 		return err
 	}
-	t.slots.dirty = false
-	t.slots.lastPersist = time.Now()
+	t.dirty = false
+	t.lastPersist = time.Now()
 	return nil
 }
 
@@ -139,19 +141,19 @@ func slotMissing(name string) error {
 	return pgerr.New(pgerr.UndefinedObject, "replication slot \"%s\" does not exist", name)
 }
 
-// CreateSlot creates a physical slot. With reserveWAL its restart position
+// Create creates a physical slot. With reserveWAL its restart position
 // is the current end of durable WAL. Temporary slots belong to the
-// connection owner and are dropped by DropOwnedSlots.
-func (t *Timeline) CreateSlot(name string, temporary, reserveWAL bool, owner uint64) error {
+// connection owner and are dropped by DropOwned.
+func (t *Set) Create(name string, temporary, reserveWAL bool, owner uint64) error {
 	if err := ValidateSlotName(name); err != nil {
 		return err
 	}
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	if _, ok := t.slots.m[name]; ok {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.m[name]; ok {
 		return pgerr.New(pgerr.DuplicateObject, "replication slot \"%s\" already exists", name)
 	}
-	if len(t.slots.m) >= t.slots.limits.MaxSlots {
+	if len(t.m) >= t.limits.MaxSlots {
 		return pgerr.New(pgerr.ConfigurationLimitExceeded, "all replication slots are in use").
 			WithHint("Free one or increase max_replication_slots.")
 	}
@@ -160,12 +162,12 @@ func (t *Timeline) CreateSlot(name string, temporary, reserveWAL bool, owner uin
 		s.owner = owner
 	}
 	if reserveWAL {
-		s.RestartLSN = t.FlushLSN()
+		s.RestartLSN = t.pos.FlushLSN()
 	}
-	t.slots.m[name] = s
+	t.m[name] = s
 	if !temporary {
-		if err := t.persistSlotsLocked(); err != nil {
-			delete(t.slots.m, name)
+		if err := t.persistLocked(); err != nil {
+			delete(t.m, name)
 			return pgerr.New(pgerr.InternalError, "could not write replication slot state: %v", err)
 		}
 	}
@@ -173,20 +175,20 @@ func (t *Timeline) CreateSlot(name string, temporary, reserveWAL bool, owner uin
 	return nil
 }
 
-// DropSlot drops a slot. An active slot is an error unless wait, in which
+// Drop drops a slot. An active slot is an error unless wait, in which
 // case DropSlot waits (until ctx ends) for it to be released.
-func (t *Timeline) DropSlot(ctx context.Context, name string, wait bool) error {
+func (t *Set) Drop(ctx context.Context, name string, wait bool) error {
 	for {
-		t.slots.mu.Lock()
-		s, ok := t.slots.m[name]
+		t.mu.Lock()
+		s, ok := t.m[name]
 		if !ok {
-			t.slots.mu.Unlock()
+			t.mu.Unlock()
 			return slotMissing(name)
 		}
 		if s.activePID != 0 {
-			ch := t.slots.released
+			ch := t.released
 			pid := s.activePID
-			t.slots.mu.Unlock()
+			t.mu.Unlock()
 			if !wait {
 				return pgerr.New(pgerr.ObjectInUse, "replication slot \"%s\" is active for PID %d", name, pid)
 			}
@@ -197,13 +199,13 @@ func (t *Timeline) DropSlot(ctx context.Context, name string, wait bool) error {
 				return ctx.Err()
 			}
 		}
-		delete(t.slots.m, name)
+		delete(t.m, name)
 		var err error
 		if !s.Temporary {
-			err = t.persistSlotsLocked()
+			err = t.persistLocked()
 		}
-		t.slotReleasedLocked()
-		t.slots.mu.Unlock()
+		t.releasedLocked()
+		t.mu.Unlock()
 		if err != nil {
 			return pgerr.New(pgerr.InternalError, "could not write replication slot state: %v", err)
 		}
@@ -212,28 +214,28 @@ func (t *Timeline) DropSlot(ctx context.Context, name string, wait bool) error {
 	}
 }
 
-func (t *Timeline) slotReleasedLocked() {
-	close(t.slots.released)
-	t.slots.released = make(chan struct{})
+func (t *Set) releasedLocked() {
+	close(t.released)
+	t.released = make(chan struct{})
 }
 
-// ReadSlot returns a copy of a slot.
-func (t *Timeline) ReadSlot(name string) (Slot, bool) {
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	s, ok := t.slots.m[name]
+// Read returns a copy of a slot.
+func (t *Set) Read(name string) (Slot, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.m[name]
 	if !ok {
 		return Slot{}, false
 	}
 	return *s, true
 }
 
-// AcquireSlot marks a slot active for pid; call the returned release when
+// Acquire marks a slot active for pid; call the returned release when
 // streaming ends.
-func (t *Timeline) AcquireSlot(name string, pid uint32) (release func(), err error) {
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	s, ok := t.slots.m[name]
+func (t *Set) Acquire(name string, pid uint32) (release func(), err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.m[name]
 	if !ok {
 		return nil, slotMissing(name)
 	}
@@ -242,29 +244,29 @@ func (t *Timeline) AcquireSlot(name string, pid uint32) (release func(), err err
 	}
 	s.activePID = pid
 	return func() {
-		t.slots.mu.Lock()
-		defer t.slots.mu.Unlock()
-		if cur, ok := t.slots.m[name]; ok && cur == s {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if cur, ok := t.m[name]; ok && cur == s {
 			s.activePID = 0
-			if !s.Temporary && t.slots.dirty {
-				if err := t.persistSlotsLocked(); err != nil {
+			if !s.Temporary && t.dirty {
+				if err := t.persistLocked(); err != nil {
 					t.log.Warn("persisting replication slots", zap.Error(err))
 				}
 			}
 		}
-		t.slotReleasedLocked()
+		t.releasedLocked()
 	}, nil
 }
 
-// AdvanceSlot moves a slot's restart position to the consumer's reported
+// Advance moves a slot's restart position to the consumer's reported
 // flush position, as PostgreSQL does for physical slots.
-func (t *Timeline) AdvanceSlot(name string, flush wal.LSN) {
+func (t *Set) Advance(name string, flush wal.LSN) {
 	if flush == 0 {
 		return
 	}
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	s, ok := t.slots.m[name]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.m[name]
 	if !ok || s.RestartLSN == flush {
 		return
 	}
@@ -272,29 +274,29 @@ func (t *Timeline) AdvanceSlot(name string, flush wal.LSN) {
 	if s.Temporary {
 		return
 	}
-	t.slots.dirty = true
-	if time.Since(t.slots.lastPersist) >= slotPersistInterval {
-		if err := t.persistSlotsLocked(); err != nil {
+	t.dirty = true
+	if time.Since(t.lastPersist) >= slotPersistInterval {
+		if err := t.persistLocked(); err != nil {
 			t.log.Warn("persisting replication slots", zap.Error(err))
 		}
 	}
 }
 
-// DropOwnedSlots drops the temporary slots created by a connection.
-func (t *Timeline) DropOwnedSlots(owner uint64) {
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	for name, s := range t.slots.m {
+// DropOwned drops the temporary slots created by a connection.
+func (t *Set) DropOwned(owner uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for name, s := range t.m {
 		if s.Temporary && s.owner == owner {
-			delete(t.slots.m, name)
+			delete(t.m, name)
 			t.log.Info("dropped temporary replication slot", zap.String("slot", name))
 		}
 	}
-	t.slotReleasedLocked()
+	t.releasedLocked()
 }
 
-// SlotStatus describes a slot for the status API and metrics.
-type SlotStatus struct {
+// Status describes a slot for the status API and metrics.
+type Status struct {
 	Name       string `json:"slot_name"`
 	Temporary  bool   `json:"temporary"`
 	Active     bool   `json:"active"`
@@ -307,21 +309,21 @@ type SlotStatus struct {
 	BehindBytes uint64 `json:"behind_bytes"`
 }
 
-// Slots returns the slots, sorted by name.
-func (t *Timeline) Slots() []SlotStatus {
-	flush := t.FlushLSN()
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	out := make([]SlotStatus, 0, len(t.slots.m))
-	for _, s := range t.slots.m {
-		st := SlotStatus{Name: s.Name, Temporary: s.Temporary, Active: s.activePID != 0, ActivePID: s.activePID}
+// List returns the slots, sorted by name.
+func (t *Set) List() []Status {
+	flush, oldest := t.pos.FlushLSN(), t.pos.OldestLSN()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Status, 0, len(t.m))
+	for _, s := range t.m {
+		st := Status{Name: s.Name, Temporary: s.Temporary, Active: s.activePID != 0, ActivePID: s.activePID}
 		if s.RestartLSN != 0 {
 			st.RestartLSN = s.RestartLSN.String()
 			if flush > s.RestartLSN {
 				st.BehindBytes = uint64(flush - s.RestartLSN)
 			}
 			st.WALStatus = "reserved"
-			if max := t.slots.limits.MaxKeepBytes; max > 0 && st.BehindBytes > max {
+			if t.lostLocked(s, flush, oldest) {
 				st.WALStatus = "lost"
 			}
 		}
@@ -331,34 +333,40 @@ func (t *Timeline) Slots() []SlotStatus {
 	return out
 }
 
-// SlotHorizon returns the oldest restart position among slots that are not
-// lost: WAL removal must not go past it. ok is false when no slot reserves WAL.
-func (t *Timeline) SlotHorizon() (wal.LSN, bool) {
-	flush := t.FlushLSN()
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	var min wal.LSN
-	found := false
-	for _, s := range t.slots.m {
-		if s.RestartLSN == 0 {
-			continue
-		}
-		if max := t.slots.limits.MaxKeepBytes; max > 0 && flush > s.RestartLSN && uint64(flush-s.RestartLSN) > max {
-			continue
-		}
-		if !found || s.RestartLSN < min {
-			min, found = s.RestartLSN, true
-		}
+// lostLocked reports whether a reserving slot is lost: further behind
+// the end of WAL than --max-slot-wal-keep-size, or behind the oldest WAL any
+// tier still holds (its consumer needs a new base backup). t.mu is held.
+func (t *Set) lostLocked(s *Slot, flush, oldest wal.LSN) bool {
+	if max := t.limits.MaxKeepBytes; max > 0 && flush > s.RestartLSN && uint64(flush-s.RestartLSN) > max {
+		return true
 	}
-	return min, found
+	return s.RestartLSN < oldest
 }
 
-// persistSlots writes slots whose positions advanced since the last write.
-func (t *Timeline) persistSlots() {
-	t.slots.mu.Lock()
-	defer t.slots.mu.Unlock()
-	if t.slots.dirty {
-		if err := t.persistSlotsLocked(); err != nil {
+// Horizon returns the oldest restart position among slots that are not
+// lost, and the slot holding it: WAL removal must not go past it. ok is
+// false when no slot reserves WAL.
+func (t *Set) Horizon() (lsn wal.LSN, slot string, ok bool) {
+	flush, oldest := t.pos.FlushLSN(), t.pos.OldestLSN()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.m {
+		if s.RestartLSN == 0 || t.lostLocked(s, flush, oldest) {
+			continue
+		}
+		if !ok || s.RestartLSN < lsn || s.RestartLSN == lsn && s.Name < slot {
+			lsn, slot, ok = s.RestartLSN, s.Name, true
+		}
+	}
+	return lsn, slot, ok
+}
+
+// Persist writes slots whose positions advanced since the last write.
+func (t *Set) Persist() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dirty {
+		if err := t.persistLocked(); err != nil {
 			t.log.Warn("persisting replication slots", zap.Error(err))
 		}
 	}

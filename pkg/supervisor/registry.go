@@ -1,28 +1,31 @@
-package timeline
+package supervisor
 
 import (
 	"sort"
 	"sync"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
 
-// Registry holds the timelines a process hosts, keyed by ID.
+// Registry holds the supervisors of the timelines a process hosts, keyed
+// by timeline ID.
 type Registry struct {
 	mu sync.RWMutex
-	m  map[ID]*Timeline
+	m  map[timeline.ID]*Supervisor
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{m: make(map[ID]*Timeline)} }
+func NewRegistry() *Registry { return &Registry{m: make(map[timeline.ID]*Supervisor)} }
 
 // Add registers t.
-func (r *Registry) Add(t *Timeline) {
+func (r *Registry) Add(t *Supervisor) {
 	r.mu.Lock()
 	r.m[t.ID()] = t
 	r.mu.Unlock()
 }
 
 // Get returns the timeline with id.
-func (r *Registry) Get(id ID) (*Timeline, bool) {
+func (r *Registry) Get(id timeline.ID) (*Supervisor, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	t, ok := r.m[id]
@@ -30,7 +33,7 @@ func (r *Registry) Get(id ID) (*Timeline, bool) {
 }
 
 // Only returns the single hosted timeline, for consumers that name none.
-func (r *Registry) Only() (*Timeline, bool) {
+func (r *Registry) Only() (*Supervisor, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if len(r.m) != 1 {
@@ -43,9 +46,9 @@ func (r *Registry) Only() (*Timeline, bool) {
 }
 
 // All returns the hosted timelines in a stable order.
-func (r *Registry) All() []*Timeline {
+func (r *Registry) All() []*Supervisor {
 	r.mu.RLock()
-	out := make([]*Timeline, 0, len(r.m))
+	out := make([]*Supervisor, 0, len(r.m))
 	for _, t := range r.m {
 		out = append(out, t)
 	}

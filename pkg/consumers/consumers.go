@@ -1,6 +1,7 @@
-package timeline
+package consumers
 
 import (
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -10,8 +11,8 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
-// ConsumerInfo describes a connected consumer.
-type ConsumerInfo struct {
+// Info describes a connected consumer.
+type Info struct {
 	ApplicationName string
 	Addr            string
 	PID             uint32
@@ -21,7 +22,7 @@ type ConsumerInfo struct {
 // Consumer is one streaming consumer of a timeline. The sender goroutine
 // advances SentLSN; the feedback goroutine records feedback.
 type Consumer struct {
-	ConsumerInfo
+	Info
 	id        uint64
 	startLSN  atomic.Uint64
 	sent      atomic.Uint64
@@ -86,8 +87,8 @@ func (c *Consumer) RecordPageserver(p feedback.Pageserver) {
 	c.mu.Unlock()
 }
 
-// ConsumerStatus is a snapshot of a consumer for the status API.
-type ConsumerStatus struct {
+// Status is a snapshot of a consumer for the status API.
+type Status struct {
 	ID              uint64               `json:"id"`
 	ApplicationName string               `json:"application_name"`
 	Address         string               `json:"address"`
@@ -124,8 +125,8 @@ type PageserverJSON struct {
 }
 
 // Status returns a snapshot of the consumer.
-func (c *Consumer) Status() ConsumerStatus {
-	s := ConsumerStatus{
+func (c *Consumer) Status() Status {
+	s := Status{
 		ID: c.id, ApplicationName: c.ApplicationName, Address: c.Addr, PID: c.PID, Slot: c.Slot,
 		ConnectedAt: c.connected,
 		StartLSN:    wal.LSN(c.startLSN.Load()).String(),
@@ -158,27 +159,29 @@ func (c *Consumer) Status() ConsumerStatus {
 	return s
 }
 
-type consumerRegistry struct {
+// Registry holds the consumers streaming one timeline.
+type Registry struct {
 	mu        sync.Mutex
 	nextID    uint64
 	m         map[uint64]*Consumer
 	hsChanged chan struct{}
+
+	rebootstrap []Rebootstrap
 }
 
-func (r *consumerRegistry) init() {
-	r.m = make(map[uint64]*Consumer)
-	r.hsChanged = make(chan struct{}, 1)
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{m: make(map[uint64]*Consumer), hsChanged: make(chan struct{}, 1)}
 }
 
 // HotStandbyChanged is signalled when the aggregated hot standby feedback
 // may have changed (feedback arrived, or a consumer that sent some left).
-func (t *Timeline) HotStandbyChanged() <-chan struct{} { return t.consumers.hsChanged }
+func (r *Registry) HotStandbyChanged() <-chan struct{} { return r.hsChanged }
 
 // HotStandbyXmin aggregates the hot standby feedback of the connected
 // consumers: the oldest xmin and catalog_xmin (epoch<<32 | xid) among those
 // that report one; 0 where none does. Feedback of consumers that left is gone.
-func (t *Timeline) HotStandbyXmin() (xmin, catalogXmin uint64) {
-	r := &t.consumers
+func (r *Registry) HotStandbyXmin() (xmin, catalogXmin uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.m {
@@ -196,20 +199,41 @@ func (t *Timeline) HotStandbyXmin() (xmin, catalogXmin uint64) {
 	return xmin, catalogXmin
 }
 
-// AddConsumer registers a consumer; call RemoveConsumer when it leaves.
-func (t *Timeline) AddConsumer(info ConsumerInfo) *Consumer {
-	r := &t.consumers
+// PageserverHorizon returns the oldest WAL position a connected
+// pageserver-style consumer (one that sent 'z' feedback) still needs
+// locally: its remote_consistent_lsn, or where it started streaming while
+// it reports none. ok is false when no such consumer is connected.
+func (r *Registry) PageserverHorizon() (lsn wal.LSN, app string, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.m {
+		c.mu.Lock()
+		if c.kinds&seenPageserver != 0 {
+			need := wal.LSN(c.ps.RemoteConsistentLSN)
+			if need == 0 {
+				need = wal.LSN(c.startLSN.Load())
+			}
+			if !ok || need < lsn {
+				lsn, app, ok = need, c.ApplicationName, true
+			}
+		}
+		c.mu.Unlock()
+	}
+	return lsn, app, ok
+}
+
+// Add registers a consumer; call Remove when it leaves.
+func (r *Registry) Add(info Info) *Consumer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.nextID++
-	c := &Consumer{ConsumerInfo: info, id: r.nextID, connected: time.Now(), hsChanged: r.hsChanged}
+	c := &Consumer{Info: info, id: r.nextID, connected: time.Now(), hsChanged: r.hsChanged}
 	r.m[c.id] = c
 	return c
 }
 
-// RemoveConsumer unregisters a consumer; its feedback is dropped with it.
-func (t *Timeline) RemoveConsumer(c *Consumer) {
-	r := &t.consumers
+// Remove unregisters a consumer; its feedback is dropped with it.
+func (r *Registry) Remove(c *Consumer) {
 	r.mu.Lock()
 	delete(r.m, c.id)
 	r.mu.Unlock()
@@ -224,9 +248,8 @@ func (t *Timeline) RemoveConsumer(c *Consumer) {
 	}
 }
 
-// Consumers returns snapshots of the connected consumers, oldest first.
-func (t *Timeline) Consumers() []ConsumerStatus {
-	r := &t.consumers
+// List returns snapshots of the connected consumers, oldest first.
+func (r *Registry) List() []Status {
 	r.mu.Lock()
 	cs := make([]*Consumer, 0, len(r.m))
 	for _, c := range r.m {
@@ -234,17 +257,67 @@ func (t *Timeline) Consumers() []ConsumerStatus {
 	}
 	r.mu.Unlock()
 	sort.Slice(cs, func(i, j int) bool { return cs[i].id < cs[j].id })
-	out := make([]ConsumerStatus, len(cs))
+	out := make([]Status, len(cs))
 	for i, c := range cs {
 		out[i] = c.Status()
 	}
 	return out
 }
 
-// NumConsumers returns how many consumers are connected.
-func (t *Timeline) NumConsumers() int {
-	r := &t.consumers
+// Len returns how many consumers are connected.
+func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.m)
+}
+
+// maxRebootstrap bounds the needs_rebootstrap list; the newest entries stay.
+const maxRebootstrap = 64
+
+// Rebootstrap records a consumer that asked for WAL no tier holds any
+// more: it cannot continue without a new base backup.
+type Rebootstrap struct {
+	ApplicationName string    `json:"application_name"`
+	Address         string    `json:"address"`
+	Slot            string    `json:"slot,omitempty"`
+	RequestedLSN    string    `json:"requested_lsn"`
+	OldestAvailable string    `json:"oldest_available_lsn"`
+	At              time.Time `json:"at"`
+}
+
+// NoteRebootstrap records that a consumer asked for requested, below the
+// oldest WAL any tier holds. An entry for the same application, address
+// and slot is replaced.
+func (r *Registry) NoteRebootstrap(info Info, requested, oldest wal.LSN) {
+	e := Rebootstrap{ApplicationName: info.ApplicationName, Address: info.Addr, Slot: info.Slot,
+		RequestedLSN: requested.String(), OldestAvailable: oldest.String(), At: time.Now()}
+	host := hostOf(info.Addr)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, old := range r.rebootstrap {
+		if old.ApplicationName == e.ApplicationName && hostOf(old.Address) == host && old.Slot == e.Slot {
+			r.rebootstrap = append(r.rebootstrap[:i], r.rebootstrap[i+1:]...)
+			break
+		}
+	}
+	r.rebootstrap = append(r.rebootstrap, e)
+	if len(r.rebootstrap) > maxRebootstrap {
+		r.rebootstrap = r.rebootstrap[len(r.rebootstrap)-maxRebootstrap:]
+	}
+}
+
+// NeedsRebootstrap returns the consumers that asked for WAL no tier holds,
+// oldest first.
+func (r *Registry) NeedsRebootstrap() []Rebootstrap {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Rebootstrap{}, r.rebootstrap...)
+}
+
+// hostOf strips the port: a consumer that reconnects comes from a new one.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }

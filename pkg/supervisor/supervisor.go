@@ -1,0 +1,147 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/slots"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+	"github.com/pgsafekeeper/safekeeper/pkg/upstream"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
+)
+
+// Config describes one hosted timeline and the services it runs.
+type Config struct {
+	Dir string      // the timeline's directory
+	ID  timeline.ID // tenant and timeline id
+	// Upstream, when set, runs a receiver streaming WAL from the primary.
+	Upstream *upstream.Config
+	Slots    slots.Limits
+}
+
+// Supervisor owns one hosted timeline: its WAL (timeline.Timeline), its
+// replication slots and consumer registry, and the background services
+// that act on it, started and stopped together by Run.
+type Supervisor struct {
+	cfg Config
+	log *zap.Logger
+	m   *metrics.Metrics
+
+	tl        *timeline.Timeline
+	slots     *slots.Set
+	consumers *consumers.Registry
+	rcv       *upstream.Receiver // nil without an upstream
+}
+
+// Open opens (or creates) the timeline's directory, recovering the end of
+// WAL, and loads its slots. Nothing runs until Run.
+func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) {
+	log = log.With(zap.String("tenant_id", cfg.ID.TenantID), zap.String("timeline_id", cfg.ID.TimelineID))
+	tl, err := timeline.Open(cfg.Dir, cfg.ID, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Supervisor{cfg: cfg, log: log, m: m, tl: tl, consumers: consumers.NewRegistry()}
+	if s.slots, err = slots.Open(tl.Dir().File(slots.FileName), cfg.Slots, s, log); err != nil {
+		tl.Close()
+		return nil, err
+	}
+	if cfg.Upstream != nil {
+		s.rcv = upstream.New(*cfg.Upstream, tl, s.consumers, log.Named("upstream"), m)
+	}
+	return s, nil
+}
+
+// service is one background task of a timeline. It runs until ctx ends and
+// returns an error only for a failure that must stop the process.
+type service struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// Run starts the timeline's services and blocks until ctx ends or one of
+// them fails; then it stops the others and returns the failure (nil after
+// a cancellation).
+func (s *Supervisor) Run(ctx context.Context) error {
+	var svcs []service
+	if s.rcv != nil {
+		svcs = append(svcs, service{"upstream receiver", s.rcv.Run})
+	} else {
+		s.log.Warn("no upstream configured: serving the WAL already held, receiving none")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for _, svc := range svcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := svc.run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Error("timeline service failed", zap.String("service", svc.name), zap.Error(err))
+				once.Do(func() { first = err })
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// Close persists slot positions, makes everything durable and records the
+// final position. Call it after Run has returned.
+func (s *Supervisor) Close() error {
+	s.slots.Persist()
+	return s.tl.Close()
+}
+
+// ID returns the timeline's id.
+func (s *Supervisor) ID() timeline.ID { return s.cfg.ID }
+
+// Timeline returns the timeline's WAL.
+func (s *Supervisor) Timeline() *timeline.Timeline { return s.tl }
+
+// Slots returns the timeline's replication slots.
+func (s *Supervisor) Slots() *slots.Set { return s.slots }
+
+// Consumers returns the timeline's consumer registry.
+func (s *Supervisor) Consumers() *consumers.Registry { return s.consumers }
+
+// The walsender's view of the timeline (walsender.Timeline).
+
+// Control returns the timeline's control data.
+func (s *Supervisor) Control() walstore.Control { return s.tl.Control() }
+
+// FlushLSN returns the durable end of WAL.
+func (s *Supervisor) FlushLSN() wal.LSN { return s.tl.FlushLSN() }
+
+// Changed returns the timeline's wake-up channel.
+func (s *Supervisor) Changed() <-chan struct{} { return s.tl.Changed() }
+
+// CurrentTLI returns the PostgreSQL timeline being written.
+func (s *Supervisor) CurrentTLI() uint32 { return s.tl.CurrentTLI() }
+
+// HistoryEntries returns the history of the current TLI.
+func (s *Supervisor) HistoryEntries() []wal.HistoryEntry { return s.tl.HistoryEntries() }
+
+// History returns a stored history file.
+func (s *Supervisor) History(tli uint32) ([]byte, error) { return s.tl.History(tli) }
+
+// OldestLSN returns the oldest WAL position any tier holds.
+func (s *Supervisor) OldestLSN() wal.LSN { return s.tl.LocalStartLSN() }
+
+// OpenReader returns a reader over the timeline's tiers for one consumer.
+func (s *Supervisor) OpenReader() *walreader.Reader {
+	segSize := s.tl.Control().WalSegSize
+	return walreader.New(segSize, walreader.NewLocalTier(s.tl.Dir(), segSize))
+}
