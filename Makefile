@@ -7,7 +7,14 @@ BIN      ?= bin/safekeeper
 FUZZTIME ?= 5s
 PKGS     := ./...
 
-.PHONY: all build test check vet fmt-check unit fuzz-short demo bench clean
+# Test-only programs, built from pinned sources into .tools/bin (git-ignored).
+# versitygw is the S3-compatible server internal/s3test runs; keep the version
+# equal to s3test.VersityGWVersion (a test checks).
+VERSITYGW_VERSION ?= v1.8.0
+TOOLS_BIN := $(CURDIR)/.tools/bin
+VERSITYGW := $(TOOLS_BIN)/versitygw
+
+.PHONY: all build test check vet fmt-check unit fuzz-short demo bench clean tools
 
 all: build
 
@@ -27,7 +34,14 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-unit:
+## tools: build the test-only programs when missing or of another version.
+tools:
+	@if ! $(GO) version -m $(VERSITYGW) 2>/dev/null | grep -Eq '^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+$(VERSITYGW_VERSION)[[:space:]]'; then \
+	  echo "building versitygw $(VERSITYGW_VERSION) into $(TOOLS_BIN)"; \
+	  GOBIN=$(TOOLS_BIN) GOFLAGS= GOWORK=off $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
+	fi
+
+unit: tools
 	$(GO) test -race -count=1 -timeout 45m $(PKGS)
 
 fuzz-short:
