@@ -49,6 +49,9 @@ func usage() {
 commands:
   run       run the safekeeper (see: safekeeper run -h)
   passwd    set a user's password in a users file (see: safekeeper passwd -h)
+  wal-fetch   restore_command: fetch a WAL file from the archive or the
+              safekeepers (see: safekeeper wal-fetch -h)
+  wal-verify  check a WAL archive (see: safekeeper wal-verify -h)
   version   print the version
 
 Every flag can also be set in the environment as SAFEKEEPER_<FLAG>, with
@@ -66,6 +69,10 @@ func realMain(args []string) int {
 		return run(args[1:])
 	case "passwd":
 		return passwdMain(args[1:])
+	case "wal-fetch":
+		return walFetchMain(args[1:])
+	case "wal-verify":
+		return walVerifyMain(args[1:])
 	case "version", "--version", "-V":
 		fmt.Println("safekeeper", buildVersion())
 		return 0
@@ -109,6 +116,11 @@ type config struct {
 	security         securityConfig
 	maxSlots         int
 	maxSlotKeep      string
+	archive          archiveFlags
+
+	// Built from the flags by parseFlags.
+	archiveCfg   *supervisor.ArchiveConfig
+	walKeepBytes uint64
 }
 
 func parseFlags(args []string) (config, error) {
@@ -129,7 +141,12 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.maxSlots, "max-replication-slots", 10, "most replication slots the safekeeper holds")
 	fs.StringVar(&c.maxSlotKeep, "max-slot-wal-keep-size", "0", "most WAL a slot may hold back (e.g. 10GB); a slot further behind is reported lost; 0 = unlimited")
 	registerSecurityFlags(fs, &c.security)
+	registerArchiveFlags(fs, &c.archive)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
+		return c, err
+	}
+	var err error
+	if c.archiveCfg, c.walKeepBytes, err = c.archive.open(context.Background()); err != nil {
 		return c, err
 	}
 	if c.dataDir == "" {
@@ -246,6 +263,13 @@ func serve(cfg config, log *zap.Logger) error {
 	}
 	reg := supervisor.NewRegistry()
 	reg.Add(sup)
+	promReg.MustRegister(metrics.NewTimelineCollector(func() []metrics.TimelineSample {
+		var out []metrics.TimelineSample
+		for _, t := range reg.All() {
+			out = append(out, t.MetricsSample())
+		}
+		return out
+	}))
 	promReg.MustRegister(metrics.NewSlotCollector(func() []metrics.SlotSample {
 		var out []metrics.SlotSample
 		for _, t := range reg.All() {
@@ -339,9 +363,11 @@ func timelineConfig(cfg config) (supervisor.Config, error) {
 		return c, fmt.Errorf("--max-slot-wal-keep-size: %w", err)
 	}
 	c = supervisor.Config{
-		Dir:   filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID),
-		ID:    id,
-		Slots: slots.Limits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep},
+		Dir:          filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID),
+		ID:           id,
+		Slots:        slots.Limits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep},
+		Archive:      cfg.archiveCfg,
+		WalKeepBytes: cfg.walKeepBytes,
 	}
 	if cfg.upstream != "" {
 		var startLSN wal.LSN

@@ -17,6 +17,7 @@ type Metrics struct {
 	ConnectionsTotal   prometheus.Counter
 	ProtocolErrors     *prometheus.CounterVec
 	NeedsRebootstrap   prometheus.Counter
+	UploadSeconds      prometheus.Histogram
 }
 
 // New creates the collectors and registers them with reg (which may be nil
@@ -55,10 +56,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "safekeeper_consumers_needs_rebootstrap_total",
 			Help: "Consumers refused because they asked for WAL no tier (memory, local files, archive) holds any more.",
 		}),
+		UploadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "safekeeper_archive_upload_seconds", Help: "Duration of one successful segment upload to the archive (compression included).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.BytesReceived, m.BytesSent, m.FlushLSN, m.FsyncSeconds, m.Consumers,
-			m.UpstreamConnected, m.UpstreamReconnects, m.ConnectionsTotal, m.ProtocolErrors, m.NeedsRebootstrap)
+			m.UpstreamConnected, m.UpstreamReconnects, m.ConnectionsTotal, m.ProtocolErrors, m.NeedsRebootstrap, m.UploadSeconds)
 	}
 	return m
 }
@@ -97,5 +102,83 @@ func (c *slotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.GaugeValue, lost, s.Name)
 		ch <- prometheus.MustNewConstMetric(c.behind, prometheus.GaugeValue, float64(s.BehindBytes), s.Name)
+	}
+}
+
+// TimelineSample is one timeline's archive and retention state, read at
+// scrape time.
+type TimelineSample struct {
+	TenantID, TimelineID string
+	LocalStartLSN        uint64
+	LocalBytes           int64
+	LocalSegments        int
+	RemovedSegments      uint64
+	Archive              bool // an archive is configured
+	BackupLSN            uint64
+	ArchiveLagBytes      uint64
+	UploadedBytes        uint64
+	UploadedObjects      uint64
+	UploadErrors         uint64
+	ArchiveConflict      bool
+}
+
+type timelineCollector struct {
+	src func() []TimelineSample
+
+	localStart, localBytes, localSegs, removed                   *prometheus.Desc
+	backup, lag, upBytes, upObjects, upErrors, archiveConflicted *prometheus.Desc
+}
+
+// NewTimelineCollector exports each timeline's local WAL, retention and
+// archive state at scrape time, labelled with tenant_id and timeline_id.
+func NewTimelineCollector(src func() []TimelineSample) prometheus.Collector {
+	l := []string{"tenant_id", "timeline_id"}
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, l, nil) }
+	return &timelineCollector{
+		src:               src,
+		localStart:        d("safekeeper_local_start_lsn", "First WAL position held in local segment files."),
+		localBytes:        d("safekeeper_local_wal_bytes", "Bytes of local WAL segment files."),
+		localSegs:         d("safekeeper_local_wal_segments", "Number of local WAL segment files."),
+		removed:           d("safekeeper_removed_segments_total", "Local WAL segments removed by retention."),
+		backup:            d("safekeeper_backup_lsn", "End of the contiguous archived prefix of WAL (backup_lsn)."),
+		lag:               d("safekeeper_archive_lag_bytes", "WAL in complete segments not archived yet: the start of the segment holding the flush LSN minus backup_lsn."),
+		upBytes:           d("safekeeper_archive_uploaded_bytes_total", "Bytes stored in the archive (after compression)."),
+		upObjects:         d("safekeeper_archive_uploaded_objects_total", "Objects (segments and history files) stored in the archive."),
+		upErrors:          d("safekeeper_archive_upload_errors_total", "Failed archive operations (each is retried)."),
+		archiveConflicted: d("safekeeper_archive_conflict", "1 when offloading stopped because the archive holds a different object under a name to upload."),
+	}
+}
+
+func (c *timelineCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.localStart, c.localBytes, c.localSegs, c.removed, c.backup, c.lag, c.upBytes, c.upObjects, c.upErrors, c.archiveConflicted} {
+		ch <- d
+	}
+}
+
+func (c *timelineCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.src() {
+		g := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, s.TenantID, s.TimelineID)
+		}
+		n := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, s.TenantID, s.TimelineID)
+		}
+		g(c.localStart, float64(s.LocalStartLSN))
+		g(c.localBytes, float64(s.LocalBytes))
+		g(c.localSegs, float64(s.LocalSegments))
+		n(c.removed, float64(s.RemovedSegments))
+		if !s.Archive {
+			continue
+		}
+		g(c.backup, float64(s.BackupLSN))
+		g(c.lag, float64(s.ArchiveLagBytes))
+		n(c.upBytes, float64(s.UploadedBytes))
+		n(c.upObjects, float64(s.UploadedObjects))
+		n(c.upErrors, float64(s.UploadErrors))
+		conflict := 0.0
+		if s.ArchiveConflict {
+			conflict = 1
+		}
+		g(c.archiveConflicted, conflict)
 	}
 }

@@ -4,8 +4,13 @@ import (
 	"strconv"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/offload"
+	"github.com/pgsafekeeper/safekeeper/pkg/retention"
 	"github.com/pgsafekeeper/safekeeper/pkg/slots"
 	"github.com/pgsafekeeper/safekeeper/pkg/upstream"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 // Status describes one timeline for GET /v1/status.
@@ -21,10 +26,34 @@ type Status struct {
 	FlushLSN     string                  `json:"flush_lsn"`
 	WrittenLSN   string                  `json:"written_lsn"`
 	HasWAL       bool                    `json:"has_wal"`
+	LocalStart   string                  `json:"local_start_lsn"`
+	BackupLSN    string                  `json:"backup_lsn"`
+	Oldest       string                  `json:"oldest_available_lsn"`
 	Upstream     upstream.Status         `json:"upstream"`
+	Archive      *ArchiveStatus          `json:"archive"`
+	Retention    retention.Status        `json:"retention"`
 	Consumers    []consumers.Status      `json:"consumers"`
 	Slots        []slots.Status          `json:"replication_slots"`
 	Rebootstrap  []consumers.Rebootstrap `json:"needs_rebootstrap"`
+}
+
+// ArchiveStatus is the offloader's state with the archive lag.
+type ArchiveStatus struct {
+	offload.Status
+	// LagBytes is the WAL in complete segments that is not archived yet;
+	// the segment being written cannot be, so it does not count.
+	LagBytes uint64 `json:"archive_lag_bytes"`
+}
+
+// archiveLag is the archive lag in bytes: complete segments not archived.
+func archiveLag(ctl walstore.Control) uint64 {
+	if !ctl.Initialized() {
+		return 0
+	}
+	if done := wal.SegmentStart(ctl.FlushLSN, ctl.WalSegSize); done > ctl.BackupLSN {
+		return uint64(done - ctl.BackupLSN)
+	}
+	return 0
 }
 
 // Status returns a snapshot of the timeline.
@@ -36,8 +65,11 @@ func (s *Supervisor) Status() Status {
 		WalSegSize: ctl.WalSegSize, TLI: ctl.TLI,
 		StartLSN: ctl.StartLSN.String(), FlushLSN: ctl.FlushLSN.String(),
 		WrittenLSN: s.tl.WrittenLSN().String(),
-		HasWAL:     ctl.Initialized(),
-		Consumers:  s.consumers.List(), Slots: s.slots.List(),
+		LocalStart: ctl.StartLSN.String(), BackupLSN: ctl.BackupLSN.String(),
+		Oldest:    s.OldestLSN().String(),
+		Retention: s.ret.Status(),
+		HasWAL:    ctl.Initialized(),
+		Consumers: s.consumers.List(), Slots: s.slots.List(),
 		Rebootstrap: s.consumers.NeedsRebootstrap(),
 	}
 	if s.rcv != nil {
@@ -45,8 +77,32 @@ func (s *Supervisor) Status() Status {
 	} else {
 		st.Upstream = upstream.Status{State: upstream.StateNone, WalEnd: "0/0"}
 	}
+	if s.off != nil {
+		st.Archive = &ArchiveStatus{Status: s.off.Status()}
+		st.Archive.LagBytes = archiveLag(ctl)
+	}
 	if ctl.SystemID != 0 {
 		st.SystemID = strconv.FormatUint(ctl.SystemID, 10)
 	}
 	return st
+}
+
+// MetricsSample returns the timeline's state for the metrics collector.
+func (s *Supervisor) MetricsSample() metrics.TimelineSample {
+	ctl := s.tl.Control()
+	rs := s.ret.Status()
+	m := metrics.TimelineSample{
+		TenantID: s.cfg.ID.TenantID, TimelineID: s.cfg.ID.TimelineID,
+		LocalStartLSN: uint64(ctl.StartLSN), LocalBytes: rs.LocalBytes, LocalSegments: rs.LocalSegments,
+		RemovedSegments: rs.RemovedSegments,
+	}
+	if s.off != nil {
+		os := s.off.Status()
+		m.Archive = true
+		m.BackupLSN = uint64(ctl.BackupLSN)
+		m.ArchiveLagBytes = archiveLag(ctl)
+		m.UploadedBytes, m.UploadedObjects, m.UploadErrors = os.UploadedBytes, os.UploadedObjects, os.UploadErrors
+		m.ArchiveConflict = os.Conflict != ""
+	}
+	return m
 }

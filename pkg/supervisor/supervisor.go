@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/archive"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/objstore"
+	"github.com/pgsafekeeper/safekeeper/pkg/offload"
+	"github.com/pgsafekeeper/safekeeper/pkg/retention"
 	"github.com/pgsafekeeper/safekeeper/pkg/slots"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/upstream"
@@ -24,6 +29,20 @@ type Config struct {
 	// Upstream, when set, runs a receiver streaming WAL from the primary.
 	Upstream *upstream.Config
 	Slots    slots.Limits
+	// Archive, when set, runs an offloader into it and makes it a read
+	// tier and a retention holder.
+	Archive *ArchiveConfig
+	// WalKeepBytes is --wal-keep-size.
+	WalKeepBytes uint64
+	// RetentionInterval is how often retention runs (default 1s).
+	RetentionInterval time.Duration
+}
+
+// ArchiveConfig is the archive of a timeline.
+type ArchiveConfig struct {
+	Store       objstore.Store
+	Compression archive.Compression
+	Offload     offload.Config
 }
 
 // Supervisor owns one hosted timeline: its WAL (timeline.Timeline), its
@@ -37,7 +56,10 @@ type Supervisor struct {
 	tl        *timeline.Timeline
 	slots     *slots.Set
 	consumers *consumers.Registry
-	rcv       *upstream.Receiver // nil without an upstream
+	rcv       *upstream.Receiver  // nil without an upstream
+	ar        *archive.Archive    // nil without an archive
+	off       *offload.Offloader  // nil without an archive
+	ret       *retention.Retainer // always
 }
 
 // Open opens (or creates) the timeline's directory, recovering the end of
@@ -56,6 +78,15 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 	if cfg.Upstream != nil {
 		s.rcv = upstream.New(*cfg.Upstream, tl, s.consumers, log.Named("upstream"), m)
 	}
+	if a := cfg.Archive; a != nil {
+		if s.ar, err = archive.New(a.Store, cfg.ID.TenantID, cfg.ID.TimelineID, a.Compression); err != nil {
+			tl.Close()
+			return nil, err
+		}
+		s.off = offload.New(a.Offload, tl, s.ar, log.Named("offload"), m.UploadSeconds)
+	}
+	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes, Interval: cfg.RetentionInterval},
+		tl, s.slots, s.consumers, log.Named("retention"))
 	return s, nil
 }
 
@@ -76,6 +107,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	} else {
 		s.log.Warn("no upstream configured: serving the WAL already held, receiving none")
 	}
+	if s.off != nil {
+		svcs = append(svcs, service{"offloader", s.off.Run})
+	}
+	svcs = append(svcs, service{"retention", s.ret.Run})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -137,11 +172,26 @@ func (s *Supervisor) HistoryEntries() []wal.HistoryEntry { return s.tl.HistoryEn
 // History returns a stored history file.
 func (s *Supervisor) History(tli uint32) ([]byte, error) { return s.tl.History(tli) }
 
-// OldestLSN returns the oldest WAL position any tier holds.
-func (s *Supervisor) OldestLSN() wal.LSN { return s.tl.LocalStartLSN() }
+// OldestLSN returns the oldest WAL position any tier holds: the local
+// start, or the oldest segment known to be archived when that is older.
+func (s *Supervisor) OldestLSN() wal.LSN {
+	oldest := s.tl.LocalStartLSN()
+	if s.off != nil {
+		if a, ok := s.off.ArchiveStart(); ok && a < oldest {
+			oldest = a
+		}
+	}
+	return oldest
+}
 
-// OpenReader returns a reader over the timeline's tiers for one consumer.
+// OpenReader returns a reader over the timeline's tiers for one consumer:
+// the local segment files, then the archive.
 func (s *Supervisor) OpenReader() *walreader.Reader {
-	segSize := s.tl.Control().WalSegSize
-	return walreader.New(segSize, walreader.NewLocalTier(s.tl.Dir(), segSize))
+	ctl := s.tl.Control()
+	tiers := []walreader.Tier{walreader.NewLocalTier(s.tl.Dir(), ctl.WalSegSize)}
+	if s.ar != nil {
+		id := archive.Identity{SystemID: ctl.SystemID, SegSize: ctl.WalSegSize}
+		tiers = append(tiers, walreader.NewArchiveTier(s.ar, id, s.tl.LocalStartLSN))
+	}
+	return walreader.New(ctl.WalSegSize, tiers...)
 }

@@ -279,14 +279,15 @@ func (t *Timeline) BackupLSN() wal.LSN {
 	return t.ctl.BackupLSN
 }
 
-// SetBackupLSN records that every segment of the history below lsn is
-// archived. It is persisted in the control file before it takes effect, so
-// local removal never trusts an archived position a crash could forget. It
-// never moves backwards.
-func (t *Timeline) SetBackupLSN(lsn wal.LSN) error {
+// SetBackupLSN records that every segment of the history of PostgreSQL
+// timeline tli below lsn is archived; it does nothing once the timeline
+// has moved past tli (the switch re-based the position). It is persisted in
+// the control file before it takes effect, so local removal never trusts
+// an archived position a crash could forget. It never moves backwards.
+func (t *Timeline) SetBackupLSN(lsn wal.LSN, tli uint32) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if lsn <= t.ctl.BackupLSN {
+	if lsn <= t.ctl.BackupLSN || tli != t.ctl.TLI {
 		return nil
 	}
 	prev := t.ctl.BackupLSN

@@ -93,7 +93,7 @@ func TestBackupAndLocalStart(t *testing.T) {
 		t.Fatalf("initial BackupLSN = %s, want %s", got, wal.LSN(testSeg))
 	}
 	ch := tl.Changed()
-	if err := tl.SetBackupLSN(3 * testSeg); err != nil {
+	if err := tl.SetBackupLSN(3*testSeg, 1); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -101,7 +101,7 @@ func TestBackupAndLocalStart(t *testing.T) {
 	default:
 		t.Fatal("SetBackupLSN did not wake waiters")
 	}
-	if err := tl.SetBackupLSN(2 * testSeg); err != nil || tl.BackupLSN() != 3*testSeg {
+	if err := tl.SetBackupLSN(2*testSeg, 1); err != nil || tl.BackupLSN() != 3*testSeg {
 		t.Fatalf("BackupLSN moved backwards: %s %v", tl.BackupLSN(), err)
 	}
 	// Removal never goes past the segment holding the flush position.

@@ -1,0 +1,208 @@
+package walfetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// ErrNotFound is wrapped by errors that mean "the file is not there": a
+// source answered that it does not hold it, or, from Fetcher.Fetch, every
+// source did.
+var ErrNotFound = errors.New("not found")
+
+// Source is one place a WAL file can come from.
+type Source interface {
+	// Fetch returns the whole content of the file PostgreSQL calls name:
+	// a segment (padded with zeros when the source holds only its
+	// beginning) or a history file. It returns an error wrapping
+	// ErrNotFound when the source answered that it does not hold the
+	// file; any other error means it could not answer.
+	Fetch(ctx context.Context, name string) (Result, error)
+	// String names the source for logs.
+	String() string
+}
+
+// Result is a fetched file.
+type Result struct {
+	Data []byte
+	// From says where the file came from, for the log line.
+	From string
+	// Durable is how many bytes at the start of Data are WAL the source
+	// holds; it is len(Data) unless the source held only the beginning of
+	// the segment and the rest is zeros.
+	Durable int
+}
+
+// Partial reports whether Data ends with zeros the source did not hold.
+func (r Result) Partial() bool { return r.Durable < len(r.Data) }
+
+// Kind is what a file name names.
+type Kind int
+
+// Kinds of names.
+const (
+	NotWAL Kind = iota
+	Segment
+	History
+)
+
+// Classify says whether name is a segment name (24 upper-case hex digits,
+// whatever the segment size), a history file name, or anything else
+// (.partial, .backup, garbage), which no source is asked for.
+func Classify(name string) Kind {
+	if _, ok := wal.ParseHistoryFileName(name); ok {
+		return History
+	}
+	if len(name) != 24 {
+		return NotWAL
+	}
+	for _, c := range []byte(name) {
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
+			return NotWAL
+		}
+	}
+	return Segment
+}
+
+// Defaults of Fetcher.
+const (
+	DefaultAttempts = 3
+	DefaultBackoff  = 500 * time.Millisecond
+)
+
+// Fetcher asks its sources for a file, in order.
+type Fetcher struct {
+	Sources []Source
+	// Attempts is how many times the sources are asked when one of them
+	// could not answer (DefaultAttempts when 0); the caller's context
+	// bounds the whole.
+	Attempts int
+	// Backoff is the pause after the first failed attempt, doubled after
+	// each one (DefaultBackoff when 0).
+	Backoff time.Duration
+	// Logf, when set, is told about failed attempts that will be retried.
+	Logf func(format string, args ...any)
+}
+
+// Fetch returns the file name from the first source that has it. It
+// returns an error wrapping ErrNotFound only when every source answered
+// that it does not hold the file (or name is not a WAL file name); when a
+// source could not answer and no other had the file, the sources are
+// asked again, up to Attempts times, and the last failure is returned.
+func (f *Fetcher) Fetch(ctx context.Context, name string) (Result, error) {
+	if Classify(name) == NotWAL {
+		return Result{}, fmt.Errorf("%w: %q is not a WAL segment or history file name", ErrNotFound, name)
+	}
+	if len(f.Sources) == 0 {
+		return Result{}, errors.New("no sources configured")
+	}
+	attempts, backoff := f.Attempts, f.Backoff
+	if attempts <= 0 {
+		attempts = DefaultAttempts
+	}
+	if backoff <= 0 {
+		backoff = DefaultBackoff
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := f.once(ctx, name)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return res, err
+		}
+		if attempt >= attempts {
+			return Result{}, fmt.Errorf("after %d attempts: %w", attempt, err)
+		}
+		if ctx.Err() != nil {
+			return Result{}, fmt.Errorf("after %d attempts (out of time): %w", attempt, err)
+		}
+		if f.Logf != nil {
+			f.Logf("%s: attempt %d of %d failed, retrying in %s: %v", name, attempt, attempts, backoff, err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, fmt.Errorf("after %d attempts (out of time): %w", attempt, err)
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// once asks every source in turn.
+func (f *Fetcher) once(ctx context.Context, name string) (Result, error) {
+	var failed []error
+	var absent []string
+	for _, s := range f.Sources {
+		res, err := s.Fetch(ctx, name)
+		if err == nil {
+			if res.From == "" {
+				res.From = s.String()
+			}
+			return res, nil
+		}
+		if errors.Is(err, ErrNotFound) {
+			absent = append(absent, err.Error())
+			continue
+		}
+		failed = append(failed, fmt.Errorf("%s: %w", s, err))
+	}
+	if len(failed) > 0 {
+		return Result{}, errors.Join(failed...)
+	}
+	return Result{}, notFoundError(strings.Join(absent, "; "))
+}
+
+// notFoundError gathers the sources' "not there" answers.
+type notFoundError string
+
+func (e notFoundError) Error() string { return string(e) }
+func (e notFoundError) Unwrap() error { return ErrNotFound }
+
+// WriteFile writes data to path atomically: a temporary file in the same
+// directory is written, fsynced and renamed over path, then the directory
+// is fsynced. On failure the temporary file is removed.
+func WriteFile(path string, data []byte) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
