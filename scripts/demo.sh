@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a throwaway PostgreSQL primary from the installed binaries, a
-# safekeeper streaming from it (single node, no etcd, no S3), some WAL, and
-# pg_receivewal streaming that WAL back from the safekeeper.
+# safekeeper streaming from it (single node, no etcd, no S3) and archiving
+# finished segments to a file:// archive in the work directory, some WAL,
+# local segments removed once archived, and pg_receivewal streaming all of
+# that WAL back from the safekeeper (the old part read from the archive).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +23,7 @@ asuser() {  # PostgreSQL refuses to run as root
 
 work=$(mktemp -d /tmp/safekeeper-demo.XXXXXX)
 chmod 755 "$work"
-mkdir -p "$work/pg" "$work/received"
+mkdir -p "$work/pg" "$work/received" "$work/archive"
 [ "$(id -u)" = 0 ] && chown postgres "$work/pg"
 pgdata="$work/pg/data"
 
@@ -43,16 +45,21 @@ CONF
 asuser "$pgbin/pg_ctl" -D "$pgdata" -l "$work/pg/postgres.log" -w start >/dev/null
 psql() { "$pgbin/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
 
-echo "==> start the safekeeper (pg protocol on :$SK_PORT, HTTP on :$HTTP_PORT)"
+echo "==> start the safekeeper (pg protocol on :$SK_PORT, HTTP on :$HTTP_PORT, archive file://$work/archive)"
 "$SK_BIN" run --data-dir "$work/safekeeper" \
   --listen-pg "127.0.0.1:$SK_PORT" --listen-http "127.0.0.1:$HTTP_PORT" \
   --upstream "host=127.0.0.1 port=$PG_PORT user=postgres" \
+  --archive "file://$work/archive" \
   >"$work/safekeeper.log" 2>&1 &
 sk_pid=$!
 for _ in $(seq 100); do
-  if "$pgbin/psql" -X -At "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM >/dev/null 2>&1; then break; fi
+  if first=$("$pgbin/psql" -X -At "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM 2>/dev/null | cut -d'|' -f3); then break; fi
   sleep 0.1
 done
+# The first segment the safekeeper holds: the one holding the primary's
+# position at first contact (16 MB segments: X/Y is segment X*256 + Y>>24).
+segname() { printf '00000001%08X%08X' $((0x${1%/*})) $((0x${1#*/} >> 24)); }
+firstseg=$(segname "$first")
 
 echo "==> write some WAL on the primary"
 psql -c "CREATE TABLE demo(id serial PRIMARY KEY, payload text)"
@@ -61,17 +68,24 @@ for _ in 1 2 3; do
 done
 psql -c "INSERT INTO demo(payload) VALUES ('last')"
 endpos=$(psql -At -c "SELECT pg_current_wal_flush_lsn()")
-start=$("$pgbin/psql" -X -At "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM | cut -d'|' -f3)
 echo "    primary flushed up to $endpos"
 
 echo "==> IDENTIFY_SYSTEM on the safekeeper"
 "$pgbin/psql" -X "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM
 
-echo "==> stream the WAL back from the safekeeper with pg_receivewal (from the start of what it holds)"
-# Start at the first segment the safekeeper holds: seed the directory with an
-# empty .partial of that segment, which pg_receivewal resumes from.
-first=$(ls "$work"/safekeeper/*/*/ | grep -E '^[0-9A-F]{24}' | sort | head -n1 | cut -c1-24)
-: >"$work/received/$first.partial"
+echo "==> finished segments are archived, then removed locally"
+segdir=$(dirname "$(ls -d "$work"/safekeeper/*/*/safekeeper.control)")
+for _ in $(seq 300); do
+  archived=$(find "$work/archive" -name '*.zst' | wc -l)
+  [ -e "$segdir/$firstseg" ] || [ "$archived" -lt 1 ] || break
+  sleep 0.1
+done
+echo "    archive:"; find "$work/archive" -type f | sed "s|$work/archive/|      |" | sort
+echo "    local segments now:"; ls "$segdir" | grep -E '^[0-9A-F]{24}' | sed 's/^/      /'
+
+echo "==> stream all of it back with pg_receivewal from $firstseg (old segments come from the archive)"
+# pg_receivewal resumes an empty .partial from its beginning.
+: >"$work/received/$firstseg.partial"
 "$pgbin/pg_receivewal" -h 127.0.0.1 -p "$SK_PORT" -U postgres -D "$work/received" \
   --endpos "$endpos" --no-loop --verbose 2>&1 | sed 's/^/    /'
 
@@ -91,6 +105,7 @@ cat <<EOF2
 
 Where to look:
   safekeeper WAL and control file: $work/safekeeper/<tenant_id>/<timeline_id>/
+  WAL archive (zstd):              $work/archive/<tenant_id>/<timeline_id>/wal/
   safekeeper log:                  $work/safekeeper.log
   WAL received by pg_receivewal:   $work/received/
   primary data directory and log:  $pgdata, $work/pg/postgres.log

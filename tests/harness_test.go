@@ -47,6 +47,12 @@ func buildBinary(t testing.TB, b *builtBinary, flags ...string) string {
 			b.err = err
 			return
 		}
+		// Traversable by the PostgreSQL server user, which runs it as a
+		// restore_command in the recovery tests.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			b.err = err
+			return
+		}
 		b.path = filepath.Join(dir, "safekeeper")
 		args := append(append([]string{"build"}, flags...), "-o", b.path, "../cmd/safekeeper")
 		out, err := exec.Command("go", args...).CombinedOutput()
@@ -70,6 +76,7 @@ type SK struct {
 	Name     string
 	Upstream string
 	Extra    []string
+	Env      []string // extra environment, e.g. AWS settings of an S3 archive
 	logPath  string
 
 	mu   sync.Mutex
@@ -91,6 +98,12 @@ func (s *SK) PID() int {
 // "" for none).
 func StartSK(t testing.TB, upstream string, extra ...string) *SK {
 	t.Helper()
+	return StartSKEnv(t, upstream, nil, extra...)
+}
+
+// StartSKEnv is StartSK with extra environment variables.
+func StartSKEnv(t testing.TB, upstream string, env []string, extra ...string) *SK {
+	t.Helper()
 	dir := t.TempDir()
 	s := &SK{
 		t: t, bin: safekeeperBinary(t),
@@ -100,6 +113,7 @@ func StartSK(t testing.TB, upstream string, extra ...string) *SK {
 		Name:     "safekeeper",
 		Upstream: upstream,
 		Extra:    extra,
+		Env:      env,
 		logPath:  filepath.Join(dir, "safekeeper.log"),
 	}
 	s.Start()
@@ -132,6 +146,10 @@ func (s *SK) Start() {
 		"--listen-http", fmt.Sprintf("127.0.0.1:%d", s.HTTPPort),
 		"--name", s.Name,
 		"--log-level", "debug",
+		// Tests written before retention existed read old WAL back from
+		// the safekeeper; they keep it. Retention tests pass their own
+		// --wal-keep-size, which wins (the last occurrence of a flag does).
+		"--wal-keep-size", "1GB",
 	}
 	if s.Upstream != "" {
 		args = append(args, "--upstream", s.Upstream)
@@ -142,6 +160,7 @@ func (s *SK) Start() {
 		s.t.Fatal(err)
 	}
 	cmd := exec.Command(s.bin, args...)
+	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,20 +143,27 @@ func StartPrimary(t testing.TB, opt Options) *Cluster {
 	return c
 }
 
-// StartStandby takes a base backup of primary (pg_basebackup -X stream
-// -c fast, run as the server user), turns it into a hot standby streaming
-// from primaryConninfo and starts it on a new free port. primaryConninfo
-// becomes primary_conninfo verbatim and may point at a different server than
-// primary (e.g. a safekeeper on 127.0.0.1). opt.WalSegSizeMB is ignored.
-// The standby is stopped and removed when the test ends.
+// StartStandby takes a base backup of primary and starts it as a standby
+// streaming from primaryConninfo (which may point at another server, e.g.
+// a safekeeper). The standby is stopped and removed when the test ends.
 func StartStandby(t testing.TB, primary *Cluster, primaryConninfo string, opt Options) *Cluster {
+	t.Helper()
+	c := BaseBackup(t, primary, "standby")
+	c.StartAsStandby(t, primaryConninfo, opt)
+	return c
+}
+
+// BaseBackup takes a base backup of primary (pg_basebackup -X stream) into
+// a new cluster directory named name, without starting it. Start it later
+// with StartAsStandby or StartRecovery; it is stopped and removed when the
+// test ends.
+func BaseBackup(t testing.TB, primary *Cluster, name string) *Cluster {
 	t.Helper()
 	bins := primary.Bins
 	if bins == nil {
 		bins = Require(t)
 	}
-
-	c := newCluster(t, bins, "standby")
+	c := newCluster(t, bins, name)
 	out, err := c.runServer(basebackupTimeout, bins.Path("pg_basebackup"),
 		"-D", c.DataDir,
 		"-d", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable", primary.Port),
@@ -167,28 +175,45 @@ func StartStandby(t testing.TB, primary *Cluster, primaryConninfo string, opt Op
 	if err != nil {
 		t.Fatalf("pgtest: pg_basebackup from %s (port %d) failed: %v\n%s", primary.Name, primary.Port, err, out)
 	}
+	return c
+}
 
-	signal := filepath.Join(c.DataDir, "standby.signal")
+// StartAsStandby starts a base backup as a standby (standby.signal)
+// streaming from primaryConninfo.
+func (c *Cluster) StartAsStandby(t testing.TB, primaryConninfo string, opt Options) {
+	t.Helper()
+	c.startWithSignal(t, "standby.signal", [][2]string{{"primary_conninfo", primaryConninfo}}, opt)
+}
+
+// StartRecovery starts a base backup in targeted archive recovery
+// (recovery.signal) with the given restore_command: it replays what the
+// command provides, then ends recovery and is promoted as PostgreSQL does
+// when the archive runs out. Wait for the end with WaitForQuery on
+// "SELECT pg_is_in_recovery()".
+func (c *Cluster) StartRecovery(t testing.TB, restoreCommand string, opt Options) {
+	t.Helper()
+	c.startWithSignal(t, "recovery.signal", [][2]string{{"restore_command", restoreCommand}}, opt)
+}
+
+func (c *Cluster) startWithSignal(t testing.TB, signalFile string, settings [][2]string, opt Options) {
+	t.Helper()
+	signal := filepath.Join(c.DataDir, signalFile)
 	if err := os.WriteFile(signal, nil, 0o600); err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
 	if err := chownServer(signal); err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-
 	// postgresql.auto.conf is read last, so these override whatever the
 	// primary's copied postgresql.conf / postgresql.auto.conf contain.
-	settings := append(defaultConf(c.SocketDir), [2]string{"primary_conninfo", primaryConninfo})
 	extra, err := confLines(opt.Conf)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	if err := appendConf(filepath.Join(c.DataDir, "postgresql.auto.conf"), settings, extra); err != nil {
+	if err := appendConf(filepath.Join(c.DataDir, "postgresql.auto.conf"), append(defaultConf(c.SocketDir), settings...), extra); err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-
 	c.start(t, true)
-	return c
 }
 
 // newCluster creates the private base directory and registers cleanup.
@@ -412,6 +437,30 @@ func (c *Cluster) Stop(t testing.TB, mode string) {
 	if err != nil {
 		t.Fatalf("pgtest: stopping %s (port %d, mode %s) failed: %v\n%s", c.Name, c.Port, mode, err, out)
 	}
+	c.setRunning(false)
+}
+
+// Kill9 sends SIGKILL to the postmaster, as a crash of the machine's
+// database would, and waits until it is gone. Its backends notice the
+// postmaster's death and exit by themselves.
+func (c *Cluster) Kill9(t testing.TB) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.DataDir, "postmaster.pid"))
+	if err != nil {
+		t.Fatalf("pgtest: %s: read postmaster.pid: %v", c.Name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		t.Fatalf("pgtest: %s: postmaster.pid: %v", c.Name, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("pgtest: %s: kill -9 %d: %v", c.Name, pid, err)
+	}
+	WaitFor(t, 30*time.Second, fmt.Sprintf("postmaster %d to die", pid), func() bool {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// Gone, or a zombie nobody has reaped yet.
+		return err != nil || strings.Contains(string(st), ") Z ")
+	})
 	c.setRunning(false)
 }
 
