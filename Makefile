@@ -59,9 +59,11 @@ demo: build
 
 ## bench: stream ~1 GiB of already-written WAL from the safekeeper and from
 ## PostgreSQL's own walsender, alternating, with pg_receivewal and a minimal
-## Go client; prints wall time, server CPU per GiB, medians and ratios.
+## Go client; then offload ~512 MiB (zstd and none) against the ingest rate
+## and compare catch-up reads from the archive with reads from local files.
+## Prints medians and ratios.
 bench:
-	$(GO) test -run '^$$' -bench BenchmarkStreamComparison -benchtime 1x -timeout 60m -v ./tests/
+	$(GO) test -run '^$$' -bench 'BenchmarkStreamComparison|BenchmarkArchive' -benchtime 1x -timeout 60m -v ./tests/
 
 clean:
 	rm -rf bin demo-data
