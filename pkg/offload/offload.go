@@ -173,11 +173,15 @@ func (o *Offloader) noteError(err error) {
 // process: a conflicting object stops offloading (reported in Status)
 // until the next start, everything else is retried.
 func (o *Offloader) Run(ctx context.Context) error {
-	for !o.tl.Initialized() {
+	for {
+		changed := o.tl.Changed() // before the check: no missed wake-up
+		if o.tl.Initialized() {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-o.tl.Changed():
+		case <-changed:
 		}
 	}
 	ctl := o.tl.Control()
@@ -228,13 +232,20 @@ type result struct {
 	err   error
 }
 
+// recordRetry is how soon a backup position that could not be recorded
+// is tried again when no upload finishes in between.
+const recordRetry = time.Second
+
 // round uploads the history files and then segments from backup_lsn on,
 // until the PostgreSQL timeline changes (then the caller starts a new
-// round from the re-based backup_lsn) or ctx ends.
+// round from the re-based backup_lsn) or ctx ends. After a conflict it
+// schedules nothing more, lets the uploads in flight finish so that
+// backup_lsn covers every segment before the conflicting one, and returns
+// the conflict.
 func (o *Offloader) round(ctx context.Context, id archive.Identity) error {
 	tli := o.tl.CurrentTLI()
 	hist := o.tl.HistoryEntries()
-	if err := o.uploadHistories(ctx, id); err != nil {
+	if err := o.retry(ctx, "upload history files", func(ctx context.Context) error { return o.uploadHistories(ctx, id) }); err != nil {
 		return err
 	}
 	segSize := id.SegSize
@@ -242,6 +253,7 @@ func (o *Offloader) round(ctx context.Context, id archive.Identity) error {
 	next := wal.SegmentNo(backup, segSize)
 	done := map[uint64]bool{}
 	inflight := 0
+	var conflict error
 	results := make(chan result, o.cfg.Concurrency)
 	uctx, cancel := context.WithCancel(ctx)
 	defer func() {
@@ -250,53 +262,63 @@ func (o *Offloader) round(ctx context.Context, id archive.Identity) error {
 			<-results
 		}
 	}()
+	var retryRecord <-chan time.Time // set while an advance is not recorded
 	for {
 		changed := o.tl.Changed()
 		if o.tl.CurrentTLI() != tli {
 			return nil
 		}
 		flush := o.tl.FlushLSN()
-		for inflight < o.cfg.Concurrency && wal.LSN((next+1)*segSize) <= flush {
+		for conflict == nil && inflight < o.cfg.Concurrency && wal.LSN((next+1)*segSize) <= flush {
 			segno, fileTLI := next, wal.FileTLI(hist, next, segSize)
 			go func() { results <- result{segno, o.uploadSegment(uctx, fileTLI, segno, id)} }()
 			inflight++
 			next++
 		}
+		if inflight == 0 && conflict != nil {
+			return conflict
+		}
 		if inflight == 0 {
 			o.setState(StateIdle)
-			select {
-			case <-changed:
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		} else {
+			o.setState(StateUploading)
 		}
-		o.setState(StateUploading)
 		select {
 		case r := <-results:
 			inflight--
-			if r.err != nil {
-				return r.err
+			switch {
+			case errors.Is(r.err, archive.ErrConflict):
+				if conflict == nil {
+					conflict = r.err
+				}
+			case r.err != nil:
+				return r.err // ctx ended
+			default:
+				done[r.segno] = true
 			}
-			done[r.segno] = true
 		case <-changed:
 			continue
+		case <-retryRecord:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 		advanced := backup
 		for done[wal.SegmentNo(advanced, segSize)] {
-			delete(done, wal.SegmentNo(advanced, segSize))
 			advanced += wal.LSN(segSize)
 		}
 		if advanced > backup {
 			if err := o.tl.SetBackupLSN(advanced, tli); err != nil {
-				// Not recorded: retention keeps the WAL; try again with the
-				// next upload.
-				o.log.Warn("recording the archived position failed", zap.Error(err))
-			} else {
-				backup = advanced
+				// Not recorded: retention keeps the WAL. The segments stay
+				// in done and the advance is tried again.
+				o.noteError(fmt.Errorf("record backup_lsn %s: %w", advanced, err))
+				o.log.Warn("recording the archived position failed; will retry", zap.Error(err))
+				retryRecord = time.After(recordRetry)
+				continue
 			}
+			for lsn := backup; lsn < advanced; lsn += wal.LSN(segSize) {
+				delete(done, wal.SegmentNo(lsn, segSize))
+			}
+			backup, retryRecord = advanced, nil
 		}
 	}
 }
