@@ -135,17 +135,28 @@ func (f *Fetcher) Fetch(ctx context.Context, name string) (Result, error) {
 	}
 }
 
-// once asks every source in turn.
+// once asks every source in turn. A complete file from any source is
+// the answer. A partial segment (WAL followed by zeros) is accepted only
+// when every source answered: a source that could not be asked may hold
+// more of the segment (acknowledged commits), and ending recovery at the
+// zeros would lose them.
 func (f *Fetcher) once(ctx context.Context, name string) (Result, error) {
 	var failed []error
 	var absent []string
+	var partial *Result
 	for _, s := range f.Sources {
 		res, err := s.Fetch(ctx, name)
 		if err == nil {
 			if res.From == "" {
 				res.From = s.String()
 			}
-			return res, nil
+			if !res.Partial() {
+				return res, nil
+			}
+			if partial == nil || res.Durable > partial.Durable {
+				partial = &res
+			}
+			continue
 		}
 		if errors.Is(err, ErrNotFound) {
 			absent = append(absent, err.Error())
@@ -154,7 +165,13 @@ func (f *Fetcher) once(ctx context.Context, name string) (Result, error) {
 		failed = append(failed, fmt.Errorf("%s: %w", s, err))
 	}
 	if len(failed) > 0 {
+		if partial != nil {
+			failed = append([]error{fmt.Errorf("only a partial segment is available (from %s) and not every source could be asked", partial.From)}, failed...)
+		}
 		return Result{}, errors.Join(failed...)
+	}
+	if partial != nil {
+		return *partial, nil
 	}
 	return Result{}, notFoundError(strings.Join(absent, "; "))
 }

@@ -294,6 +294,19 @@ func (s *fakeSource) Fetch(ctx context.Context, name string) (Result, error) {
 	return Result{Data: []byte(s.name), Durable: len(s.name)}, nil
 }
 
+// partialSource returns a segment of which only the first durable bytes
+// are WAL.
+type partialSource struct {
+	name    string
+	durable int
+}
+
+func (s *partialSource) String() string { return s.name }
+
+func (s *partialSource) Fetch(ctx context.Context, name string) (Result, error) {
+	return Result{Data: make([]byte, 64), Durable: s.durable, From: s.name}, nil
+}
+
 func TestFetcherOutcomes(t *testing.T) {
 	absent := fmt.Errorf("%w here", ErrNotFound)
 	down := errors.New("connection refused")
@@ -334,6 +347,27 @@ func TestFetcherOutcomes(t *testing.T) {
 	defer cancel()
 	if _, err := f.Fetch(tctx, name); err == nil || errors.Is(err, ErrNotFound) || a.calls != 1 {
 		t.Fatalf("timeout: %v", err)
+	}
+	// A partial segment is the answer only when every source answered:
+	// a source that could not be asked may hold more of it.
+	part := &partialSource{name: "p", durable: 10}
+	a = &fakeSource{name: "a", answers: []error{down}}
+	if res, err := quickFetcher(a, part).Fetch(ctx, name); err == nil || errors.Is(err, ErrNotFound) {
+		t.Fatalf("down + partial: %+v %v", res, err)
+	}
+	a = &fakeSource{name: "a", answers: []error{absent}}
+	if res, err := quickFetcher(a, part).Fetch(ctx, name); err != nil || res.Durable != 10 {
+		t.Fatalf("absent + partial: %+v %v", res, err)
+	}
+	// A complete one later wins over a partial one earlier; between two
+	// partial ones, the longer.
+	a = &fakeSource{name: "a", answers: []error{nil}}
+	if res, err := quickFetcher(part, a).Fetch(ctx, name); err != nil || res.Partial() || res.From != "a" {
+		t.Fatalf("partial + complete: %+v %v", res, err)
+	}
+	longer := &partialSource{name: "q", durable: 20}
+	if res, err := quickFetcher(part, longer).Fetch(ctx, name); err != nil || res.Durable != 20 {
+		t.Fatalf("partial + longer partial: %+v %v", res, err)
 	}
 	// No sources: a failure.
 	if _, err := (&Fetcher{}).Fetch(ctx, name); err == nil || errors.Is(err, ErrNotFound) {

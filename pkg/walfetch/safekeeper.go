@@ -315,6 +315,12 @@ func (s *SafekeeperSource) fetchSegment(ctx context.Context, name string, server
 		from := "safekeeper " + c.sv.addr
 		if durable < len(data) {
 			from += fmt.Sprintf(" (partial: the first %d bytes, up to %s, then zeros)", durable, c.segStart+wal.LSN(durable))
+			if len(o.failed) > 0 {
+				// A safekeeper that could not be asked may hold more of
+				// this segment: acknowledged commits the zeros would drop.
+				return Result{}, fmt.Errorf("segment %s is partial on every safekeeper that answered (best: %s) and some could not be asked: %w",
+					name, from, errors.Join(o.failed...))
+			}
 		}
 		return Result{Data: data, From: from, Durable: durable}, nil
 	}

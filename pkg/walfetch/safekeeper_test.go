@@ -349,6 +349,19 @@ func TestSafekeeperFailures(t *testing.T) {
 	if res, err := fetchWithin(t, src, segName(1)); err != nil || res.Partial() {
 		t.Fatalf("one down, one has it: %v", err)
 	}
+	// One down and the others hold only part of the segment: the one
+	// that is down may hold more (acknowledged commits), so this is a
+	// failure, not a padded segment.
+	partial := &fakeWalsender{sysID: testSystemID, tli: 1, flush: testSegSize + 1000}
+	src = &SafekeeperSource{Addrs: []string{down, startFake(t, partial)}}
+	if res, err := fetchWithin(t, src, segName(1)); err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "partial") {
+		t.Fatalf("one down, the other partial: %+v %v", res.From, err)
+	}
+	// With every safekeeper answering, the partial segment is the answer.
+	src = &SafekeeperSource{Addrs: []string{startFake(t, empty), startFake(t, partial)}}
+	if res, err := fetchWithin(t, src, segName(1)); err != nil || !res.Partial() || res.Durable != 1000 {
+		t.Fatalf("all answered, partial: %+v %v", res.Durable, err)
+	}
 	// Safekeepers of different clusters: a failure.
 	other := &fakeWalsender{sysID: testSystemID + 1, tli: 1, flush: 2 * testSegSize}
 	src = &SafekeeperSource{Addrs: []string{startFake(t, has), startFake(t, other)}}
