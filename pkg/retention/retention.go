@@ -38,9 +38,11 @@ type Timeline interface {
 	RemoveBefore(lsn wal.LSN) ([]string, error)
 }
 
-// SlotHorizon is the oldest restart position of slots that are not lost.
+// SlotHorizon is the oldest restart position of slots that are not lost,
+// as saved on disk; Checkpoint saves positions that advanced.
 type SlotHorizon interface {
 	Horizon() (lsn wal.LSN, slot string, ok bool)
+	Checkpoint()
 }
 
 // PageserverHorizon is what connected pageserver-style consumers need.
@@ -150,6 +152,7 @@ func (r *Retainer) pass() {
 	if !r.tl.Initialized() {
 		return
 	}
+	r.slots.Checkpoint()
 	h, by := r.Horizon()
 	removed, err := r.tl.RemoveBefore(h)
 	r.removedTotal.Add(uint64(len(removed)))

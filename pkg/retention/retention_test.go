@@ -83,6 +83,7 @@ func (e *env) slot(t *testing.T, name string, restart wal.LSN) {
 		t.Fatal(err)
 	}
 	e.slots.Advance(name, restart)
+	e.slots.Persist() // removal honours saved positions
 }
 
 func (e *env) pageserver(app string, start, remoteConsistent wal.LSN) *consumers.Consumer {

@@ -44,6 +44,10 @@ type Slot struct {
 	Temporary  bool    `json:"-"`
 	activePID  uint32
 	owner      uint64 // connection that created a temporary slot
+	// saved is RestartLSN as last written to the slots file. Removal
+	// honours it, not the newer position in memory: after a crash the
+	// slot comes back at saved, and its WAL must still be there.
+	saved wal.LSN
 }
 
 // Positions is what slots need to know about the timeline's WAL.
@@ -92,6 +96,7 @@ func Open(path string, limits Limits, pos Positions, log *zap.Logger) (*Set, err
 	}
 	for i := range list {
 		s := list[i]
+		s.saved = s.RestartLSN
 		t.m[s.Name] = &s
 	}
 	return t, nil
@@ -112,6 +117,11 @@ func (t *Set) persistLocked() error {
 	}
 	if err := walstore.WriteFileAtomic(t.path, b, 0o600); err != nil {
 		return err
+	}
+	for _, s := range t.m {
+		if !s.Temporary {
+			s.saved = s.RestartLSN
+		}
 	}
 	t.dirty = false
 	t.lastPersist = time.Now()
@@ -344,21 +354,41 @@ func (t *Set) lostLocked(s *Slot, flush, oldest wal.LSN) bool {
 }
 
 // Horizon returns the oldest restart position among slots that are not
-// lost, and the slot holding it: WAL removal must not go past it. ok is
-// false when no slot reserves WAL.
+// lost, and the slot holding it: WAL removal must not go past it. For a
+// permanent slot it is the position last written to disk (what the slot
+// restarts from after a crash), as PostgreSQL saves slots before it
+// removes WAL. ok is false when no slot reserves WAL.
 func (t *Set) Horizon() (lsn wal.LSN, slot string, ok bool) {
 	flush, oldest := t.pos.FlushLSN(), t.pos.OldestLSN()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range t.m {
-		if s.RestartLSN == 0 || t.lostLocked(s, flush, oldest) {
+		pos := s.RestartLSN
+		if !s.Temporary {
+			pos = s.saved
+		}
+		if pos == 0 || t.lostLocked(s, flush, oldest) {
 			continue
 		}
-		if !ok || s.RestartLSN < lsn || s.RestartLSN == lsn && s.Name < slot {
-			lsn, slot, ok = s.RestartLSN, s.Name, true
+		if !ok || pos < lsn || pos == lsn && s.Name < slot {
+			lsn, slot, ok = pos, s.Name, true
 		}
 	}
 	return lsn, slot, ok
+}
+
+// Checkpoint writes advanced slot positions when the last write is older
+// than the persist interval, so that a position reported once and then
+// left alone still reaches the disk (and releases WAL) within a second or
+// so; retention calls it before computing the horizon.
+func (t *Set) Checkpoint() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dirty && time.Since(t.lastPersist) >= slotPersistInterval {
+		if err := t.persistLocked(); err != nil {
+			t.log.Warn("persisting replication slots", zap.Error(err))
+		}
+	}
 }
 
 // Persist writes slots whose positions advanced since the last write.

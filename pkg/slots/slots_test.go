@@ -56,6 +56,26 @@ func create(t *testing.T, s *slots.Set, name string, restart wal.LSN) {
 		t.Fatal(err)
 	}
 	s.Advance(name, restart)
+	s.Persist()
+}
+
+// Removal honours the restart position a crash would come back with: an
+// advance that is not written yet does not move the horizon.
+func TestHorizonUsesSavedPosition(t *testing.T) {
+	pos := newPositions(10*seg, 0)
+	s, _ := newSet(t, slots.Limits{}, pos)
+	create(t, s, "a", 3*seg)
+	s.Advance("a", 6*seg) // not yet saved (at most once a second)
+	if lsn, _, _ := s.Horizon(); lsn != 3*seg {
+		t.Fatalf("Horizon = %s before the advance is saved, want 0/300000", lsn)
+	}
+	if sl, _ := s.Read("a"); sl.RestartLSN != 6*seg {
+		t.Fatalf("the slot reads %s, want the advanced 0/600000", sl.RestartLSN)
+	}
+	s.Persist()
+	if lsn, _, _ := s.Horizon(); lsn != 6*seg {
+		t.Fatalf("Horizon = %s after the save, want 0/600000", lsn)
+	}
 }
 
 func TestHorizonSkipsLostSlots(t *testing.T) {
