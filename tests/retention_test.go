@@ -76,7 +76,9 @@ func startLoad(t testing.TB, primary *pgtest.Cluster) (stop func()) {
 			default:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			err := execOn(ctx, primary, "INSERT INTO load(pad) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 2000) g")
+			// About 1 MB of WAL per statement: a few MB/s, which the
+			// offloader of a race-detector build keeps up with on 2 cores.
+			err := execOn(ctx, primary, "INSERT INTO load(pad) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 1000) g")
 			cancel()
 			if err != nil {
 				select {

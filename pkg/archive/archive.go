@@ -91,7 +91,9 @@ func New(store objstore.Store, tenantID, timelineID string, c Compression) (*Arc
 	if _, err := ParseCompression(string(c)); err != nil {
 		return nil, err
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+	// EncodeAll runs concurrently up to the encoder concurrency, which
+	// defaults to GOMAXPROCS: uploads in parallel compress in parallel.
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
 	if err != nil {
 		return nil, err
 	}

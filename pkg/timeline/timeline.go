@@ -36,16 +36,23 @@ type Timeline struct {
 	dir walstore.Dir
 	log *zap.Logger
 
+	// ctlMu serializes control-file writes (and removals of old files).
+	// It is taken before mu, and never by the ingest path: Append takes no
+	// lock, Flush only mu for the publication and ctlMu with TryLock for
+	// its periodic write, so a control-file fsync or an unlink never
+	// delays a network read or an acknowledgement.
+	ctlMu sync.Mutex
+
 	mu          sync.Mutex
-	ctl         walstore.Control
-	w           *walstore.Writer
+	ctl         walstore.Control // changed only with ctlMu (and mu) held
 	lastPersist time.Time
 	changed     chan struct{}
 	hist        []wal.HistoryEntry // parsed history of histTLI
 	histTLI     uint32
 
-	flush atomic.Uint64 // durable end of WAL; what may be served and acknowledged
-	tli   atomic.Uint32 // current PostgreSQL timeline
+	w     atomic.Pointer[walstore.Writer] // nil until first contact
+	flush atomic.Uint64                   // durable end of WAL; what may be served and acknowledged
+	tli   atomic.Uint32                   // current PostgreSQL timeline
 }
 
 // Open loads (or creates) the timeline stored in dir. For a timeline that
@@ -55,7 +62,8 @@ func Open(dir string, id ID, log *zap.Logger) (*Timeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("timeline %s: %w", id, err)
 	}
-	t := &Timeline{id: id, dir: o.Dir, log: log, changed: make(chan struct{}), ctl: o.Control, w: o.Writer}
+	t := &Timeline{id: id, dir: o.Dir, log: log, changed: make(chan struct{}), ctl: o.Control}
+	t.w.Store(o.Writer)
 	t.tli.Store(o.Control.TLI)
 	t.flush.Store(uint64(o.Control.FlushLSN))
 	if len(o.RemovedTemp) > 0 {
@@ -131,6 +139,8 @@ func (t *Timeline) CheckUpstream(info UpstreamInfo) error {
 // Initialize records the first upstream contact and opens the WAL writer at
 // start (rounded down to a segment start).
 func (t *Timeline) Initialize(info UpstreamInfo, start wal.LSN) error {
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ctl.Initialized() {
@@ -158,7 +168,7 @@ func (t *Timeline) Initialize(info UpstreamInfo, start wal.LSN) error {
 		return err
 	}
 	t.ctl = ctl
-	t.w = w
+	t.w.Store(w)
 	t.tli.Store(ctl.TLI)
 	t.flush.Store(uint64(start))
 	t.lastPersist = time.Now()
@@ -169,22 +179,23 @@ func (t *Timeline) Initialize(info UpstreamInfo, start wal.LSN) error {
 // UpdateServerVersion records the upstream's version string when it changes
 // (a minor upgrade of the primary).
 func (t *Timeline) UpdateServerVersion(version string, num int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ctl.ServerVersion == version && t.ctl.ServerVersionNum == num {
-		return
-	}
-	t.ctl.ServerVersion, t.ctl.ServerVersionNum = version, num
-	if err := t.persistLocked(); err != nil {
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
+	err := t.updateControl(func(c *walstore.Control) bool {
+		if c.ServerVersion == version && c.ServerVersionNum == num {
+			return false
+		}
+		c.ServerVersion, c.ServerVersionNum = version, num
+		return true
+	})
+	if err != nil {
 		t.log.Warn("persisting control file", zap.Error(err))
 	}
 }
 
 // WrittenLSN returns the end of WAL written (received), durable or not.
 func (t *Timeline) WrittenLSN() wal.LSN {
-	t.mu.Lock()
-	w := t.w
-	t.mu.Unlock()
+	w := t.w.Load()
 	if w == nil {
 		return 0
 	}
@@ -194,9 +205,7 @@ func (t *Timeline) WrittenLSN() wal.LSN {
 // Append writes received WAL starting at start. It is not durable until
 // Flush returns a position past it.
 func (t *Timeline) Append(start wal.LSN, data []byte) error {
-	t.mu.Lock()
-	w := t.w
-	t.mu.Unlock()
+	w := t.w.Load()
 	if w == nil {
 		return errors.New("timeline not initialized")
 	}
@@ -207,9 +216,7 @@ func (t *Timeline) Append(start wal.LSN, data []byte) error {
 // senders and returns it. Concurrent callers never move the published end
 // backwards: it is advanced under the lock, only forwards.
 func (t *Timeline) Flush() (wal.LSN, error) {
-	t.mu.Lock()
-	w := t.w
-	t.mu.Unlock()
+	w := t.w.Load()
 	if w == nil {
 		return 0, errors.New("timeline not initialized")
 	}
@@ -218,19 +225,26 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 		return t.FlushLSN(), err
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.w != w {
+	if t.w.Load() != w {
 		// A timeline switch replaced the writer while we synced; its
 		// position is the truth now.
+		t.mu.Unlock()
 		return t.FlushLSN(), nil
 	}
+	persist := false
 	if uint64(d) > t.flush.Load() {
 		t.flush.Store(uint64(d))
 		t.broadcastLocked()
-		if time.Since(t.lastPersist) >= controlPersistInterval {
-			if err := t.persistLocked(); err != nil {
-				t.log.Warn("persisting control file", zap.Error(err))
-			}
+		persist = time.Since(t.lastPersist) >= controlPersistInterval
+	}
+	t.mu.Unlock()
+	// The control file only has to trail the true end: when another
+	// control write is under way, this one is skipped, not waited for.
+	if persist && t.ctlMu.TryLock() {
+		err := t.updateControl(func(*walstore.Control) bool { return true })
+		t.ctlMu.Unlock()
+		if err != nil {
+			t.log.Warn("persisting control file", zap.Error(err))
 		}
 	}
 	return t.FlushLSN(), nil
@@ -242,12 +256,26 @@ func (t *Timeline) broadcastLocked() {
 	t.changed = make(chan struct{})
 }
 
-// persistLocked writes the control file with the current durable end.
-// t.mu is held.
-func (t *Timeline) persistLocked() error {
-	t.ctl.FlushLSN = t.FlushLSN()
+// updateControl applies mod to a copy of the control data and, when mod
+// reports a change, writes it (with the current durable end) and then
+// makes it the timeline's. t.ctlMu is held, t.mu is not: the write's
+// fsyncs happen outside it.
+func (t *Timeline) updateControl(mod func(*walstore.Control) bool) error {
+	t.mu.Lock()
+	c := t.ctl
+	t.mu.Unlock()
+	if !mod(&c) {
+		return nil
+	}
+	c.FlushLSN = t.FlushLSN()
+	if err := t.dir.WriteControl(c); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.ctl = c
 	t.lastPersist = time.Now()
-	return t.dir.WriteControl(t.ctl)
+	t.mu.Unlock()
+	return nil
 }
 
 // CurrentTLI returns the PostgreSQL timeline being written.
@@ -285,19 +313,28 @@ func (t *Timeline) BackupLSN() wal.LSN {
 // the control file before it takes effect, so local removal never trusts
 // an archived position a crash could forget. It never moves backwards.
 func (t *Timeline) SetBackupLSN(lsn wal.LSN, tli uint32) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if lsn <= t.ctl.BackupLSN || tli != t.ctl.TLI {
-		return nil
-	}
-	prev := t.ctl.BackupLSN
-	t.ctl.BackupLSN = lsn
-	if err := t.persistLocked(); err != nil {
-		t.ctl.BackupLSN = prev
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
+	changed := false
+	err := t.updateControl(func(c *walstore.Control) bool {
+		changed = lsn > c.BackupLSN && tli == c.TLI
+		c.BackupLSN = max(c.BackupLSN, lsn)
+		return changed
+	})
+	if err != nil {
 		return fmt.Errorf("persist backup position: %w", err)
 	}
-	t.broadcastLocked()
+	if changed {
+		t.broadcast()
+	}
 	return nil
+}
+
+// broadcast wakes everything waiting on Changed.
+func (t *Timeline) broadcast() {
+	t.mu.Lock()
+	t.broadcastLocked()
+	t.mu.Unlock()
 }
 
 // RemoveBefore removes the local segments that lie entirely before lsn (a
@@ -305,27 +342,37 @@ func (t *Timeline) SetBackupLSN(lsn wal.LSN, tli uint32) error {
 // local start is recorded in the control file first, then the files are
 // unlinked: a crash in between leaves files that Open removes, never a
 // hole. Senders reading a removed file keep their open descriptor.
+//
+// Only ctlMu is held meanwhile: ingest goes on. The files removed lie
+// before the local start, which a timeline switch never touches (its
+// switch point is at or after the local start).
 func (t *Timeline) RemoveBefore(lsn wal.LSN) ([]string, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.ctl.Initialized() {
-		return nil, nil
-	}
-	segSize := t.ctl.WalSegSize
-	lsn = wal.SegmentStart(lsn, segSize)
-	if limit := wal.SegmentStart(t.FlushLSN(), segSize); lsn > limit {
-		lsn = limit
-	}
-	if lsn <= t.ctl.StartLSN {
-		return nil, nil
-	}
-	prev := t.ctl.StartLSN
-	t.ctl.StartLSN = lsn
-	if err := t.persistLocked(); err != nil {
-		t.ctl.StartLSN = prev
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
+	var segSize uint64
+	changed := false
+	err := t.updateControl(func(c *walstore.Control) bool {
+		if !c.Initialized() {
+			return false
+		}
+		segSize = c.WalSegSize
+		lsn = wal.SegmentStart(lsn, segSize)
+		if limit := wal.SegmentStart(t.FlushLSN(), segSize); lsn > limit {
+			lsn = limit
+		}
+		if lsn <= c.StartLSN {
+			return false
+		}
+		c.StartLSN, changed = lsn, true
+		return true
+	})
+	if err != nil {
 		return nil, fmt.Errorf("persist local start: %w", err)
 	}
-	t.broadcastLocked()
+	if !changed {
+		return nil, nil
+	}
+	t.broadcast()
 	return t.dir.RemoveSegmentsBelow(lsn, segSize)
 }
 
@@ -369,21 +416,19 @@ func (t *Timeline) TLIOfPoint(lsn wal.LSN) uint32 {
 // Close makes everything durable and records the final position in the
 // control file.
 func (t *Timeline) Close() error {
-	t.mu.Lock()
-	w := t.w
-	t.mu.Unlock()
+	w := t.w.Load()
 	if w == nil {
 		return nil
 	}
 	if _, err := t.Flush(); err != nil {
 		return err
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.persistLocked(); err != nil {
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
+	if err := t.updateControl(func(*walstore.Control) bool { return true }); err != nil {
 		t.log.Warn("persisting control file", zap.Error(err))
 	}
-	t.w = nil
+	t.w.Store(nil)
 	return w.Close()
 }
 
@@ -398,15 +443,18 @@ func (t *Timeline) Close() error {
 // control file naming the new timeline (the commit point), and only then
 // are old files moved; walstore.Open completes an interrupted move.
 func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.w == nil {
+	cur := t.w.Load()
+	if cur == nil {
 		return errors.New("timeline not initialized")
 	}
 	if newTLI <= t.ctl.TLI {
 		return fmt.Errorf("cannot switch from timeline %d to %d", t.ctl.TLI, newTLI)
 	}
-	flush, err := t.w.Sync()
+	flush, err := cur.Sync()
 	if err != nil {
 		return err
 	}
@@ -434,9 +482,8 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 	}
 	// Committed: from here on a failure leaves a state that Open completes,
 	// so errors are ErrBroken, which makes the process restart.
-	old := t.w
-	t.w = nil
-	old.Close()
+	t.w.Store(nil)
+	cur.Close()
 	t.ctl = ctl
 	t.hist = nil
 	t.tli.Store(newTLI)
@@ -450,7 +497,7 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", walstore.ErrBroken, err)
 	}
-	t.w = w
+	t.w.Store(w)
 	t.log.Info("switched to new timeline",
 		zap.Uint32("old_tli", oldTLI), zap.Uint32("new_tli", newTLI),
 		zap.Stringer("switch_point", switchpoint), zap.Stringer("previous_end", flush),

@@ -39,6 +39,9 @@ func ListSegments(dir string, segSize uint64) ([]SegmentFile, error) {
 			continue
 		}
 		info, err := e.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed since the directory was read
+		}
 		if err != nil {
 			return nil, err
 		}
