@@ -70,9 +70,11 @@ func (s *FileStore) Create(ctx context.Context, key string, body []byte, meta ma
 	}
 	final := s.path(key)
 	dir := filepath.Dir(final)
-	// Cheap early answer; the link below is what decides.
+	// Cheap early answer; the link below is what decides. The entry may
+	// be one a crash left before its directory was fsynced: make it
+	// durable before the caller counts the object as stored.
 	if _, err := os.Lstat(final); err == nil {
-		return fmt.Errorf("objstore: create %s: %w", key, ErrExists)
+		return s.exists(key, dir)
 	}
 	if err := s.makeDirs(dir); err != nil {
 		return fmt.Errorf("objstore: create %s: %w", key, err)
@@ -86,19 +88,30 @@ func (s *FileStore) Create(ctx context.Context, key string, body []byte, meta ma
 	rmErr := os.Remove(tmp)
 	if linkErr != nil {
 		if errors.Is(linkErr, fs.ErrExist) {
-			return fmt.Errorf("objstore: create %s: %w", key, ErrExists)
+			return s.exists(key, dir)
 		}
 		return fmt.Errorf("objstore: create %s: %w", key, linkErr)
-	}
-	if rmErr != nil {
-		// The object is in place; a leftover temp file is only clutter
-		// that List skips. Still report it so it does not go unnoticed.
-		return fmt.Errorf("objstore: create %s: object stored, but removing temp file: %w", key, rmErr)
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("objstore: create %s: %w", key, err)
 	}
+	if rmErr != nil {
+		// The object is in place and durable; a leftover temp file is only
+		// clutter that List skips. Still report it so it does not go
+		// unnoticed.
+		return fmt.Errorf("objstore: create %s: object stored, but removing temp file: %w", key, rmErr)
+	}
 	return nil
+}
+
+// exists reports ErrExists for key after fsyncing its directory, so that
+// an object found in place (perhaps left by a crash before the fsync) is
+// durable before a caller relies on it.
+func (s *FileStore) exists(key, dir string) error {
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("objstore: create %s: %w", key, err)
+	}
+	return fmt.Errorf("objstore: create %s: %w", key, ErrExists)
 }
 
 // writeTemp writes hdr and body to a new hidden file in dir, fsyncs it and

@@ -62,8 +62,9 @@ func (a *ArchiveTier) fetch(tli uint32, segno uint64) *fetched {
 	return f
 }
 
-// ReadAt implements Tier.
-func (a *ArchiveTier) ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error) {
+// ReadAt implements Tier. Waiting for a fetch ends with ctx (a consumer
+// leaving, a shutdown).
+func (a *ArchiveTier) ReadAt(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) (int, error) {
 	segno := wal.SegmentNo(lsn, a.id.SegSize)
 	if a.cur == nil || a.cur.tli != tli || a.cur.segno != segno {
 		f := a.pf
@@ -73,6 +74,9 @@ func (a *ArchiveTier) ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error) {
 		}
 		select {
 		case <-f.done:
+		case <-ctx.Done():
+			a.pf = f // may still be of use to the next read
+			return 0, ctx.Err()
 		case <-a.ctx.Done():
 			return 0, a.ctx.Err()
 		}
@@ -90,6 +94,12 @@ func (a *ArchiveTier) ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error) {
 	}
 	off := wal.SegmentOffset(lsn, a.id.SegSize)
 	return copy(p, a.cur.data[off:]), nil
+}
+
+// Release drops the segments held in memory (the reader moved on to
+// another tier); a prefetch in flight is abandoned.
+func (a *ArchiveTier) Release() {
+	a.cur, a.pf = nil, nil
 }
 
 // Close implements Tier: it stops a prefetch in flight.

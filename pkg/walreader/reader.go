@@ -1,6 +1,7 @@
 package walreader
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,16 +22,22 @@ var ErrUnavailable = errors.New("requested WAL is not held by any tier")
 
 // Tier is one source of WAL bytes. ReadAt reads into p the WAL of timeline
 // tli starting at lsn; it never reads across a segment boundary, and the
-// caller never asks for bytes beyond the durable end of WAL.
+// caller never asks for bytes beyond the durable end of WAL. A tier that
+// may block on the network honours ctx.
 type Tier interface {
-	ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error)
+	ReadAt(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) (int, error)
 	Close() error
 }
+
+// releaser is a tier that holds memory between reads; Release is called
+// when another tier starts serving the reader.
+type releaser interface{ Release() }
 
 // Reader reads WAL through its tiers in order.
 type Reader struct {
 	tiers   []Tier
 	segSize uint64
+	last    int // index of the tier that served the last read
 }
 
 // New returns a reader over the given tiers, consulted in order.
@@ -42,14 +49,22 @@ func New(segSize uint64, tiers ...Tier) *Reader {
 // tli starting at lsn. It returns how many bytes it read; a short read
 // means the end of the segment was reached. When no tier holds the WAL the
 // error wraps ErrUnavailable and a *pgerr.Error with SQLSTATE 58P01.
-func (r *Reader) ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error) {
+func (r *Reader) ReadAt(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) (int, error) {
 	if room := r.segSize - wal.SegmentOffset(lsn, r.segSize); uint64(len(p)) > room {
 		p = p[:room]
 	}
-	for _, t := range r.tiers {
-		n, err := t.ReadAt(p, tli, lsn)
+	for i, t := range r.tiers {
+		n, err := t.ReadAt(ctx, p, tli, lsn)
 		if errors.Is(err, ErrNotInTier) {
 			continue
+		}
+		if i != r.last {
+			// Another tier took over (e.g. a catch-up read reached the
+			// local files): the previous one may drop what it holds.
+			if rel, ok := r.tiers[r.last].(releaser); ok {
+				rel.Release()
+			}
+			r.last = i
 		}
 		return n, err
 	}
@@ -107,7 +122,7 @@ func (l *LocalTier) open(tli uint32, segno uint64) error {
 }
 
 // ReadAt implements Tier.
-func (l *LocalTier) ReadAt(p []byte, tli uint32, lsn wal.LSN) (int, error) {
+func (l *LocalTier) ReadAt(_ context.Context, p []byte, tli uint32, lsn wal.LSN) (int, error) {
 	if err := l.open(tli, wal.SegmentNo(lsn, l.segSize)); err != nil {
 		return 0, err
 	}

@@ -197,7 +197,7 @@ func readRange(t *testing.T, rd *walreader.Reader, from, to wal.LSN, chunk int) 
 	buf := make([]byte, chunk)
 	for lsn := from; lsn < to; {
 		want := min(len(buf), int(to-lsn))
-		n, err := rd.ReadAt(buf[:want], tli, lsn)
+		n, err := rd.ReadAt(context.Background(), buf[:want], tli, lsn)
 		if err != nil {
 			t.Fatalf("ReadAt(%s, %d bytes): %d, %v", lsn, want, n, err)
 		}
@@ -254,7 +254,7 @@ func TestReadUnavailable(t *testing.T) {
 		{tli, 0x1_0000_0000 + 512}, // far ahead, other log id
 		{2, 4 * segSize},           // held locally, but for another TLI
 	} {
-		n, err := rd.ReadAt(buf, tc.tli, tc.lsn)
+		n, err := rd.ReadAt(context.Background(), buf, tc.tli, tc.lsn)
 		if !errors.Is(err, walreader.ErrUnavailable) {
 			t.Fatalf("ReadAt(%d, %s) = %d, %v; want ErrUnavailable", tc.tli, tc.lsn, n, err)
 		}
@@ -266,7 +266,7 @@ func TestReadUnavailable(t *testing.T) {
 	}
 	// The neighbours are readable.
 	for _, lsn := range []wal.LSN{2*segSize - 100, 4 * segSize} {
-		n, err := rd.ReadAt(buf, tli, lsn)
+		n, err := rd.ReadAt(context.Background(), buf, tli, lsn)
 		if err != nil || n != 100 || !bytes.Equal(buf, walBytes(lsn, 100)) {
 			t.Fatalf("ReadAt(%s) = %d, %v", lsn, n, err)
 		}
@@ -290,7 +290,7 @@ func TestReadCorruptArchivedSegment(t *testing.T) {
 	}
 	rd, _ := tr.reader(tr.ar)
 	defer rd.Close()
-	_, err := rd.ReadAt(make([]byte, 10), tli, segSize)
+	_, err := rd.ReadAt(context.Background(), make([]byte, 10), tli, segSize)
 	if !errors.Is(err, archive.ErrCorrupt) || errors.Is(err, walreader.ErrUnavailable) {
 		t.Fatalf("ReadAt of a corrupt archived segment: %v; want ErrCorrupt", err)
 	}
@@ -341,7 +341,7 @@ func TestCloseStopsPrefetch(t *testing.T) {
 	rec := newRec(tr.ar)
 	rec.hold[2] = make(chan struct{}) // never released
 	rd, _ := tr.reader(rec)
-	if _, err := rd.ReadAt(make([]byte, 10), tli, segSize); err != nil {
+	if _, err := rd.ReadAt(context.Background(), make([]byte, 10), tli, segSize); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the prefetch of segment 2 to start", func() bool { return rec.count(2) == 1 })

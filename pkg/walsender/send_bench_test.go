@@ -1,6 +1,7 @@
 package walsender
 
 import (
+	"context"
 	"net"
 	"path/filepath"
 	"testing"
@@ -76,7 +77,7 @@ func BenchmarkSendXLogData(b *testing.B) {
 		if snd.sent >= end {
 			snd.sent = start
 		}
-		if err := snd.send(now, end); err != nil {
+		if err := snd.send(context.Background(), now, end); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -96,14 +97,14 @@ func TestSendAllocatesNothing(t *testing.T) {
 	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
 	now := time.Now()
 	// Warm up (opens the segment file once).
-	if err := snd.send(now, end); err != nil {
+	if err := snd.send(context.Background(), now, end); err != nil {
 		t.Fatal(err)
 	}
 	if snd.sent%wal.BlockSize != 0 {
 		t.Fatalf("first message from a mid-page start ended at %s, not a page boundary", snd.sent)
 	}
 	allocs := testing.AllocsPerRun(5, func() {
-		if err := snd.send(now, end); err != nil {
+		if err := snd.send(context.Background(), now, end); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -286,7 +286,7 @@ func (s *sender) run(ctx context.Context) error {
 			end = s.switchpoint
 		}
 		if s.sent < end {
-			if err := s.send(now, end); err != nil {
+			if err := s.send(ctx, now, end); err != nil {
 				return err
 			}
 			continue
@@ -365,7 +365,7 @@ func (s *sender) writeDeadline(now time.Time) {
 }
 
 // send writes one XLogData message with WAL from s.sent towards end.
-func (s *sender) send(now time.Time, end wal.LSN) error {
+func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	n := uint64(end - s.sent)
 	if n > MaxSendSize {
 		// Cut at a page boundary, as PostgreSQL does.
@@ -377,8 +377,11 @@ func (s *sender) send(now time.Time, end wal.LSN) error {
 	// file, as PostgreSQL does.
 	tli := wal.FileTLI(s.hist, wal.SegmentNo(s.sent, s.segSize), s.segSize)
 	buf := s.c.frame[:frameHeader+n]
-	got, err := s.rd.ReadAt(buf[frameHeader:], tli, s.sent)
+	got, err := s.rd.ReadAt(ctx, buf[frameHeader:], tli, s.sent)
 	if err != nil {
+		if ctx.Err() != nil {
+			return s.shutdown() // a read from the archive interrupted by shutdown
+		}
 		if errors.Is(err, walreader.ErrUnavailable) {
 			return err
 		}
