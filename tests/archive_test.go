@@ -583,3 +583,71 @@ func TestArchiveS3Outage(t *testing.T) {
 	backup.WaitForQuery(t, fmt.Sprintf("SELECT count(*) FROM o WHERE id IN (%s)", strings.Join(ids, ",")), fmt.Sprint(len(ids)), 120*time.Second)
 	t.Logf("archive holds %d segments exactly once, byte-identical; all %d acknowledged commits read back through the safekeeper", len(names), len(ids))
 }
+
+// Following a promoted standby that was behind: the safekeeper had
+// archived and removed the WAL past the standby's end, so the new
+// timeline forks before its local start. The first segment of the new
+// timeline is built from the archive, and WAL of both timelines stays
+// readable through the safekeeper and byte-identical.
+func TestArchivePromotedStandbyBehind(t *testing.T) {
+	const seg = 1 << 20
+	ae := fileArchive(t)
+	primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	sk := StartSK(t, primary.ConnString(), "--archive", ae.url, "--wal-keep-size", "0")
+	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
+	standby := pgtest.StartStandby(t, primary, primary.ConnString(), pgtest.Options{})
+	generateSegments(t, primary, 1)
+	end0 := flushLSNOfPrimary(t, primary)
+	standby.WaitForQuery(t, fmt.Sprintf("SELECT pg_last_wal_replay_lsn() >= '%s'", end0), "t", 60*time.Second)
+	standby.Stop(t, "fast")
+	generateSegments(t, primary, 3) // the standby misses these
+	waitArchived(t, sk, primary, seg)
+	primary.Stop(t, "fast")
+	standby.Start(t)
+	standby.Promote(t)
+	standby.WaitForQuery(t, "SELECT pg_is_in_recovery()", "f", 60*time.Second)
+	history, err := os.ReadFile(filepath.Join(standby.WalDir(), "00000002.history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := wal.ParseLSN(strings.Fields(string(history))[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sk.archStatus(t)
+	if ls := st.lsn(t, st.LocalStart); sp >= ls {
+		t.Fatalf("switch point %s is not before the local start %s: the scenario did not happen", sp, ls)
+	}
+	sk.Stop()
+	sk.Upstream = standby.ConnString()
+	sk.Start()
+	generateSegments(t, standby, 2)
+	target := waitArchived(t, sk, standby, seg)
+	st = sk.archStatus(t)
+	if st.Archive.Conflict != "" {
+		t.Fatalf("archive conflict after the switch: %s", st.Archive.Conflict)
+	}
+	// The new timeline's segments, from the one holding the switch point,
+	// fetch byte-identical to the promoted server's.
+	var tli2 []string
+	for segno := wal.SegmentNo(sp, seg); segno < wal.SegmentNo(target, seg); segno++ {
+		tli2 = append(tli2, wal.SegmentFileName(2, segno, seg))
+	}
+	fetchAndCompare(t, ae, st, standby.WalDir(), append(tli2, "00000002.history"))
+	// And streaming across the switch from before the fork works.
+	dir := t.TempDir()
+	first := wal.SegmentFileName(1, wal.SegmentNo(sp, seg)-1, seg)
+	os.WriteFile(filepath.Join(dir, first+".partial"), nil, 0o600)
+	out, err := runReceivewal(t, primary.Bins, sk.PGPort, dir, "--endpos", target.String(), "--verbose")
+	if err != nil || !strings.Contains(out, "switched to timeline 2") {
+		t.Fatalf("pg_receivewal across the switch: %v\n%s", err, out)
+	}
+	var got []string
+	for _, name := range completeSegments(t, dir) {
+		if strings.HasPrefix(name, "00000002") {
+			got = append(got, name)
+		}
+	}
+	compareWithPrimary(t, standby, dir, got)
+	t.Logf("switch point %s was before the local start; TLI 2 segments %v byte-identical", sp, got)
+}

@@ -84,6 +84,10 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 			return nil, err
 		}
 		s.off = offload.New(a.Offload, tl, s.ar, log.Named("offload"), m.UploadSeconds)
+		ar := s.ar
+		tl.SetArchive(func(ctx context.Context, tli uint32, segno, segSize, systemID uint64) ([]byte, error) {
+			return ar.GetSegment(ctx, tli, segno, archive.Identity{SystemID: systemID, SegSize: segSize})
+		})
 	}
 	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes, Interval: cfg.RetentionInterval},
 		tl, s.slots, s.consumers, log.Named("retention"))

@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -53,7 +54,19 @@ type Timeline struct {
 	w     atomic.Pointer[walstore.Writer] // nil until first contact
 	flush atomic.Uint64                   // durable end of WAL; what may be served and acknowledged
 	tli   atomic.Uint32                   // current PostgreSQL timeline
+
+	archived SegmentSource // nil without an archive
 }
+
+// SegmentSource returns a whole, verified archived segment of PostgreSQL
+// timeline tli of the cluster systemID (the archive, when one is
+// configured). It must not call back into the timeline.
+type SegmentSource func(ctx context.Context, tli uint32, segno, segSize, systemID uint64) ([]byte, error)
+
+// SetArchive makes archived segments available to a timeline switch whose
+// switch point lies before the local start (a promoted standby that was
+// behind, after local removal). Call it before the timeline is used.
+func (t *Timeline) SetArchive(src SegmentSource) { t.archived = src }
 
 // Open loads (or creates) the timeline stored in dir. For a timeline that
 // has WAL, the true end of valid WAL is recovered before Open returns.
@@ -442,7 +455,7 @@ func (t *Timeline) Close() error {
 // Crash safety: the new timeline's first segment is written, then the
 // control file naming the new timeline (the commit point), and only then
 // are old files moved; walstore.Open completes an interrupted move.
-func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
+func (t *Timeline) SwitchTimeline(ctx context.Context, newTLI uint32, switchpoint wal.LSN) error {
 	t.ctlMu.Lock()
 	defer t.ctlMu.Unlock()
 	t.mu.Lock()
@@ -461,16 +474,31 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 	if switchpoint > flush {
 		return fmt.Errorf("switch point %s is ahead of the end of WAL %s", switchpoint, flush)
 	}
-	if switchpoint < t.ctl.StartLSN {
-		return fmt.Errorf("switch point %s is before the first WAL held (%s)", switchpoint, t.ctl.StartLSN)
-	}
 	oldTLI, segSize := t.ctl.TLI, t.ctl.WalSegSize
-	if err := t.dir.StartTimeline(oldTLI, newTLI, switchpoint, segSize); err != nil {
+	segno := wal.SegmentNo(switchpoint, segSize)
+	headTLI := wal.FileTLI(t.historyLocked(), segno, segSize)
+	var head []byte
+	local := switchpoint >= t.ctl.StartLSN
+	if local {
+		head, err = t.dir.SwitchHead(headTLI, switchpoint, segSize)
+	} else {
+		// The new timeline forks before what is held locally (the
+		// promoted server was behind and the rest was archived and
+		// removed): its first segment starts with archived bytes.
+		head, err = t.archivedHead(ctx, headTLI, switchpoint)
+	}
+	if err != nil {
+		return err
+	}
+	if err := t.dir.StartTimeline(newTLI, switchpoint, segSize, head); err != nil {
 		return err
 	}
 	ctl := t.ctl
 	ctl.TLI = newTLI
 	ctl.FlushLSN = switchpoint
+	if !local {
+		ctl.StartLSN = wal.SegmentStart(switchpoint, segSize)
+	}
 	if start := wal.SegmentStart(switchpoint, segSize); ctl.BackupLSN > start {
 		// The archived old-timeline segment holding the switch point stays
 		// in the archive; the new timeline's file of that segment is not
@@ -503,4 +531,23 @@ func (t *Timeline) SwitchTimeline(newTLI uint32, switchpoint wal.LSN) error {
 		zap.Stringer("switch_point", switchpoint), zap.Stringer("previous_end", flush),
 		zap.Strings("set_aside", moved))
 	return nil
+}
+
+// archivedHead reads from the archive the bytes before switchpoint of the
+// segment of timeline tli that holds it.
+func (t *Timeline) archivedHead(ctx context.Context, tli uint32, switchpoint wal.LSN) ([]byte, error) {
+	segSize := t.ctl.WalSegSize
+	off := wal.SegmentOffset(switchpoint, segSize)
+	if off == 0 {
+		return nil, nil
+	}
+	if t.archived == nil {
+		return nil, fmt.Errorf("switch point %s is before the first WAL held locally (%s) and no archive is configured", switchpoint, t.ctl.StartLSN)
+	}
+	seg, err := t.archived(ctx, tli, wal.SegmentNo(switchpoint, segSize), segSize, t.ctl.SystemID)
+	if err != nil {
+		return nil, fmt.Errorf("switch point %s is before the first WAL held locally (%s); reading its segment from the archive: %w",
+			switchpoint, t.ctl.StartLSN, err)
+	}
+	return seg[:off], nil
 }

@@ -1,7 +1,12 @@
 package timeline
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 const testSeg = 1 << 20
@@ -126,5 +132,77 @@ func TestBackupAndLocalStart(t *testing.T) {
 	files, _ := dir.ListSegments(testSeg)
 	if len(files) != 1 || files[0].SegNo != 4 {
 		t.Fatalf("files left: %+v", files)
+	}
+}
+
+// A promoted server that was behind forks before the local start (the
+// rest was archived and removed): the new timeline's first segment starts
+// with the archived bytes, and the local start moves back to it. Without
+// an archive the switch is refused with a reason.
+func TestSwitchBeforeLocalStart(t *testing.T) {
+	tl := openTest(t)
+	defer tl.Close()
+	chunk := make([]byte, 64<<10)
+	for i := range chunk {
+		chunk[i] = byte(i % 251)
+	}
+	pos := wal.LSN(testSeg)
+	for pos < 5*testSeg+100 {
+		if err := tl.Append(pos, chunk); err != nil {
+			t.Fatal(err)
+		}
+		pos += wal.LSN(len(chunk))
+	}
+	if _, err := tl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tl.SetBackupLSN(5*testSeg, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tl.RemoveBefore(5 * testSeg); err != nil {
+		t.Fatal(err)
+	}
+	sp := wal.LSN(2*testSeg + 1000)
+	if err := tl.SaveHistory(2, []byte(fmt.Sprintf("1\t%s\tno recovery target specified\n", sp))); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := tl.SwitchTimeline(ctx, 2, sp); err == nil || !strings.Contains(err.Error(), "no archive") {
+		t.Fatalf("switch before the local start without an archive: %v", err)
+	}
+	archived := make([]byte, testSeg)
+	for i := range archived {
+		archived[i] = byte(i % 13)
+	}
+	var asked []uint64
+	tl.SetArchive(func(_ context.Context, tli uint32, segno, segSize, sysID uint64) ([]byte, error) {
+		if tli != 1 || segSize != testSeg || sysID != 42 {
+			return nil, fmt.Errorf("unexpected request tli %d seg size %d system %d", tli, segSize, sysID)
+		}
+		asked = append(asked, segno)
+		return archived, nil
+	})
+	if err := tl.SwitchTimeline(ctx, 2, sp); err != nil {
+		t.Fatal(err)
+	}
+	if len(asked) != 1 || asked[0] != 2 {
+		t.Fatalf("archive asked for %v, want segment 2", asked)
+	}
+	if tl.CurrentTLI() != 2 || tl.FlushLSN() != sp || tl.LocalStartLSN() != 2*testSeg || tl.BackupLSN() != 2*testSeg {
+		t.Fatalf("after the switch: tli %d flush %s local start %s backup %s", tl.CurrentTLI(), tl.FlushLSN(), tl.LocalStartLSN(), tl.BackupLSN())
+	}
+	got, err := os.ReadFile(tl.Dir().File(wal.SegmentFileName(2, 2, testSeg) + walstore.PartialSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, archived[:1000]) {
+		t.Fatalf("the new timeline's first segment holds %d bytes, not the archived head", len(got))
+	}
+	// Ingest continues on the new timeline.
+	if err := tl.Append(sp, chunk[:500]); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := tl.Flush(); err != nil || d != sp+500 {
+		t.Fatalf("Flush on the new timeline = %s, %v", d, err)
 	}
 }

@@ -337,7 +337,7 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 		if _, err := r.tl.Flush(); err != nil {
 			return streamed, err
 		}
-		if err := r.tl.SwitchTimeline(end.next, end.startpos); err != nil {
+		if err := r.tl.SwitchTimeline(ctx, end.next, end.startpos); err != nil {
 			return streamed, err
 		}
 		start, tli = end.startpos, end.next
@@ -424,7 +424,7 @@ func (r *Receiver) followTimelines(ctx context.Context, conn *pgconn.PgConn, ups
 			r.log.Warn("WAL past the upstream's switch point is set aside",
 				zap.Uint32("tli", cur), zap.Stringer("switch_point", sp), zap.Stringer("end_of_wal", flush))
 		}
-		if err := r.tl.SwitchTimeline(next, sp); err != nil {
+		if err := r.tl.SwitchTimeline(ctx, next, sp); err != nil {
 			return err
 		}
 	}

@@ -154,27 +154,37 @@ func (d Dir) HistoryEntries(tli uint32) []wal.HistoryEntry {
 	return []wal.HistoryEntry{{TLI: tli, Begin: 0, End: wal.LSN(math.MaxUint64)}}
 }
 
+// SwitchHead returns the bytes of segment file tli that precede
+// switchpoint in its segment: what the new timeline's first segment starts
+// with. It is empty when the switch point is a segment boundary.
+func (d Dir) SwitchHead(tli uint32, switchpoint wal.LSN, segSize uint64) ([]byte, error) {
+	off := wal.SegmentOffset(switchpoint, segSize)
+	if off == 0 {
+		return nil, nil
+	}
+	f, err := d.OpenSegment(tli, wal.SegmentNo(switchpoint, segSize), segSize)
+	if err != nil {
+		return nil, fmt.Errorf("read segment holding the switch point: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, off)
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, int64(off)), head); err != nil {
+		return nil, fmt.Errorf("read segment holding the switch point: %w", err)
+	}
+	return head, nil
+}
+
 // StartTimeline writes the first segment of timeline newTLI, which begins
 // at switchpoint: as PostgreSQL does, the segment starts with the old
-// timeline's bytes before the switch point. It is written as a complete
-// ".partial" file (temp, fsync, rename, fsync dir).
-func (d Dir) StartTimeline(oldTLI, newTLI uint32, switchpoint wal.LSN, segSize uint64) error {
-	segno := wal.SegmentNo(switchpoint, segSize)
-	off := wal.SegmentOffset(switchpoint, segSize)
-	var head []byte
-	if off > 0 {
-		f, err := d.OpenSegment(oldTLI, segno, segSize)
-		if err != nil {
-			return fmt.Errorf("read segment holding the switch point: %w", err)
-		}
-		head = make([]byte, off)
-		_, err = io.ReadFull(io.NewSectionReader(f, 0, int64(off)), head)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("read segment holding the switch point: %w", err)
-		}
+// timeline's bytes before the switch point (head, from SwitchHead or the
+// archive). It is written as a ".partial" file (temp, fsync, rename, fsync
+// dir).
+func (d Dir) StartTimeline(newTLI uint32, switchpoint wal.LSN, segSize uint64, head []byte) error {
+	if uint64(len(head)) != wal.SegmentOffset(switchpoint, segSize) {
+		return fmt.Errorf("first segment of timeline %d: %d bytes before the switch point %s, want %d",
+			newTLI, len(head), switchpoint, wal.SegmentOffset(switchpoint, segSize))
 	}
-	name := d.File(wal.SegmentFileName(newTLI, segno, segSize) + PartialSuffix)
+	name := d.File(wal.SegmentFileName(newTLI, wal.SegmentNo(switchpoint, segSize), segSize) + PartialSuffix)
 	return WriteFileAtomic(name, head, 0o600)
 }
 
