@@ -3,7 +3,11 @@
 // uploaded exactly once to the archive (pkg/archive), with bounded
 // parallelism. The archived position, backup_lsn, advances only over a
 // contiguous prefix of uploaded segments, is persisted in the control file
-// before retention may act on it, and never moves backwards.
+// before retention may act on it, and never moves backwards, with two
+// exceptions the timeline makes: a timeline switch whose switch point lies
+// below it re-bases it to the segment holding the switch point (that
+// segment of the new timeline is not archived yet), and pointing the
+// timeline at another archive restarts it at the local start.
 //
 // An Offloader is a per-timeline service: Run uploads until its context
 // ends, so whoever decides that this node offloads (today: always; with a

@@ -69,6 +69,9 @@ type Retainer struct {
 
 	removedTotal atomic.Uint64
 
+	counted   [2]wal.LSN // (local start, segment of flush) at the last count
+	countedAt time.Time
+
 	mu            sync.Mutex
 	horizon       wal.LSN
 	heldBy        string
@@ -161,15 +164,27 @@ func (r *Retainer) pass() {
 			zap.String("first", removed[0]), zap.String("last", removed[len(removed)-1]),
 			zap.Stringer("local_start_lsn", r.tl.LocalStartLSN()), zap.String("held_by", by))
 	}
+	// Count the local files only when the set can have changed (a removal
+	// or a new segment), or every 10 s for the size of the partial one.
+	ctl := r.tl.Control()
+	now := [2]wal.LSN{ctl.StartLSN, wal.SegmentStart(ctl.FlushLSN, ctl.WalSegSize)}
+	count := now != r.counted || time.Since(r.countedAt) >= 10*time.Second
 	var bytes int64
-	files, lerr := r.tl.Dir().ListSegments(r.tl.Control().WalSegSize)
-	for _, f := range files {
-		bytes += f.Size
+	var files []walstore.SegmentFile
+	var lerr error
+	if count {
+		files, lerr = r.tl.Dir().ListSegments(ctl.WalSegSize)
+		for _, f := range files {
+			bytes += f.Size
+		}
+		if lerr == nil {
+			r.counted, r.countedAt = now, time.Now()
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.horizon, r.heldBy = h, by
-	if lerr == nil {
+	if count && lerr == nil {
 		r.localBytes, r.localSegments = bytes, len(files)
 	}
 	if err != nil {

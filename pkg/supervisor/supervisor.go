@@ -83,6 +83,13 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 			tl.Close()
 			return nil, err
 		}
+		if prev, err := tl.BindArchive(a.Store.String()); err != nil {
+			tl.Close()
+			return nil, err
+		} else if prev != "" {
+			log.Warn("the archive changed: archiving starts again from the local start; WAL below it is not in the new archive",
+				zap.String("previous", prev), zap.String("archive", a.Store.String()), zap.Stringer("local_start_lsn", tl.LocalStartLSN()))
+		}
 		s.off = offload.New(a.Offload, tl, s.ar, log.Named("offload"), m.UploadSeconds)
 		ar := s.ar
 		tl.SetArchive(func(ctx context.Context, tli uint32, segno, segSize, systemID uint64) ([]byte, error) {

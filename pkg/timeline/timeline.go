@@ -63,6 +63,28 @@ type Timeline struct {
 // configured). It must not call back into the timeline.
 type SegmentSource func(ctx context.Context, tli uint32, segno, segSize, systemID uint64) ([]byte, error)
 
+// BindArchive records which archive backup_lsn refers to. A timeline
+// whose backup_lsn was reached in another archive (or with none) starts
+// over from its local start: what lies below it cannot be uploaded from
+// here, and retention must not trust a position the new archive does not
+// hold. It returns the previous archive when it differed.
+func (t *Timeline) BindArchive(name string) (previous string, err error) {
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
+	err = t.updateControl(func(c *walstore.Control) bool {
+		if c.Archive == name {
+			return false
+		}
+		previous = c.Archive
+		c.Archive = name
+		if c.Initialized() {
+			c.BackupLSN = c.StartLSN
+		}
+		return true
+	})
+	return previous, err
+}
+
 // SetArchive makes archived segments available to a timeline switch whose
 // switch point lies before the local start (a promoted standby that was
 // behind, after local removal). Call it before the timeline is used.

@@ -206,3 +206,37 @@ func TestSwitchBeforeLocalStart(t *testing.T) {
 		t.Fatalf("Flush on the new timeline = %s, %v", d, err)
 	}
 }
+
+// backup_lsn belongs to one archive: pointed at another, archiving starts
+// again from the local start.
+func TestBindArchive(t *testing.T) {
+	tl := openTest(t)
+	defer tl.Close()
+	chunk := make([]byte, 64<<10)
+	pos := wal.LSN(testSeg)
+	for pos < 4*testSeg {
+		if err := tl.Append(pos, chunk); err != nil {
+			t.Fatal(err)
+		}
+		pos += wal.LSN(len(chunk))
+	}
+	if _, err := tl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if prev, err := tl.BindArchive("file:///a"); err != nil || prev != "" {
+		t.Fatalf("first bind: %q %v", prev, err)
+	}
+	if err := tl.SetBackupLSN(3*testSeg, 1); err != nil {
+		t.Fatal(err)
+	}
+	if prev, err := tl.BindArchive("file:///a"); err != nil || prev != "" || tl.BackupLSN() != 3*testSeg {
+		t.Fatalf("same archive: %q %v, backup %s", prev, err, tl.BackupLSN())
+	}
+	if prev, err := tl.BindArchive("s3://b/p"); err != nil || prev != "file:///a" || tl.BackupLSN() != tl.LocalStartLSN() {
+		t.Fatalf("other archive: %q %v, backup %s local start %s", prev, err, tl.BackupLSN(), tl.LocalStartLSN())
+	}
+	ctl, _ := tl.Dir().ReadControl()
+	if ctl.Archive != "s3://b/p" || ctl.BackupLSN != ctl.StartLSN {
+		t.Fatalf("control file: archive %q backup %s", ctl.Archive, ctl.BackupLSN)
+	}
+}

@@ -1,11 +1,14 @@
-// Package walreader reads WAL byte ranges for senders. It is designed as a
-// tiered reader: an in-memory window of recent WAL, the local segment files,
-// and the S3 archive, consulted in that order, each tier answering
-// ErrNotInTier when it does not hold the requested range. This version
-// implements the local-segment tier; the other tiers plug in behind the
-// same Tier interface.
+// Package walreader reads WAL byte ranges for senders through tiers
+// consulted in order, each answering ErrNotInTier when it does not hold
+// the range: the local segment files (LocalTier), then the archive
+// (ArchiveTier: whole segments, checksum-verified, the next one
+// prefetched). A memory tier of recent WAL plugs in the same way. When no
+// tier holds the WAL, the read fails with an error wrapping ErrUnavailable
+// and PostgreSQL's 58P01 "requested WAL segment %s has already been
+// removed", which the walsender turns into the consumer's error.
 //
-// A Reader belongs to one consumer and is not safe for concurrent use. It
-// keeps the current segment file open, so streaming costs one pread per
-// message and no allocation.
+// A Reader belongs to one consumer and is not safe for concurrent use. The
+// local tier keeps the current segment file open, so streaming costs one
+// pread per message and no allocation; when another tier takes over, the
+// archive tier drops the segments it holds.
 package walreader

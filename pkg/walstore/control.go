@@ -39,6 +39,10 @@ type Control struct {
 	// the timeline's history (a segment boundary). It only moves forward,
 	// except at a timeline switch whose switch point lies below it.
 	BackupLSN wal.LSN `json:"backup_lsn,omitempty"`
+	// Archive names the archive BackupLSN refers to (its URL without
+	// credentials). Pointed at another archive, the timeline starts
+	// archiving again from what it holds locally.
+	Archive string `json:"archive,omitempty"`
 	// FlushLSN is the last durable end of WAL recorded here. The segment
 	// files may hold more durable WAL than this (the control file is not
 	// rewritten on every fsync); Recover finds the true end.

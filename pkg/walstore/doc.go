@@ -11,5 +11,11 @@
 //   - the control file is replaced atomically: temp file, fsync, rename,
 //     fsync directory; it carries a magic, a version and a CRC-32C;
 //   - on open, Recover finds the true end of valid WAL by scanning page
-//     headers and record CRCs of the last segment and truncates the rest.
+//     headers and record CRCs of the last segment and truncates the rest;
+//   - old segments are removed only after the control file records the new
+//     first position (StartLSN); Open removes files a crash left below it,
+//     so the directory never has a hole the control file claims is filled.
+//
+// Dir is the one place that knows the layout of a timeline directory;
+// Open runs the whole open sequence.
 package walstore
