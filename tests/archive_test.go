@@ -375,10 +375,17 @@ func fetchAndCompare(t testing.TB, ae archiveEnv, st archStatus, dir string, nam
 // (wal-fetch) byte-identical to the servers' own files; pg_receivewal from
 // the first segment reads both timelines back from the archive.
 func TestArchiveTimelineSwitch(t *testing.T) {
+	t.Run("file", func(t *testing.T) { runArchiveTimelineSwitch(t, fileArchive(t)) })
+	t.Run("s3", func(t *testing.T) {
+		ae, _ := s3Archive(t)
+		runArchiveTimelineSwitch(t, ae)
+	})
+}
+
+func runArchiveTimelineSwitch(t *testing.T, ae archiveEnv) {
 	const seg = 1 << 20
-	ae := fileArchive(t)
 	primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
-	sk := StartSK(t, primary.ConnString(), "--archive", ae.url, "--wal-keep-size", "0")
+	sk := StartSKEnv(t, primary.ConnString(), ae.env, append([]string{"--archive", ae.url, "--wal-keep-size", "0"}, ae.extra...)...)
 	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
 	st := sk.archStatus(t)
 	first := st.lsn(t, st.LocalStart)
