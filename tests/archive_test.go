@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -494,48 +493,13 @@ func TestArchiveS3Outage(t *testing.T) {
 	primary.Exec(t, "ALTER TABLE o ALTER COLUMN pad SET STORAGE PLAIN")
 	backup := pgtest.BaseBackup(t, primary, "before")
 
-	var (
-		mu        sync.Mutex
-		committed []int
-		slowest   time.Duration
-		stop      = make(chan struct{})
-		wg        sync.WaitGroup
-	)
-	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := w; ; i += 2 {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				t0 := time.Now()
-				err := execOn(ctx, primary, fmt.Sprintf("INSERT INTO o SELECT %d, string_agg(md5(random()::text), '') FROM generate_series(1, 100)", i))
-				d := time.Since(t0)
-				cancel()
-				if err != nil {
-					t.Errorf("synchronous commit %d: %v", i, err)
-					return
-				}
-				mu.Lock()
-				committed = append(committed, i)
-				if d > slowest {
-					slowest = d
-				}
-				mu.Unlock()
-			}
-		}(w)
-	}
+	load := startCommitters(t, primary, 2, "INSERT INTO o SELECT %d, string_agg(md5(random()::text), '') FROM generate_series(1, 100)", 30*time.Second, true)
 	pgtest.WaitFor(t, 60*time.Second, "a few segments archived under load", func() bool {
 		st := sk.archStatus(t)
 		return st.lsn(t, st.BackupLSN) >= first+3*seg
 	})
-	mu.Lock()
-	before := len(committed)
-	mu.Unlock()
+	ackedBefore, _ := load.Acked()
+	before := len(ackedBefore)
 
 	srv.Stop()
 	outageEnd := time.Now().Add(outage)
@@ -547,10 +511,8 @@ func TestArchiveS3Outage(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond) // sampling the lag during a fixed-length outage, not synchronisation
 	}
-	mu.Lock()
-	during := len(committed) - before
-	slowDuring := slowest
-	mu.Unlock()
+	ackedDuring, slowDuring := load.Acked()
+	during := len(ackedDuring) - before
 	st := sk.archStatus(t)
 	if st.Archive.UploadErrors == 0 || st.Archive.LastError == "" {
 		t.Fatalf("no upload error reported during the outage: %+v", st.Archive)
@@ -562,8 +524,7 @@ func TestArchiveS3Outage(t *testing.T) {
 	pgtest.WaitFor(t, 90*time.Second, "the archive lag to drain to zero", func() bool {
 		return sk.archStatus(t).Archive.LagBytes == 0
 	})
-	close(stop)
-	wg.Wait()
+	load.Stop()
 	if during < 50 {
 		t.Fatalf("only %d synchronous commits went through during the outage", during)
 	}
@@ -580,12 +541,11 @@ func TestArchiveS3Outage(t *testing.T) {
 	// Nothing lost: a standby made from the base backup taken before the
 	// load reads everything back through the safekeeper (archive, then
 	// local files) and holds every acknowledged id.
-	mu.Lock()
-	ids := make([]string, len(committed))
-	for i, id := range committed {
+	acked, _ := load.Acked()
+	ids := make([]string, len(acked))
+	for i, id := range acked {
 		ids[i] = fmt.Sprint(id)
 	}
-	mu.Unlock()
 	backup.StartAsStandby(t, skConninfo(sk), pgtest.Options{})
 	backup.WaitForQuery(t, fmt.Sprintf("SELECT count(*) FROM o WHERE id IN (%s)", strings.Join(ids, ",")), fmt.Sprint(len(ids)), 120*time.Second)
 	t.Logf("archive holds %d segments exactly once, byte-identical; all %d acknowledged commits read back through the safekeeper", len(names), len(ids))

@@ -1,11 +1,9 @@
 package tests
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,34 +32,7 @@ func TestZeroLossPITR(t *testing.T) {
 	backup := pgtest.BaseBackup(t, primary, "restored")
 	start := sk.archStatus(t).lsn(t, sk.archStatus(t).BackupLSN)
 
-	var (
-		mu    sync.Mutex
-		acked []string
-		wg    sync.WaitGroup
-		stop  = make(chan struct{})
-	)
-	for w := 0; w < 3; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := w; ; i += 3 {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				err := execOn(ctx, primary, fmt.Sprintf("INSERT INTO acked SELECT %d, string_agg(md5(random()::text), '') FROM generate_series(1, 60)", i))
-				cancel()
-				if err != nil {
-					return // the primary is gone: this one was not acknowledged
-				}
-				mu.Lock()
-				acked = append(acked, fmt.Sprint(i))
-				mu.Unlock()
-			}
-		}(w)
-	}
+	load := startCommitters(t, primary, 3, "INSERT INTO acked SELECT %d, string_agg(md5(random()::text), '') FROM generate_series(1, 60)", 20*time.Second, false)
 	// Long enough for several segments to be archived and removed locally,
 	// then a crash in the middle of a segment.
 	pgtest.WaitFor(t, 120*time.Second, "3 segments archived under load", func() bool {
@@ -69,14 +40,15 @@ func TestZeroLossPITR(t *testing.T) {
 		return st.lsn(t, st.BackupLSN) >= start+3*seg
 	})
 	primary.Kill9(t)
-	close(stop)
-	wg.Wait()
+	load.Stop()
 	if err := os.RemoveAll(primary.DataDir); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	ids := append([]string(nil), acked...)
-	mu.Unlock()
+	acked, _ := load.Acked()
+	ids := make([]string, len(acked))
+	for i, id := range acked {
+		ids[i] = fmt.Sprint(id)
+	}
 	st := sk.archStatus(t)
 	t.Logf("%d acknowledged commits; primary killed; safekeeper flush %s, archived up to %s", len(ids), st.FlushLSN, st.BackupLSN)
 

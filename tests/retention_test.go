@@ -1,7 +1,9 @@
 package tests
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,36 +29,102 @@ func localFiles(t testing.TB, sk *SK, st archStatus) []walstore.SegmentFile {
 	return files
 }
 
-// checkLocalConsistent requires the timeline directory to be what the
-// control file says: segments contiguous from the local start to the
-// segment holding the end of WAL, nothing below the start, and every
-// complete one byte-identical to the primary's.
-func checkLocalConsistent(t testing.TB, sk *SK, primary *pgtest.Cluster) {
+// localState checks the timeline directory against the status: segments
+// contiguous from the local start to (at least) the segment holding the
+// end of WAL, and complete ones not renamed late. It returns "" when they
+// agree, else what is wrong, and the complete segments.
+func localState(t testing.TB, sk *SK) (string, []string) {
 	t.Helper()
 	st := sk.archStatus(t)
 	start, flush := st.lsn(t, st.LocalStart), st.lsn(t, st.FlushLSN)
 	seg := st.WalSegSize
 	files := localFiles(t, sk, st)
 	want := wal.SegmentNo(start, seg)
+	var complete []string
 	for _, f := range files {
 		if f.SegNo != want {
-			t.Fatalf("local segments %v: expected segment %d next (local start %s, flush %s)", names(files), want, start, flush)
+			return fmt.Sprintf("local segments %v: expected segment %d next (local start %s, flush %s)", names(files), want, start, flush), nil
+		}
+		if wal.LSN((f.SegNo+1)*seg) <= flush && f.Partial {
+			return fmt.Sprintf("segment %s is complete (flush %s) but still .partial", f.Name, flush), nil
+		}
+		if !f.Partial {
+			complete = append(complete, f.Name)
 		}
 		want++
 	}
 	// The writer may already have opened the segment after the one
 	// holding the durable end.
 	if want <= wal.SegmentNo(flush, seg) {
-		t.Fatalf("local segments %v end before the segment holding flush %s", names(files), flush)
+		return fmt.Sprintf("local segments %v end before the segment holding flush %s", names(files), flush), nil
 	}
-	dir := filepath.Join(sk.DataDir, st.TenantID, st.TimelineID)
+	return "", complete
+}
+
+// checkLocalConsistent requires the timeline directory to be what the
+// status says (see localState) and every complete segment byte-identical
+// to the primary's. Retention runs meanwhile, so the status and the
+// listing are taken again until they are of the same moment.
+func checkLocalConsistent(t testing.TB, sk *SK, primary *pgtest.Cluster) {
+	t.Helper()
+	var problem string
 	var complete []string
-	for _, f := range files {
-		if !f.Partial {
-			complete = append(complete, f.Name)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if problem, complete = localState(t, sk); problem == "" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+	}
+	if problem != "" {
+		t.Fatal(problem)
+	}
+	st := sk.archStatus(t)
+	dir := filepath.Join(sk.DataDir, st.TenantID, st.TimelineID)
+	for _, name := range complete {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed by retention since the listing
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(filepath.Join(primary.WalDir(), name))
+		if err != nil {
+			t.Fatalf("primary segment %s: %v", name, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("local segment %s differs from the primary's", name)
 		}
 	}
-	compareWithPrimary(t, primary, dir, complete)
+}
+
+// checkCrashState inspects the directory a kill -9 left, before anything
+// repairs it: every segment from the control file's local start to the
+// last file exists (files below the start may remain; the next start
+// removes them), so the control file never claims a hole.
+func checkCrashState(t testing.TB, sk *SK, tenant, timeline string, seg uint64) {
+	t.Helper()
+	d := walstore.Dir(filepath.Join(sk.DataDir, tenant, timeline))
+	ctl, err := d.ReadControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := d.ListSegments(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[uint64]bool{}
+	var last uint64
+	for _, f := range files {
+		have[f.SegNo] = true
+		last = max(last, f.SegNo)
+	}
+	for segno := wal.SegmentNo(ctl.StartLSN, seg); segno <= last; segno++ {
+		if !have[segno] {
+			t.Fatalf("after kill -9: segment %d missing although the control file's local start is %s (files %v)", segno, ctl.StartLSN, names(files))
+		}
+	}
 }
 
 // startLoad inserts rows on the primary in a loop until the returned
@@ -197,10 +265,12 @@ func TestRetentionKill9UnderLoad(t *testing.T) {
 			return sk.archStatus(t).Retention.Removed >= before+2
 		})
 		time.Sleep(time.Duration(137*round) * time.Millisecond) // vary the moment of the kill
+		st := sk.archStatus(t)
 		sk.Kill()
+		checkCrashState(t, sk, st.TenantID, st.TimelineID, seg)
 		sk.Start()
 		checkLocalConsistent(t, sk, primary)
-		st := sk.archStatus(t)
+		st = sk.archStatus(t)
 		if ls, b := st.lsn(t, st.LocalStart), st.lsn(t, st.BackupLSN); ls > b {
 			t.Fatalf("local start %s is past backup_lsn %s: WAL removed before it was archived", ls, b)
 		}

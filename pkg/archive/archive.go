@@ -283,7 +283,7 @@ func (a *Archive) Fetch(ctx context.Context, name string, id Identity) ([]byte, 
 		}
 		return content, verify(key, content, info, id, false)
 	}
-	if !isSegmentName(name) {
+	if !wal.IsSegmentName(name) {
 		return nil, fmt.Errorf("%w: %q is not a segment or history file name", ErrNotFound, name)
 	}
 	keys := []string{a.prefix + name + ZstdSuffix, a.prefix + name}
@@ -301,20 +301,6 @@ func (a *Archive) Fetch(ctx context.Context, name string, id Identity) ([]byte, 
 		return content, verify(key, content, info, id, true)
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
-}
-
-// isSegmentName reports whether name looks like a segment file name (24
-// upper-case hex digits), whatever the segment size.
-func isSegmentName(name string) bool {
-	if len(name) != 24 {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }
 
 // Entry is one object of a timeline's archive.

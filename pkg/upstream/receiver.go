@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgsafekeeper/safekeeper/pkg/feedback"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/replconn"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
@@ -114,12 +115,6 @@ func (r *Receiver) Run(ctx context.Context) error {
 	}
 }
 
-type identity struct {
-	sysID   uint64
-	tli     uint32
-	xlogpos wal.LSN
-}
-
 func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(r.cfg.ConnString)
 	if err != nil {
@@ -197,58 +192,6 @@ func withReplicationDB(cs string) string {
 	return "dbname=replication " + cs
 }
 
-func simpleQuery(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, error) {
-	res, err := conn.Exec(ctx, sql).ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", sql, err)
-	}
-	if len(res) != 1 {
-		return nil, fmt.Errorf("%s: got %d results", sql, len(res))
-	}
-	if res[0].Err != nil {
-		return nil, fmt.Errorf("%s: %w", sql, res[0].Err)
-	}
-	return res[0].Rows, nil
-}
-
-func identifySystem(ctx context.Context, conn *pgconn.PgConn) (identity, error) {
-	rows, err := simpleQuery(ctx, conn, "IDENTIFY_SYSTEM")
-	if err != nil {
-		return identity{}, err
-	}
-	if len(rows) != 1 || len(rows[0]) < 3 {
-		return identity{}, errors.New("IDENTIFY_SYSTEM: unexpected result shape")
-	}
-	var id identity
-	if id.sysID, err = strconv.ParseUint(string(rows[0][0]), 10, 64); err != nil {
-		return id, fmt.Errorf("IDENTIFY_SYSTEM systemid: %w", err)
-	}
-	tli, err := strconv.ParseUint(string(rows[0][1]), 10, 32)
-	if err != nil {
-		return id, fmt.Errorf("IDENTIFY_SYSTEM timeline: %w", err)
-	}
-	id.tli = uint32(tli)
-	if id.xlogpos, err = wal.ParseLSN(string(rows[0][2])); err != nil {
-		return id, fmt.Errorf("IDENTIFY_SYSTEM xlogpos: %w", err)
-	}
-	return id, nil
-}
-
-// parseSegmentSize parses SHOW wal_segment_size output such as "16MB".
-func parseSegmentSize(s string) (uint64, error) {
-	mult := map[string]uint64{"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
-	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-	if i <= 0 {
-		return 0, fmt.Errorf("cannot parse wal_segment_size %q", s)
-	}
-	n, err := strconv.ParseUint(s[:i], 10, 64)
-	m, ok := mult[s[i:]]
-	if err != nil || !ok {
-		return 0, fmt.Errorf("cannot parse wal_segment_size %q", s)
-	}
-	return n * m, nil
-}
-
 func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 	conn, err := r.connect(ctx)
 	if err != nil {
@@ -260,27 +203,20 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 		cancel()
 	}()
 
-	id, err := identifySystem(ctx, conn)
+	id, err := replconn.IdentifySystem(ctx, conn)
 	if err != nil {
 		return false, err
 	}
-	rows, err := simpleQuery(ctx, conn, "SHOW wal_segment_size")
-	if err != nil {
-		return false, err
-	}
-	if len(rows) != 1 || len(rows[0]) != 1 {
-		return false, errors.New("SHOW wal_segment_size: unexpected result shape")
-	}
-	segSize, err := parseSegmentSize(string(rows[0][0]))
+	segSize, err := replconn.SegmentSize(ctx, conn)
 	if err != nil {
 		return false, err
 	}
 	versionNum := 0
-	if rows, err := simpleQuery(ctx, conn, "SHOW server_version_num"); err == nil && len(rows) == 1 && len(rows[0]) == 1 {
+	if rows, err := replconn.SimpleQuery(ctx, conn, "SHOW server_version_num"); err == nil && len(rows) == 1 && len(rows[0]) == 1 {
 		versionNum, _ = strconv.Atoi(string(rows[0][0]))
 	}
 	info := timeline.UpstreamInfo{
-		SystemID: id.sysID, WalSegSize: segSize, TLI: id.tli,
+		SystemID: id.SystemID, WalSegSize: segSize, TLI: id.TLI,
 		ServerVersion: conn.ParameterStatus("server_version"), ServerVersionNum: versionNum,
 	}
 	if err := r.tl.CheckUpstream(info); err != nil {
@@ -288,7 +224,7 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 		return false, err
 	}
 	if !r.tl.Initialized() {
-		start := id.xlogpos
+		start := id.XLogPos
 		if r.cfg.StartLSN != 0 {
 			start = r.cfg.StartLSN
 		}
@@ -297,16 +233,16 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 		}
 		r.log.Info("first contact with upstream: timeline initialized",
 			zap.Uint64("system_id", info.SystemID), zap.Uint64("wal_seg_size", segSize),
-			zap.String("server_version", info.ServerVersion), zap.Uint32("tli", id.tli),
+			zap.String("server_version", info.ServerVersion), zap.Uint32("tli", id.TLI),
 			zap.Stringer("start_lsn", wal.SegmentStart(start, segSize)))
 	} else {
 		r.tl.UpdateServerVersion(info.ServerVersion, info.ServerVersionNum)
 	}
-	if err := r.followTimelines(ctx, conn, id.tli); err != nil {
+	if err := r.followTimelines(ctx, conn, id.TLI); err != nil {
 		return false, err
 	}
 	if r.cfg.Slot != "" {
-		_, err := simpleQuery(ctx, conn, fmt.Sprintf("CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", quoteIdent(r.cfg.Slot)))
+		_, err := replconn.SimpleQuery(ctx, conn, fmt.Sprintf("CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", quoteIdent(r.cfg.Slot)))
 		var pgErr *pgconn.PgError
 		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42710") {
 			return false, err
@@ -362,18 +298,14 @@ func (r *Receiver) fetchHistories(ctx context.Context, conn *pgconn.PgConn, tli 
 		if r.tl.HasHistory(t) {
 			continue
 		}
-		rows, err := simpleQuery(ctx, conn, fmt.Sprintf("TIMELINE_HISTORY %d", t))
+		content, err := replconn.TimelineHistory(ctx, conn, t)
 		if err != nil {
-			var pgErr *pgconn.PgError
-			if t < tli && errors.As(err, &pgErr) && pgErr.Code == "58P01" {
+			if t < tli && replconn.IsSQLState(err, "58P01") {
 				continue // not on the upstream's path
 			}
 			return err
 		}
-		if len(rows) != 1 || len(rows[0]) != 2 {
-			return errors.New("TIMELINE_HISTORY: unexpected result shape")
-		}
-		if err := r.tl.SaveHistory(t, rows[0][1]); err != nil {
+		if err := r.tl.SaveHistory(t, content); err != nil {
 			return err
 		}
 		r.log.Info("stored timeline history file", zap.Uint32("tli", t))

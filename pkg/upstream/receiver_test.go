@@ -23,16 +23,3 @@ func TestWithReplicationDB(t *testing.T) {
 		}
 	}
 }
-
-func TestParseSegmentSize(t *testing.T) {
-	for in, want := range map[string]uint64{"1MB": 1 << 20, "16MB": 16 << 20, "1GB": 1 << 30, "512kB": 512 << 10} {
-		if got, err := parseSegmentSize(in); err != nil || got != want {
-			t.Errorf("%s: %d %v", in, got, err)
-		}
-	}
-	for _, in := range []string{"", "MB", "16XB", "x16MB"} {
-		if _, err := parseSegmentSize(in); err == nil {
-			t.Errorf("%q: no error", in)
-		}
-	}
-}

@@ -157,18 +157,9 @@ func ParseSegmentFileName(name string, segSize uint64) (tli uint32, segno uint64
 	}
 	var parts [3]uint32
 	for p := range parts {
-		var v uint32
-		for _, c := range []byte(name[p*8 : p*8+8]) {
-			var d byte
-			switch {
-			case '0' <= c && c <= '9':
-				d = c - '0'
-			case 'A' <= c && c <= 'F':
-				d = c - 'A' + 10
-			default:
-				return 0, 0, false
-			}
-			v = v<<4 | uint32(d)
+		v, ok := parseHex8(name[p*8 : p*8+8])
+		if !ok {
+			return 0, 0, false
 		}
 		parts[p] = v
 	}
@@ -186,6 +177,21 @@ func HistoryFileName(tli uint32) string {
 	return string(append(appendHex32Padded(buf[:0], tli), ".history"...))
 }
 
+// IsSegmentName reports whether name has the form of a segment file name,
+// 24 upper-case hex digits, whatever the segment size (which
+// ParseSegmentFileName needs to number it).
+func IsSegmentName(name string) bool {
+	if len(name) != 24 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
 // ParseHistoryFileName parses "%08X.history" (upper-case hex, as
 // HistoryFileName writes it) and returns the timeline; ok is false for any
 // other name and for timeline 0.
@@ -193,7 +199,15 @@ func ParseHistoryFileName(name string) (tli uint32, ok bool) {
 	if len(name) != 16 || name[8:] != ".history" {
 		return 0, false
 	}
-	for _, c := range []byte(name[:8]) {
+	tli, ok = parseHex8(name[:8])
+	return tli, ok && tli != 0
+}
+
+// parseHex8 parses 8 upper-case hex digits, as PostgreSQL writes them in
+// file names.
+func parseHex8(s string) (uint32, bool) {
+	var v uint32
+	for _, c := range []byte(s) {
 		var d byte
 		switch {
 		case '0' <= c && c <= '9':
@@ -203,9 +217,9 @@ func ParseHistoryFileName(name string) (tli uint32, ok bool) {
 		default:
 			return 0, false
 		}
-		tli = tli<<4 | uint32(d)
+		v = v<<4 | uint32(d)
 	}
-	return tli, tli != 0
+	return v, true
 }
 
 // FormatSegmentSize formats a byte count the way PostgreSQL displays a

@@ -195,3 +195,15 @@ func BenchmarkLSNAppendText(b *testing.B) {
 		buf = l.AppendText(buf[:0])
 	}
 }
+
+func TestIsSegmentName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"000000010000000000000003": true, "0000000A00000001000000FF": true,
+		"000000010000000000000003.partial": false, "00000001000000000000000a": false,
+		"00000001000000000000003": false, "00000002.history": false, "": false,
+	} {
+		if got := wal.IsSegmentName(name); got != want {
+			t.Errorf("IsSegmentName(%q) = %v", name, got)
+		}
+	}
+}

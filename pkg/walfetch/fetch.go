@@ -60,15 +60,10 @@ func Classify(name string) Kind {
 	if _, ok := wal.ParseHistoryFileName(name); ok {
 		return History
 	}
-	if len(name) != 24 {
-		return NotWAL
+	if wal.IsSegmentName(name) {
+		return Segment
 	}
-	for _, c := range []byte(name) {
-		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
-			return NotWAL
-		}
-	}
-	return Segment
+	return NotWAL
 }
 
 // Defaults of Fetcher.

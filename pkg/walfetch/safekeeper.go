@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/feedback"
+	"github.com/pgsafekeeper/safekeeper/pkg/replconn"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
@@ -152,41 +153,17 @@ func (s *SafekeeperSource) probe(ctx context.Context, addr string) *server {
 		return sv
 	}
 	sv.conn = conn
-	rows, err := simpleQuery(ctx, conn, "IDENTIFY_SYSTEM")
-	if isSQLState(err, "55000") {
+	id, err := replconn.IdentifySystem(ctx, conn)
+	if replconn.IsSQLState(err, "55000") {
 		sv.noWAL = true // "safekeeper holds no WAL yet"
 		return sv
 	}
-	if err == nil && (len(rows) != 1 || len(rows[0]) < 3) {
-		err = errors.New("IDENTIFY_SYSTEM: unexpected result shape")
-	}
 	if err != nil {
 		sv.err = err
 		return sv
 	}
-	var tli uint64
-	sv.sysID, err = strconv.ParseUint(string(rows[0][0]), 10, 64)
-	if err == nil {
-		tli, err = strconv.ParseUint(string(rows[0][1]), 10, 32)
-		sv.tli = uint32(tli)
-	}
-	if err == nil {
-		sv.flush, err = wal.ParseLSN(string(rows[0][2]))
-	}
-	if err != nil {
-		sv.err = fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
-		return sv
-	}
-	rows, err = simpleQuery(ctx, conn, "SHOW wal_segment_size")
-	if err == nil && (len(rows) != 1 || len(rows[0]) != 1) {
-		err = errors.New("SHOW wal_segment_size: unexpected result shape")
-	}
-	if err == nil {
-		sv.segSize, err = parseSegmentSize(string(rows[0][0]))
-	}
-	if err != nil {
-		sv.err = err
-	}
+	sv.sysID, sv.tli, sv.flush = id.SystemID, id.TLI, id.XLogPos
+	sv.segSize, sv.err = replconn.SegmentSize(ctx, conn)
 	return sv
 }
 
@@ -227,7 +204,7 @@ type outcome struct {
 }
 
 func (o *outcome) note(addr string, err error) {
-	if errors.Is(err, ErrNotFound) || isSQLState(err, "58P01") {
+	if errors.Is(err, ErrNotFound) || replconn.IsSQLState(err, "58P01") {
 		o.absent = append(o.absent, addr+": "+err.Error())
 	} else {
 		o.failed = append(o.failed, fmt.Errorf("%s: %w", addr, err))
@@ -273,7 +250,7 @@ func (s *SafekeeperSource) Fetch(ctx context.Context, name string) (Result, erro
 	case History:
 		tli, _ := wal.ParseHistoryFileName(name)
 		for _, sv := range usable {
-			content, err := timelineHistory(ctx, sv.conn, tli)
+			content, err := replconn.TimelineHistory(ctx, sv.conn, tli)
 			if err != nil {
 				o.note(sv.addr, err)
 				continue
@@ -342,7 +319,7 @@ func segmentOn(ctx context.Context, sv *server, name string) (candidate, error) 
 		// A historic timeline: it ends at its switch point.
 		// Its own history must be there: a failure to read it is not
 		// an answer about the segment (hence %v, not %w).
-		content, err := timelineHistory(ctx, sv.conn, sv.tli)
+		content, err := replconn.TimelineHistory(ctx, sv.conn, sv.tli)
 		if err != nil {
 			return c, fmt.Errorf("history of its timeline %d: %v", sv.tli, err)
 		}
@@ -406,55 +383,3 @@ wait:
 }
 
 var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// timelineHistory runs TIMELINE_HISTORY tli.
-func timelineHistory(ctx context.Context, conn *pgconn.PgConn, tli uint32) ([]byte, error) {
-	rows, err := simpleQuery(ctx, conn, fmt.Sprintf("TIMELINE_HISTORY %d", tli))
-	if err != nil {
-		return nil, err
-	}
-	if len(rows) != 1 || len(rows[0]) != 2 {
-		return nil, errors.New("TIMELINE_HISTORY: unexpected result shape")
-	}
-	if want := wal.HistoryFileName(tli); string(rows[0][0]) != want {
-		return nil, fmt.Errorf("TIMELINE_HISTORY %d: got file %q, want %s", tli, rows[0][0], want)
-	}
-	if _, err := wal.ParseHistory(rows[0][1], tli); err != nil {
-		return nil, fmt.Errorf("TIMELINE_HISTORY %d: %w", tli, err)
-	}
-	return rows[0][1], nil
-}
-
-func simpleQuery(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, error) {
-	res, err := conn.Exec(ctx, sql).ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", sql, err)
-	}
-	if len(res) != 1 {
-		return nil, fmt.Errorf("%s: got %d results", sql, len(res))
-	}
-	if res[0].Err != nil {
-		return nil, fmt.Errorf("%s: %w", sql, res[0].Err)
-	}
-	return res[0].Rows, nil
-}
-
-func isSQLState(err error, code string) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == code
-}
-
-// parseSegmentSize parses SHOW wal_segment_size output such as "16MB".
-func parseSegmentSize(s string) (uint64, error) {
-	mult := map[string]uint64{"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
-	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-	if i <= 0 {
-		return 0, fmt.Errorf("cannot parse wal_segment_size %q", s)
-	}
-	n, err := strconv.ParseUint(s[:i], 10, 64)
-	m, ok := mult[s[i:]]
-	if err != nil || !ok || !wal.ValidSegmentSize(n*m) {
-		return 0, fmt.Errorf("cannot parse wal_segment_size %q", s)
-	}
-	return n * m, nil
-}

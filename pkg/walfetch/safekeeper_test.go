@@ -393,10 +393,4 @@ func TestConnString(t *testing.T) {
 	if _, err := (&SafekeeperSource{ConnInfo: "postgres://u@h/db"}).connString("h:1"); err == nil {
 		t.Error("URL accepted")
 	}
-	if n, err := parseSegmentSize("16MB"); err != nil || n != 16<<20 {
-		t.Errorf("16MB: %d %v", n, err)
-	}
-	if _, err := parseSegmentSize("3MB"); err == nil {
-		t.Error("3MB accepted")
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/replconn"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
@@ -171,7 +172,7 @@ func TestCollectErrors(t *testing.T) {
 		if err == nil || errors.Is(err, ErrNotFound) {
 			t.Errorf("%s: %v", name, err)
 		}
-		if name == "error" && !isSQLState(err, "58P01") {
+		if name == "error" && !replconn.IsSQLState(err, "58P01") {
 			var pe *pgconn.PgError
 			t.Errorf("error response not kept: %v (%v)", err, errors.As(err, &pe))
 		}

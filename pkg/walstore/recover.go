@@ -20,12 +20,17 @@ type RecoveryResult struct {
 }
 
 // Recover finds the true end of valid WAL of timeline tli in dir and makes
-// the files agree with it: the last segment is scanned from its start (page
-// headers, record headers, CRCs), anything past the end of valid WAL is
-// truncated, later segment files are removed, and a partial segment that
-// turns out complete is renamed. Bytes up to ctl.FlushLSN were acknowledged
-// as durable and are never cut, even when they end inside a record (the
-// upstream flushes at page boundaries mid-record).
+// the files agree with it. Everything before ctl.FlushLSN was durable when
+// it was recorded; from the segment holding it, segments are scanned
+// forward (page headers, record headers, CRCs) for as long as they hold
+// valid WAL: a segment that proves complete is fsynced and, if it still
+// carries ".partial" (a crash between filling it and the flush that
+// renames it), renamed; the first segment where valid WAL stops is
+// truncated there, and later segment files are removed. A later segment
+// is never trusted on its own: after a power loss it may hold pages that
+// reached the disk while an earlier, unsynced one did not. Bytes up to
+// ctl.FlushLSN were acknowledged and are never cut, even when they end
+// inside a record (the upstream flushes at page boundaries mid-record).
 func Recover(dir string, ctl Control) (RecoveryResult, error) {
 	res := RecoveryResult{ControlEnd: ctl.FlushLSN}
 	segSize := ctl.WalSegSize
@@ -33,29 +38,39 @@ func Recover(dir string, ctl Control) (RecoveryResult, error) {
 	if err != nil {
 		return res, err
 	}
-	var mine []SegmentFile
+	bySeg := map[uint64]SegmentFile{}
 	for _, f := range files {
-		if f.TLI == ctl.TLI {
-			mine = append(mine, f)
+		if f.TLI != ctl.TLI {
+			continue
+		}
+		// A final name wins over a stale .partial of the same segment.
+		if old, ok := bySeg[f.SegNo]; !ok || old.Partial {
+			bySeg[f.SegNo] = f
 		}
 	}
-	if len(mine) == 0 {
-		res.End = ctl.FlushLSN
-		if res.End < ctl.StartLSN {
-			res.End = ctl.StartLSN
+	durable := max(ctl.FlushLSN, ctl.StartLSN)
+	res.End = durable
+	renamed := false
+	// Segments wholly before the durable end are complete; one still named
+	// ".partial" (left by an older version after a crash) gets its name.
+	for segno, f := range bySeg {
+		if segno < wal.SegmentNo(durable, segSize) && f.Partial && f.Size == int64(segSize) {
+			if err := syncAndRename(dir, f, segSize); err != nil {
+				return res, err
+			}
+			renamed = true
 		}
-		return res, nil
 	}
-	// Walk back from the highest segment to the last one that holds valid WAL.
-	for i := len(mine) - 1; i >= 0; i-- {
-		f := mine[i]
-		segStart := wal.LSN(f.SegNo * segSize)
-		path := filepath.Join(dir, f.Name)
-		if !f.Partial && f.Size == int64(segSize) {
-			// Complete segments were fsynced before they were renamed.
-			res.End = segStart + wal.LSN(segSize)
+	for segno := wal.SegmentNo(durable, segSize); ; segno++ {
+		f, ok := bySeg[segno]
+		segStart := wal.LSN(segno * segSize)
+		if !ok {
+			// No file: the end is at or before this segment's start (a
+			// crash right after the previous one was sealed leaves the
+			// writer to create it).
 			break
 		}
+		path := filepath.Join(dir, f.Name)
 		fh, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
 			return res, err
@@ -75,7 +90,11 @@ func Recover(dir string, ctl Control) (RecoveryResult, error) {
 		if ctl.FlushLSN > end && ctl.FlushLSN <= segStart+wal.LSN(f.Size) {
 			end = ctl.FlushLSN
 		}
-		if end < segStart+wal.LSN(f.Size) {
+		if end < segStart {
+			end = segStart
+		}
+		complete := end == segStart+wal.LSN(segSize) && f.Size == int64(segSize)
+		if !complete && end < segStart+wal.LSN(f.Size) {
 			keep := int64(end - segStart)
 			res.Truncated = f.Size - keep
 			if err := fh.Truncate(keep); err != nil {
@@ -88,37 +107,55 @@ func Recover(dir string, ctl Control) (RecoveryResult, error) {
 			return res, err
 		}
 		fh.Close()
-		if end == segStart && segStart > ctl.StartLSN && i > 0 {
-			// Nothing valid here; the end is in (or at the end of) the previous segment.
-			if err := os.Remove(path); err != nil {
-				return res, err
+		res.End = end
+		if !complete {
+			if end == segStart && segStart > durable && f.Partial {
+				// Nothing valid in it: the writer recreates it.
+				if err := os.Remove(path); err != nil {
+					return res, err
+				}
+				res.Removed = append(res.Removed, f.Name)
+				delete(bySeg, segno)
 			}
-			res.Removed = append(res.Removed, f.Name)
-			continue
+			break
 		}
-		if end == segStart+wal.LSN(segSize) && f.Partial {
+		if f.Partial {
 			final := wal.SegmentFileName(f.TLI, f.SegNo, segSize)
 			if err := os.Rename(path, filepath.Join(dir, final)); err != nil {
 				return res, err
 			}
-			res.Renamed = final
+			res.Renamed, renamed = final, true
 		}
-		res.End = end
-		break
 	}
-	// Remove anything beyond the end (a .partial created just before a crash).
-	for _, f := range mine {
-		if wal.LSN(f.SegNo*segSize) > res.End {
+	// Remove anything beyond the end (files a crash left past valid WAL).
+	for segno, f := range bySeg {
+		if wal.LSN(segno*segSize) > res.End {
 			if err := os.Remove(filepath.Join(dir, f.Name)); err != nil && !os.IsNotExist(err) {
 				return res, err
 			}
 			res.Removed = append(res.Removed, f.Name)
 		}
 	}
-	if len(res.Removed) > 0 || res.Renamed != "" || res.Truncated > 0 {
+	if len(res.Removed) > 0 || renamed || res.Truncated > 0 {
 		if err := SyncDir(dir); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// syncAndRename makes a complete ".partial" segment durable and gives it
+// its final name.
+func syncAndRename(dir string, f SegmentFile, segSize uint64) error {
+	path := filepath.Join(dir, f.Name)
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = fh.Sync()
+	fh.Close()
+	if err != nil {
+		return err
+	}
+	return os.Rename(path, filepath.Join(dir, wal.SegmentFileName(f.TLI, f.SegNo, segSize)))
 }

@@ -243,3 +243,61 @@ func TestWriterBreaksOnWriteError(t *testing.T) {
 		t.Fatalf("Sync after failure: %s %v, want %s and ErrBroken", d, err, start+8192)
 	}
 }
+
+// A crash after a segment filled up but before the flush that fsyncs and
+// renames it leaves it as ".partial" with the next one begun: recovery
+// checks it, keeps it under its final name and goes on into the next.
+func TestRecoverRenamesFilledPartial(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, _ := build(start, testSeg+200000)
+	seg1 := filepath.Join(dir, wal.SegmentFileName(1, 1, testSeg))
+	seg2 := filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg))
+	if err := os.WriteFile(seg1+PartialSuffix, data[:testSeg], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seg2+PartialSuffix, data[testSeg:], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != start+wal.LSN(len(data)) {
+		t.Fatalf("End = %s, want %s", res.End, start+wal.LSN(len(data)))
+	}
+	if _, err := os.Stat(seg1); err != nil {
+		t.Fatalf("the filled segment was not renamed: %v", err)
+	}
+	if _, err := os.Stat(seg2 + PartialSuffix); err != nil {
+		t.Fatalf("the segment being written is gone: %v", err)
+	}
+}
+
+// After a power loss the pages of a later segment may have reached the
+// disk while the end of an earlier, unsynced one did not. Valid WAL ends
+// in the earlier one, whatever the later one holds: it is removed.
+func TestRecoverNeverTrustsALaterSegmentAlone(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, _ := build(start, testSeg+200000)
+	first := append([]byte(nil), data[:testSeg]...)
+	clear(first[testSeg/2:]) // the second half never reached the disk
+	seg2 := filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg))
+	if err := os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, 1, testSeg))+PartialSuffix, first, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seg2+PartialSuffix, data[testSeg:], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End >= start+testSeg/2 || res.End <= start {
+		t.Fatalf("End = %s, want inside the first half of segment 1", res.End)
+	}
+	if _, err := os.Stat(seg2 + PartialSuffix); !os.IsNotExist(err) {
+		t.Fatalf("the later segment is still there: %v", err)
+	}
+}

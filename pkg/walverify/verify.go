@@ -96,7 +96,7 @@ func Verify(ctx context.Context, store objstore.Store, tenantID, timelineID stri
 	}
 	for _, in := range raw {
 		name := strings.TrimSuffix(strings.TrimPrefix(in.Key, prefix), archive.ZstdSuffix)
-		if isSegmentName(name) {
+		if wal.IsSegmentName(name) {
 			r.RefKey = in.Key
 			break
 		}
@@ -117,7 +117,7 @@ func Verify(ctx context.Context, store objstore.Store, tenantID, timelineID stri
 		} else {
 			r.SystemID, id.SystemID = sys, sys
 		}
-		if isSegmentName(strings.TrimSuffix(strings.TrimPrefix(r.RefKey, prefix), archive.ZstdSuffix)) {
+		if wal.IsSegmentName(strings.TrimSuffix(strings.TrimPrefix(r.RefKey, prefix), archive.ZstdSuffix)) {
 			seg, err := strconv.ParseUint(info.Meta[archive.MetaSegSize], 10, 64)
 			if err != nil || !wal.ValidSegmentSize(seg) {
 				r.Issues = append(r.Issues, fmt.Sprintf("%s records no valid segment size (%q); segments numbered as %s", r.RefKey, info.Meta[archive.MetaSegSize], wal.FormatSegmentSize(listSegSize)))
@@ -213,18 +213,6 @@ func check(ctx context.Context, ar *archive.Archive, e archive.Entry, id archive
 		return fmt.Errorf("%w: %s: %w", archive.ErrCorrupt, e.Key, err)
 	}
 	return nil
-}
-
-func isSegmentName(name string) bool {
-	if len(name) != 24 {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }
 
 // Write prints the report for people.
