@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 )
 
 // EnvBinDir names the environment variable that overrides binary discovery.
@@ -95,11 +97,7 @@ func Require(t testing.TB) *Bins {
 // unavailable skips the test, or fails it when running in CI.
 func unavailable(t testing.TB, msg string) {
 	t.Helper()
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		t.Fatalf("pgtest: %s (CI=true, so this is a failure; install PostgreSQL server binaries or set %s)", msg, EnvBinDir)
-		return
-	}
-	t.Skipf("pgtest: %s; skipping (install PostgreSQL server binaries or set %s)", msg, EnvBinDir)
+	testenv.Unavailable(t, "pgtest", msg, "install PostgreSQL server binaries or set "+EnvBinDir)
 }
 
 func discover() (*Bins, error) {

@@ -10,12 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 )
 
 // EnvBinary names the environment variable that overrides the versitygw
@@ -70,11 +71,7 @@ func Binary(t testing.TB) string {
 // unavailable skips the test, or fails it when running in CI.
 func unavailable(t testing.TB, msg string) {
 	t.Helper()
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		t.Fatalf("s3test: %s (CI=true, so this is a failure; run `make tools` or set %s)", msg, EnvBinary)
-		return
-	}
-	t.Skipf("s3test: %s; skipping (run `make tools` or set %s)", msg, EnvBinary)
+	testenv.Unavailable(t, "s3test", msg, "run `make tools` or set "+EnvBinary)
 }
 
 func explicitBinary(p string) (string, error) {
@@ -99,7 +96,7 @@ func defaultBinary(t testing.TB) (string, error) {
 	if ok, _ := hasPinnedVersion(bin); ok {
 		return bin, nil
 	}
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+	if testenv.CI() {
 		// CI builds the tools before the tests (make test -> unit ->
 		// tools); a missing binary there is a broken pipeline.
 		if _, why := hasPinnedVersion(bin); why != nil {
