@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 // ErrNotFound is wrapped by errors that mean "the file is not there": a
@@ -177,44 +176,9 @@ type notFoundError string
 func (e notFoundError) Error() string { return string(e) }
 func (e notFoundError) Unwrap() error { return ErrNotFound }
 
-// WriteFile writes data to path atomically: a temporary file in the same
-// directory is written, fsynced and renamed over path, then the directory
-// is fsynced. On failure the temporary file is removed.
-func WriteFile(path string, data []byte) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
+// WriteFile writes data to path atomically (walstore.WriteFileAtomic:
+// temp file, fsync, rename over path, fsync the directory), mode 0600 as
+// PostgreSQL's own WAL files.
+func WriteFile(path string, data []byte) error {
+	return walstore.WriteFileAtomic(path, data, 0o600)
 }

@@ -24,19 +24,23 @@ func SyncDir(dir string) error {
 
 // WriteFileAtomic replaces path with data: temp file, fsync, rename, fsync
 // the directory.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return fmt.Errorf("create %q: %w", tmp, err)
 	}
+	defer func() {
+		if err != nil { // the temp file is of no use; do not leave it
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
 	if _, err := f.Write(data); err != nil {
-		f.Close()
 		return fmt.Errorf("write %q: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
 		return fmt.Errorf("fsync %q: %w", tmp, err)
 	}
 	if err := f.Close(); err != nil {
