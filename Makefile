@@ -11,8 +11,14 @@ PKGS     := ./...
 # versitygw is the S3-compatible server internal/s3test runs; keep the version
 # equal to s3test.VersityGWVersion (a test checks).
 VERSITYGW_VERSION ?= v1.8.0
+# etcd is the server internal/etcdtest runs, built from the module tools/etcd
+# (which pins go.etcd.io/etcd/server/v3) so that the server's dependencies stay
+# out of go.mod; keep ETCD_VERSION equal to etcdtest.EtcdVersion and to the
+# version tools/etcd/go.mod requires (a test checks both).
+ETCD_VERSION ?= v3.7.3
 TOOLS_BIN := $(CURDIR)/.tools/bin
 VERSITYGW := $(TOOLS_BIN)/versitygw
+ETCD      := $(TOOLS_BIN)/etcd
 
 .PHONY: all build test check vet fmt-check unit fuzz-short demo bench clean tools
 
@@ -39,6 +45,10 @@ tools:
 	@if ! $(GO) version -m $(VERSITYGW) 2>/dev/null | grep -Eq '^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+$(VERSITYGW_VERSION)[[:space:]]'; then \
 	  echo "building versitygw $(VERSITYGW_VERSION) into $(TOOLS_BIN)"; \
 	  GOBIN=$(TOOLS_BIN) GOFLAGS= GOWORK=off $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
+	fi
+	@if ! $(GO) version -m $(ETCD) 2>/dev/null | grep -Eq '^[[:space:]]+dep[[:space:]]+go\.etcd\.io/etcd/server/v3[[:space:]]+$(ETCD_VERSION)([[:space:]]|$$)'; then \
+	  echo "building etcd $(ETCD_VERSION) from tools/etcd into $(TOOLS_BIN)"; \
+	  cd tools/etcd && GOFLAGS= GOWORK=off $(GO) build -buildvcs=false -o $(ETCD) .; \
 	fi
 
 unit: tools
