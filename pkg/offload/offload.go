@@ -51,6 +51,17 @@ type Archive interface {
 	String() string
 }
 
+// ErrNotOffloader is wrapped by a Progress error that means this node is
+// no longer the timeline's offloader: the run stops at once.
+var ErrNotOffloader = errors.New("no longer the offloader")
+
+// Progress records the archived position where the cluster shares it,
+// before the timeline records it locally: the election's fenced
+// backup_lsn. An error ends the run (a lost leadership).
+type Progress interface {
+	Advance(ctx context.Context, lsn wal.LSN, tli uint32) error
+}
+
 // States reported in Status.
 const (
 	StateWaiting   = "waiting for WAL"
@@ -58,6 +69,8 @@ const (
 	StateUploading = "uploading"
 	StateRetrying  = "retrying"
 	StateStopped   = "stopped"
+	// StateFollower: another safekeeper of the timeline is the offloader.
+	StateFollower = "another safekeeper offloads"
 )
 
 // Offloader uploads one timeline's finished segments and history files.
@@ -72,6 +85,10 @@ type Offloader struct {
 	uploadedObjects atomic.Uint64
 	errorsTotal     atomic.Uint64
 	archiveStart    atomic.Uint64 // oldest archived segment's start + 1; 0 = none known
+
+	// Set for the duration of RunTerm (only one runs at a time).
+	progress Progress
+	stop     context.CancelCauseFunc
 
 	mu        sync.Mutex
 	state     string
@@ -172,7 +189,28 @@ func (o *Offloader) noteError(err error) {
 // Run uploads until ctx ends. It returns nil then; it never fails the
 // process: a conflicting object stops offloading (reported in Status)
 // until the next start, everything else is retried.
-func (o *Offloader) Run(ctx context.Context) error {
+func (o *Offloader) Run(ctx context.Context) error { return o.RunTerm(ctx, nil) }
+
+// SetFollower reports that another safekeeper is the offloader.
+func (o *Offloader) SetFollower() { o.setState(StateFollower) }
+
+// RunTerm is Run for one leadership term: every advance of the archived
+// position is recorded in p first (when p is not nil); when p refuses it
+// (leadership lost) RunTerm stops at once and returns that error.
+func (o *Offloader) RunTerm(ctx context.Context, p Progress) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	o.progress = p
+	o.stop = cancel
+	defer func() { o.progress, o.stop = nil, nil }()
+	err := o.run(ctx)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+func (o *Offloader) run(ctx context.Context) error {
 	for {
 		changed := o.tl.Changed() // before the check: no missed wake-up
 		if o.tl.Initialized() {
@@ -307,6 +345,23 @@ func (o *Offloader) round(ctx context.Context, id archive.Identity) error {
 			advanced += wal.LSN(segSize)
 		}
 		if advanced > backup {
+			if o.progress != nil {
+				if err := o.progress.Advance(ctx, advanced, tli); err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					if errors.Is(err, ErrNotOffloader) {
+						o.log.Warn("no longer the offloader: the cluster refused the archived position; uploads stop",
+							zap.Stringer("backup_lsn", advanced), zap.Error(err))
+						o.stop(err)
+						return err
+					}
+					o.noteError(fmt.Errorf("share backup_lsn %s: %w", advanced, err))
+					o.log.Warn("sharing the archived position failed; will retry", zap.Error(err))
+					retryRecord = time.After(recordRetry)
+					continue
+				}
+			}
 			if err := o.tl.SetBackupLSN(advanced, tli); err != nil {
 				// Not recorded: retention keeps the WAL. The segments stay
 				// in done and the advance is tried again.
