@@ -31,9 +31,14 @@ type Config struct {
 	Slot            string // physical slot on the primary ("" = none)
 	ApplicationName string // name the primary sees (synchronous_standby_names)
 	StartLSN        wal.LSN
-	StatusInterval  time.Duration // periodic status updates (default 10s)
-	MinBackoff      time.Duration
-	MaxBackoff      time.Duration
+	// InitialStart, when set, proposes where a timeline holding no WAL yet
+	// starts (the cluster's archived position, so that a new or wiped
+	// safekeeper holds what its peers hold); ok=false: the primary's
+	// current position. StartLSN wins over it.
+	InitialStart   func(ctx context.Context, upstreamTLI uint32) (lsn wal.LSN, ok bool)
+	StatusInterval time.Duration // periodic status updates (default 10s)
+	MinBackoff     time.Duration
+	MaxBackoff     time.Duration
 }
 
 // HotStandby is the source of the hot standby feedback the receiver
@@ -43,9 +48,13 @@ type HotStandby interface {
 	HotStandbyChanged() <-chan struct{}
 }
 
-// Receiver streams WAL from an upstream into a timeline.
+// Receiver streams WAL from an upstream into a timeline. When the upstream
+// cannot provide the WAL the timeline lacks, it recovers that range from
+// the archive or a peer safekeeper (Sources) and then returns to the
+// upstream.
 type Receiver struct {
 	cfg   Config
+	src   Sources
 	tl    *timeline.Timeline
 	hs    HotStandby
 	log   *zap.Logger
@@ -54,7 +63,7 @@ type Receiver struct {
 }
 
 // New returns a receiver; call Run.
-func New(cfg Config, tl *timeline.Timeline, hs HotStandby, log *zap.Logger, m *metrics.Metrics) *Receiver {
+func New(cfg Config, src Sources, tl *timeline.Timeline, hs HotStandby, log *zap.Logger, m *metrics.Metrics) *Receiver {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}
@@ -67,7 +76,7 @@ func New(cfg Config, tl *timeline.Timeline, hs HotStandby, log *zap.Logger, m *m
 	if cfg.ApplicationName == "" {
 		cfg.ApplicationName = "safekeeper"
 	}
-	return &Receiver{cfg: cfg, tl: tl, hs: hs, log: log, m: m}
+	return &Receiver{cfg: cfg, src: src, tl: tl, hs: hs, log: log, m: m}
 }
 
 // Run connects, streams, and reconnects with backoff until ctx ends. It
@@ -81,7 +90,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 			r.m.UpstreamReconnects.Inc()
 		}
 		r.setState(StateConnecting, nil)
-		streamed, err := r.session(ctx)
+		streamed, err := r.session(ctx, r.primary())
 		r.m.UpstreamConnected.Set(0)
 		if ctx.Err() != nil {
 			r.setState(StateNone, nil)
@@ -95,9 +104,33 @@ func (r *Receiver) Run(ctx context.Context) error {
 		if streamed {
 			backoff = r.cfg.MinBackoff
 		}
+		if why := recoveryReason(err); why != "" {
+			// The upstream cannot give us what we lack: take it from the
+			// archive or a peer, then go back to the upstream at once.
+			advanced, rerr := r.recoverWAL(ctx, why, err)
+			if errors.Is(rerr, walstore.ErrBroken) {
+				r.setState(StateRefused, rerr)
+				r.log.Error("WAL storage failed; stopping ingest", zap.Error(rerr))
+				return rerr
+			}
+			if ctx.Err() != nil {
+				r.setState(StateNone, nil)
+				return nil
+			}
+			if advanced {
+				backoff = r.cfg.MinBackoff
+				continue
+			}
+			if rerr != nil {
+				err = fmt.Errorf("%w; recovery: %w", err, rerr)
+			}
+		}
 		state := StateWaiting
-		if errors.Is(err, timeline.ErrSystemIDMismatch) {
+		switch {
+		case errors.Is(err, timeline.ErrSystemIDMismatch):
 			state = StateRefused
+		case recoveryReason(err) == reasonRemoved:
+			state = StateBehind
 		}
 		r.setState(state, err)
 		r.log.Warn("upstream replication connection ended; will reconnect",
@@ -115,30 +148,57 @@ func (r *Receiver) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(r.cfg.ConnString)
+// source is where a session streams from: the primary, or a peer
+// safekeeper during recovery.
+type source struct {
+	connString string
+	appName    string
+	slot       string      // "" = none
+	peer       string      // the peer's name; "" for the primary
+	stopAt     wal.LSN     // end the session once this is durable (0 = never)
+	hs         HotStandby  // feedback forwarded to the source
+	idle       *time.Timer // peer sessions: cancels the session when reset no more
+}
+
+func (r *Receiver) primary() *source {
+	return &source{connString: r.cfg.ConnString, appName: r.cfg.ApplicationName, slot: r.cfg.Slot, hs: r.hs}
+}
+
+// errStream marks an error the source sent in answer to START_REPLICATION
+// or while streaming.
+type errStream struct{ err error }
+
+func (e *errStream) Error() string { return e.err.Error() }
+func (e *errStream) Unwrap() error { return e.err }
+
+// errConnect marks a failure to reach the source at all.
+type errConnect struct{ err error }
+
+func (e *errConnect) Error() string { return e.err.Error() }
+func (e *errConnect) Unwrap() error { return e.err }
+
+// Dial opens a physical replication connection (replication=true) to a
+// PostgreSQL server or a safekeeper, as a walreceiver does: dbname
+// defaults to "replication" so that .pgpass lines for it apply, and
+// target_session_attrs is checked without SQL.
+func Dial(ctx context.Context, connString, appName string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(connString)
 	if err != nil {
-		return nil, fmt.Errorf("parse upstream connection string: %w", err)
+		return nil, fmt.Errorf("parse connection string: %w", err)
 	}
 	if cfg.Database == "" {
-		// As a walreceiver does: dbname=replication, so that .pgpass lines
-		// with "replication" in the database field apply.
-		if cfg, err = pgconn.ParseConfig(withReplicationDB(r.cfg.ConnString)); err != nil {
-			return nil, fmt.Errorf("parse upstream connection string: %w", err)
+		if cfg, err = pgconn.ParseConfig(withReplicationDB(connString)); err != nil {
+			return nil, fmt.Errorf("parse connection string: %w", err)
 		}
 	}
 	cfg.ValidateConnect = replicationSafeValidator(cfg.ValidateConnect)
 	cfg.RuntimeParams["replication"] = "true"
-	cfg.RuntimeParams["application_name"] = r.cfg.ApplicationName
+	cfg.RuntimeParams["application_name"] = appName
 	delete(cfg.RuntimeParams, "database")
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to upstream: %w", err)
-	}
-	return conn, nil
+	return pgconn.ConnectConfig(ctx, cfg)
 }
 
 // replicationSafeValidator replaces pgconn's target_session_attrs checks,
@@ -192,10 +252,23 @@ func withReplicationDB(cs string) string {
 	return "dbname=replication " + cs
 }
 
-func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
-	conn, err := r.connect(ctx)
+func (r *Receiver) session(ctx context.Context, src *source) (streamed bool, err error) {
+	if src.peer != "" {
+		// A recovery session ends when its peer goes quiet, from the
+		// connection on: a paused peer still accepts TCP.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		src.idle = time.AfterFunc(peerIdleTimeout, cancel)
+		defer src.idle.Stop()
+	}
+	conn, err := Dial(ctx, src.connString, src.appName)
 	if err != nil {
-		return false, err
+		what := "upstream"
+		if src.peer != "" {
+			what = "peer " + src.peer
+		}
+		return false, &errConnect{fmt.Errorf("connect to %s: %w", what, err)}
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -227,6 +300,16 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 		start := id.XLogPos
 		if r.cfg.StartLSN != 0 {
 			start = r.cfg.StartLSN
+		} else if r.cfg.InitialStart != nil {
+			if lsn, ok := r.cfg.InitialStart(ctx, id.TLI); ok && lsn < start {
+				begin, err := r.timelineBegin(ctx, conn, id.TLI, segSize)
+				if err != nil {
+					return false, err
+				}
+				// Segments before the upstream's timeline began are
+				// named after older timelines; this node starts on it.
+				start = max(lsn, begin)
+			}
 		}
 		if err := r.tl.Initialize(info, start); err != nil {
 			return false, err
@@ -235,20 +318,15 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 			zap.Uint64("system_id", info.SystemID), zap.Uint64("wal_seg_size", segSize),
 			zap.String("server_version", info.ServerVersion), zap.Uint32("tli", id.TLI),
 			zap.Stringer("start_lsn", wal.SegmentStart(start, segSize)))
-	} else {
+	} else if src.peer == "" {
 		r.tl.UpdateServerVersion(info.ServerVersion, info.ServerVersionNum)
 	}
 	if err := r.followTimelines(ctx, conn, id.TLI); err != nil {
 		return false, err
 	}
-	if r.cfg.Slot != "" {
-		_, err := replconn.SimpleQuery(ctx, conn, fmt.Sprintf("CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", quoteIdent(r.cfg.Slot)))
-		var pgErr *pgconn.PgError
-		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42710") {
+	if src.slot != "" {
+		if err := r.ensureSlot(ctx, conn, src.slot); err != nil {
 			return false, err
-		}
-		if err == nil {
-			r.log.Info("created physical replication slot on upstream", zap.String("slot", r.cfg.Slot))
 		}
 	}
 	// Everything written is made durable before we ask for more.
@@ -259,7 +337,7 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 	tli := r.tl.CurrentTLI()
 	streamed = false
 	for {
-		s, err := r.stream(ctx, conn, start, tli)
+		s, err := r.stream(ctx, conn, src, start, tli)
 		streamed = streamed || s
 		var end *timelineEnd
 		if !errors.As(err, &end) {
@@ -278,6 +356,23 @@ func (r *Receiver) session(ctx context.Context) (streamed bool, err error) {
 		}
 		start, tli = end.startpos, end.next
 	}
+}
+
+// timelineBegin returns the start of the segment holding the switch point
+// at which PostgreSQL timeline tli began (0 for timeline 1).
+func (r *Receiver) timelineBegin(ctx context.Context, conn *pgconn.PgConn, tli uint32, segSize uint64) (wal.LSN, error) {
+	if tli <= 1 {
+		return 0, nil
+	}
+	content, err := replconn.TimelineHistory(ctx, conn, tli)
+	if err != nil {
+		return 0, err
+	}
+	hist, err := wal.ParseHistory(content, tli)
+	if err != nil {
+		return 0, fmt.Errorf("upstream history of timeline %d: %w", tli, err)
+	}
+	return wal.SegmentStart(hist[len(hist)-1].Begin, segSize), nil
 }
 
 // timelineEnd is how stream reports that the upstream ended the timeline
@@ -364,10 +459,13 @@ func (r *Receiver) followTimelines(ctx context.Context, conn *pgconn.PgConn, ups
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, start wal.LSN, tli uint32) (bool, error) {
+// errStopReached ends a recovery session that reached its target.
+var errStopReached = errors.New("recovery target reached")
+
+func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, src *source, start wal.LSN, tli uint32) (bool, error) {
 	cmd := fmt.Sprintf("START_REPLICATION PHYSICAL %s TIMELINE %d", start, tli)
-	if r.cfg.Slot != "" {
-		cmd = fmt.Sprintf("START_REPLICATION SLOT %s PHYSICAL %s TIMELINE %d", quoteIdent(r.cfg.Slot), start, tli)
+	if src.slot != "" {
+		cmd = fmt.Sprintf("START_REPLICATION SLOT %s PHYSICAL %s TIMELINE %d", quoteIdent(src.slot), start, tli)
 	}
 	conn.Frontend().Send(&pgproto3.Query{String: cmd})
 	if err := conn.Frontend().Flush(); err != nil {
@@ -382,29 +480,34 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, start wal.LS
 		case *pgproto3.CopyBothResponse:
 			goto streaming
 		case *pgproto3.ErrorResponse:
-			return false, fmt.Errorf("START_REPLICATION: %w", pgconn.ErrorResponseToPgError(m))
+			return false, &errStream{fmt.Errorf("START_REPLICATION: %w", pgconn.ErrorResponseToPgError(m))}
 		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
 		default:
 			return false, fmt.Errorf("START_REPLICATION: unexpected message %T", msg)
 		}
 	}
 streaming:
-	r.log.Info("streaming WAL from upstream", zap.Stringer("start_lsn", start), zap.Uint32("tli", tli))
-	r.setState(StateStreaming, nil)
-	r.m.UpstreamConnected.Set(1)
+	if src.peer == "" {
+		r.log.Info("streaming WAL from upstream", zap.Stringer("start_lsn", start), zap.Uint32("tli", tli))
+		r.setState(StateStreaming, nil)
+		r.m.UpstreamConnected.Set(1)
+	} else {
+		r.log.Info("recovering WAL from peer", zap.String("peer", src.peer), zap.Stringer("start_lsn", start),
+			zap.Stringer("target_lsn", src.stopAt), zap.Uint32("tli", tli))
+	}
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fctx, stopFlusher := context.WithCancel(sctx)
 	defer stopFlusher()
-	st := &statusSender{conn: conn.Conn(), tl: r.tl, hs: r.hs}
+	st := &statusSender{conn: conn.Conn(), tl: r.tl, hs: src.hs}
 	kick := make(chan struct{}, 1)
 	flushErr := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := r.flusher(fctx, st, kick)
+		err := r.flusher(fctx, st, src.hs, kick)
 		flushErr <- err
 		if err != nil {
 			// Nothing more becomes durable: end the session rather than
@@ -446,7 +549,14 @@ streaming:
 				}
 				streamed = true
 				r.m.BytesReceived.Add(float64(len(payload)))
-				r.noteEnd(walEnd)
+				if src.peer == "" {
+					r.noteEnd(walEnd)
+				} else if src.idle.Reset(peerIdleTimeout); src.stopAt != 0 && dataStart+wal.LSN(len(payload)) >= src.stopAt {
+					if _, err := r.tl.Flush(); err != nil {
+						return streamed, err
+					}
+					return streamed, errStopReached
+				}
 				select {
 				case kick <- struct{}{}:
 				default:
@@ -455,7 +565,16 @@ streaming:
 				if len(m.Data) < 18 {
 					return streamed, fmt.Errorf("keepalive too short: %d bytes", len(m.Data))
 				}
-				r.noteEnd(wal.LSN(binary.BigEndian.Uint64(m.Data[1:])))
+				end := wal.LSN(binary.BigEndian.Uint64(m.Data[1:]))
+				if src.peer == "" {
+					r.noteEnd(end)
+				} else if end <= r.tl.WrittenLSN() {
+					// The peer has nothing more than we hold.
+					if _, err := r.tl.Flush(); err != nil {
+						return streamed, err
+					}
+					return streamed, errStopReached
+				}
 				if m.Data[17] != 0 {
 					if err := st.send(false); err != nil {
 						return streamed, err
@@ -485,7 +604,7 @@ streaming:
 			}
 			return streamed, end
 		case *pgproto3.ErrorResponse:
-			return streamed, fmt.Errorf("upstream: %w", pgconn.ErrorResponseToPgError(m))
+			return streamed, &errStream{fmt.Errorf("upstream: %w", pgconn.ErrorResponseToPgError(m))}
 		case *pgproto3.CommandComplete:
 			return streamed, fmt.Errorf("upstream ended streaming (%s)", m.CommandTag)
 		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
@@ -532,7 +651,7 @@ func readTimelineEnd(ctx context.Context, conn *pgconn.PgConn) (*timelineEnd, er
 
 // flusher makes received WAL durable in groups and reports each new durable
 // position upstream.
-func (r *Receiver) flusher(ctx context.Context, st *statusSender, kick <-chan struct{}) error {
+func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby, kick <-chan struct{}) error {
 	tick := time.NewTicker(r.cfg.StatusInterval)
 	defer tick.Stop()
 	// First status right away, as a walreceiver does.
@@ -562,7 +681,7 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, kick <-chan st
 			if err := st.sendHotStandby(true); err != nil {
 				return err
 			}
-		case <-r.hs.HotStandbyChanged():
+		case <-hs.HotStandbyChanged():
 			if err := st.sendHotStandby(false); err != nil {
 				return err
 			}

@@ -13,6 +13,12 @@ const (
 	StateStreaming  = "streaming"
 	StateWaiting    = "waiting to reconnect"
 	StateRefused    = "refused"
+	// StateBehind: the upstream no longer has the WAL this safekeeper
+	// lacks, and neither the archive nor a peer could provide it yet.
+	StateBehind = "behind: WAL removed upstream"
+	// StateRecovering: fetching the WAL the upstream no longer has from
+	// the archive or a peer safekeeper.
+	StateRecovering = "recovering"
 	StateNone       = "not configured"
 )
 
@@ -23,6 +29,7 @@ type state struct {
 	since     time.Time
 	walEnd    wal.LSN // the upstream's reported end of WAL
 	lastMsg   time.Time
+	recovery  *RecoveryStatus
 }
 
 // Status is a snapshot of the upstream connection.
@@ -33,6 +40,19 @@ type Status struct {
 	WalEnd      string     `json:"upstream_wal_end"`
 	LagBytes    uint64     `json:"lag_bytes"`
 	LastMessage *time.Time `json:"last_message_at,omitempty"`
+	// Recovery describes the last recovery from the archive or a peer.
+	Recovery *RecoveryStatus `json:"recovery,omitempty"`
+}
+
+// RecoveryStatus is the last recovery of WAL the upstream could not give.
+type RecoveryStatus struct {
+	Reason    string     `json:"reason"`
+	Source    string     `json:"source"` // "archive", "peer <name>" or "" when none could help
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	FromLSN   string     `json:"from_lsn"`
+	ToLSN     string     `json:"to_lsn,omitempty"`
+	Error     string     `json:"error,omitempty"`
 }
 
 // setState records a state change of the upstream connection.
@@ -74,9 +94,21 @@ func (r *Receiver) Status() Status {
 	if f := r.tl.FlushLSN(); u.walEnd > f {
 		s.LagBytes = uint64(u.walEnd - f)
 	}
+	if u.recovery != nil {
+		rs := *u.recovery
+		s.Recovery = &rs
+	}
 	if !u.lastMsg.IsZero() {
 		lm := u.lastMsg
 		s.LastMessage = &lm
 	}
 	return s
+}
+
+// noteRecovery records the state of a recovery.
+func (r *Receiver) noteRecovery(rs RecoveryStatus) {
+	u := &r.state
+	u.mu.Lock()
+	u.recovery = &rs
+	u.mu.Unlock()
 }
