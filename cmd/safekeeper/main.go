@@ -25,8 +25,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/election"
 	"github.com/pgsafekeeper/safekeeper/pkg/httpapi"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/replconn"
 	"github.com/pgsafekeeper/safekeeper/pkg/slots"
 	"github.com/pgsafekeeper/safekeeper/pkg/supervisor"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
@@ -100,6 +102,9 @@ func buildVersion() string {
 	return version
 }
 
+// defaultName is --name's default.
+const defaultName = "safekeeper"
+
 type config struct {
 	dataDir          string
 	listenPG         string
@@ -117,6 +122,7 @@ type config struct {
 	maxSlots         int
 	maxSlotKeep      string
 	archive          archiveFlags
+	cluster          clusterFlags
 
 	// Built from the flags by parseFlags.
 	archiveCfg   *supervisor.ArchiveConfig
@@ -130,21 +136,26 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.listenPG, "listen-pg", "127.0.0.1:5454", "address for replication clients")
 	fs.StringVar(&c.listenHTTP, "listen-http", "127.0.0.1:7676", "address for /v1/status, /metrics and /healthz")
 	fs.StringVar(&c.upstream, "upstream", "", "connection string (libpq key=value or URL) of the primary to stream WAL from")
-	fs.StringVar(&c.upstreamSlot, "upstream-slot", "", "physical replication slot to use (and create) on the primary")
-	fs.StringVar(&c.name, "name", "safekeeper", "application_name used upstream (name it in synchronous_standby_names)")
+	fs.StringVar(&c.upstreamSlot, "upstream-slot", "", "physical replication slot to use on the primary, created when missing (default: --name made a valid slot name; none: no slot)")
+	fs.StringVar(&c.name, "name", defaultName, "application_name used upstream (name it in synchronous_standby_names)")
 	fs.StringVar(&c.startLSN, "start-lsn", "", "on first start, stream from the segment holding this LSN (X/X) instead of the primary's current position")
 	fs.DurationVar(&c.walSenderTimeout, "wal-sender-timeout", 60*time.Second, "drop consumers silent this long; keepalives at half of it (0 disables)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "console", "console or json")
-	fs.StringVar(&c.tenantID, "tenant-id", "", "tenant id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
-	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, or a new random id")
+	fs.StringVar(&c.tenantID, "tenant-id", "", "tenant id (32 hex) of the hosted timeline; default: the existing one, else derived from the upstream's system identifier (README)")
+	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, else derived from the upstream's system identifier (README)")
 	fs.IntVar(&c.maxSlots, "max-replication-slots", 10, "most replication slots the safekeeper holds")
 	fs.StringVar(&c.maxSlotKeep, "max-slot-wal-keep-size", "0", "most WAL a slot may hold back (e.g. 10GB); a slot further behind is reported lost; 0 = unlimited")
 	registerSecurityFlags(fs, &c.security)
 	registerArchiveFlags(fs, &c.archive)
+	registerClusterFlags(fs, &c.cluster)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
 		return c, err
 	}
+	if err := c.cluster.validate(c.listenPG, c.name); err != nil {
+		return c, err
+	}
+
 	var err error
 	if c.archiveCfg, c.walKeepBytes, err = c.archive.open(context.Background()); err != nil {
 		return c, err
@@ -197,8 +208,11 @@ func run(args []string) int {
 	return 0
 }
 
-// chooseTimeline finds the timeline directory to host.
-func chooseTimeline(cfg config) (timeline.ID, error) {
+// chooseTimeline finds the timeline directory to host: the existing one
+// matching the ids given, else a new one whose missing ids are derived
+// from the upstream's system identifier (timeline.IDFromSystemID), so that
+// every safekeeper of one primary agrees on them.
+func chooseTimeline(ctx context.Context, cfg config, log *zap.Logger) (timeline.ID, error) {
 	var id timeline.ID
 	var err error
 	if cfg.tenantID != "" {
@@ -229,13 +243,57 @@ func chooseTimeline(cfg config) (timeline.ID, error) {
 	if len(found) > 0 && id.TenantID == "" && id.TimelineID == "" {
 		return found[0], nil
 	}
+	if id.TenantID != "" && id.TimelineID != "" {
+		return id, nil
+	}
+	if cfg.upstream == "" {
+		return id, errors.New("--tenant-id and --timeline-id are required for a new timeline without --upstream")
+	}
+	sysid, err := identifyUpstream(ctx, cfg, log)
+	if err != nil {
+		return id, err
+	}
+	derived := timeline.IDFromSystemID(sysid)
 	if id.TenantID == "" {
-		id.TenantID = timeline.NewHexID()
+		id.TenantID = derived.TenantID
 	}
 	if id.TimelineID == "" {
-		id.TimelineID = timeline.NewHexID()
+		id.TimelineID = derived.TimelineID
 	}
+	log.Info("new timeline: ids derived from the upstream's system identifier",
+		zap.Uint64("system_id", sysid), zap.String("tenant_id", id.TenantID), zap.String("timeline_id", id.TimelineID))
 	return id, nil
+}
+
+// identifyUpstream asks the upstream for its system identifier, retrying
+// with backoff until it answers or ctx ends.
+func identifyUpstream(ctx context.Context, cfg config, log *zap.Logger) (uint64, error) {
+	backoff := 200 * time.Millisecond
+	for {
+		sysid, err := func() (uint64, error) {
+			conn, err := upstream.Dial(ctx, cfg.upstream, cfg.name)
+			if err != nil {
+				return 0, err
+			}
+			defer conn.Close(context.Background())
+			id, err := replconn.IdentifySystem(ctx, conn)
+			return id.SystemID, err
+		}()
+		if err == nil {
+			return sysid, nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		log.Warn("waiting for the upstream to learn its system identifier (the default tenant and timeline ids derive from it)",
+			zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
 }
 
 func serve(cfg config, log *zap.Logger) error {
@@ -248,14 +306,33 @@ func serve(cfg config, log *zap.Logger) error {
 	}
 	defer lock.Unlock()
 
-	tlCfg, err := timelineConfig(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log = log.With(zap.String("node", cfg.name))
+	tlCfg, err := timelineConfig(ctx, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the upstream answered")
+			return nil
+		}
 		return err
 	}
-	log = log.With(zap.String("node", cfg.name))
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(promReg)
+	if cfg.cluster.endpoints != "" {
+		cli, err := cfg.cluster.client(log)
+		if err != nil {
+			return fmt.Errorf("--etcd: %w", err)
+		}
+		defer closeWithin(cli, 2*time.Second)
+		cc := cfg.cluster.clusterConfig(cli, cfg.name)
+		if host, _, _ := net.SplitHostPort(cc.Addr); host == "localhost" || net.ParseIP(host).IsLoopback() {
+			log.Warn("peers reach this node at a loopback address (--advertise-pg); fine on one machine only", zap.String("advertise_pg", cc.Addr))
+		}
+		tlCfg.Cluster = &cc
+		tlCfg.ElectionMetrics = election.NewMetrics(promReg)
+	}
 
 	sup, err := supervisor.Open(tlCfg, log, m)
 	if err != nil {
@@ -298,8 +375,6 @@ func serve(cfg config, log *zap.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg), ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -352,9 +427,9 @@ func serve(cfg config, log *zap.Logger) error {
 }
 
 // timelineConfig turns the flags into the hosted timeline's configuration.
-func timelineConfig(cfg config) (supervisor.Config, error) {
+func timelineConfig(ctx context.Context, cfg config, log *zap.Logger) (supervisor.Config, error) {
 	var c supervisor.Config
-	id, err := chooseTimeline(cfg)
+	id, err := chooseTimeline(ctx, cfg, log)
 	if err != nil {
 		return c, err
 	}
@@ -365,6 +440,7 @@ func timelineConfig(cfg config) (supervisor.Config, error) {
 	c = supervisor.Config{
 		Dir:          filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID),
 		ID:           id,
+		NodeName:     cfg.name,
 		Slots:        slots.Limits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep},
 		Archive:      cfg.archiveCfg,
 		WalKeepBytes: cfg.walKeepBytes,
@@ -376,8 +452,15 @@ func timelineConfig(cfg config) (supervisor.Config, error) {
 				return c, fmt.Errorf("--start-lsn: %w", err)
 			}
 		}
+		slot := cfg.upstreamSlot
+		switch slot {
+		case "":
+			slot = upstream.SlotName(cfg.name)
+		case "none":
+			slot = ""
+		}
 		c.Upstream = &upstream.Config{
-			ConnString: cfg.upstream, Slot: cfg.upstreamSlot, ApplicationName: cfg.name, StartLSN: startLSN,
+			ConnString: cfg.upstream, Slot: slot, ApplicationName: cfg.name, StartLSN: startLSN,
 		}
 	}
 	return c, nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,5 +44,33 @@ func TestParseSize(t *testing.T) {
 	}
 	if _, err := parseSize("ten"); err == nil {
 		t.Error("bad size accepted")
+	}
+}
+
+func TestClusterFlagErrors(t *testing.T) {
+	base := []string{"--data-dir", "d", "--etcd", "http://127.0.0.1:2379"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--name is required"},
+		{[]string{"--name", "sk1", "--listen-pg", "0.0.0.0:5454"}, "--advertise-pg is required"},
+		{[]string{"--name", "sk1", "--advertise-pg", "nohost"}, "--advertise-pg"},
+		{[]string{"--name", "sk1", "--peer-conninfo", "user='x"}, "--peer-conninfo"},
+		{[]string{"--name", "sk1", "--offload-lease-ttl", "500ms"}, "--offload-lease-ttl"},
+		{[]string{"--name", "sk1", "--offload-max-lag", "lots"}, "--offload-max-lag"},
+		{[]string{"--name", "sk1", "--etcd-cert", "c.pem"}, "--etcd-key"},
+	} {
+		_, err := parseFlags(append(append([]string(nil), base...), c.args...))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one mentioning %q", c.args, err, c.want)
+		}
+	}
+	c, err := parseFlags(append(base, "--name", "sk1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cluster.advertisePG != "127.0.0.1:5454" || c.cluster.prefix != "/safekeeper" || c.cluster.leaseTTL != 10*time.Second {
+		t.Fatalf("cluster defaults: %+v", c.cluster)
 	}
 }

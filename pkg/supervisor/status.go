@@ -2,8 +2,10 @@ package supervisor
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
+	"github.com/pgsafekeeper/safekeeper/pkg/election"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/offload"
 	"github.com/pgsafekeeper/safekeeper/pkg/retention"
@@ -35,6 +37,19 @@ type Status struct {
 	Consumers    []consumers.Status      `json:"consumers"`
 	Slots        []slots.Status          `json:"replication_slots"`
 	Rebootstrap  []consumers.Rebootstrap `json:"needs_rebootstrap"`
+	Offloader    *OffloaderStatus        `json:"offloader"`
+	Peers        []election.NodeInfo     `json:"peers"`
+}
+
+// OffloaderStatus says which safekeeper offloads the timeline.
+type OffloaderStatus struct {
+	Leader   string     `json:"leader"`    // its name; "" when none is known
+	IsLeader bool       `json:"is_leader"` // this node offloads
+	Since    *time.Time `json:"since,omitempty"`
+	// Elected is false for a node without a cluster: it is always its
+	// own offloader.
+	Elected  bool             `json:"elected"`
+	Election *election.Status `json:"election,omitempty"`
 }
 
 // ArchiveStatus is the offloader's state with the archive lag.
@@ -80,6 +95,18 @@ func (s *Supervisor) Status() Status {
 	if s.off != nil {
 		st.Archive = &ArchiveStatus{Status: s.off.Status()}
 		st.Archive.LagBytes = archiveLag(ctl)
+	}
+	switch {
+	case s.member != nil:
+		es := s.member.Status()
+		st.Offloader = &OffloaderStatus{Leader: es.Leader, IsLeader: es.IsLeader, Since: es.LeaderSince, Elected: true, Election: &es}
+		st.Peers = es.Peers
+	case s.off != nil:
+		since := s.started
+		st.Offloader = &OffloaderStatus{Leader: s.name(), IsLeader: true, Since: &since}
+	}
+	if st.Peers == nil {
+		st.Peers = []election.NodeInfo{}
 	}
 	if ctl.SystemID != 0 {
 		st.SystemID = strconv.FormatUint(ctl.SystemID, 10)

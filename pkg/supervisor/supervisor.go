@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgsafekeeper/safekeeper/pkg/archive"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
+	"github.com/pgsafekeeper/safekeeper/pkg/election"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/objstore"
 	"github.com/pgsafekeeper/safekeeper/pkg/offload"
@@ -26,6 +27,8 @@ import (
 type Config struct {
 	Dir string      // the timeline's directory
 	ID  timeline.ID // tenant and timeline id
+	// NodeName is this safekeeper's --name.
+	NodeName string
 	// Upstream, when set, runs a receiver streaming WAL from the primary.
 	Upstream *upstream.Config
 	Slots    slots.Limits
@@ -36,6 +39,12 @@ type Config struct {
 	WalKeepBytes uint64
 	// RetentionInterval is how often retention runs (default 1s).
 	RetentionInterval time.Duration
+	// Cluster, when set, makes the timeline a member of a safekeeper
+	// cluster (etcd): peers, an elected offloader, a shared backup_lsn.
+	// Without it the node is always its own offloader.
+	Cluster *ClusterConfig
+	// ElectionMetrics are the election's collectors (with Cluster).
+	ElectionMetrics *election.Metrics
 }
 
 // ArchiveConfig is the archive of a timeline.
@@ -60,6 +69,8 @@ type Supervisor struct {
 	ar        *archive.Archive    // nil without an archive
 	off       *offload.Offloader  // nil without an archive
 	ret       *retention.Retainer // always
+	member    *election.Member    // nil without a cluster
+	started   time.Time
 }
 
 // Open opens (or creates) the timeline's directory, recovering the end of
@@ -70,13 +81,10 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &Supervisor{cfg: cfg, log: log, m: m, tl: tl, consumers: consumers.NewRegistry()}
+	s := &Supervisor{cfg: cfg, log: log, m: m, tl: tl, consumers: consumers.NewRegistry(), started: time.Now()}
 	if s.slots, err = slots.Open(tl.Dir().File(slots.FileName), cfg.Slots, s, log); err != nil {
 		tl.Close()
 		return nil, err
-	}
-	if cfg.Upstream != nil {
-		s.rcv = upstream.New(*cfg.Upstream, tl, s.consumers, log.Named("upstream"), m)
 	}
 	if a := cfg.Archive; a != nil {
 		if s.ar, err = archive.New(a.Store, cfg.ID.TenantID, cfg.ID.TimelineID, a.Compression); err != nil {
@@ -95,6 +103,27 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 		tl.SetArchive(func(ctx context.Context, tli uint32, segno, segSize, systemID uint64) ([]byte, error) {
 			return ar.GetSegment(ctx, tli, segno, archive.Identity{SystemID: systemID, SegSize: segSize})
 		})
+	}
+	var src upstream.Sources
+	if s.ar != nil {
+		ar := s.ar
+		src.Archive = func(ctx context.Context, tli uint32, segno, segSize, systemID uint64) ([]byte, error) {
+			return ar.GetSegment(ctx, tli, segno, archive.Identity{SystemID: systemID, SegSize: segSize})
+		}
+	}
+	if c := cfg.Cluster; c != nil {
+		ecfg := c.Election
+		ecfg.Metrics = cfg.ElectionMetrics
+		s.member = election.NewMember(ecfg, cfg.ID.TenantID, cfg.ID.TimelineID, c.Addr, clusterLocal{s}, s.lead, log.Named("election"))
+		src.Peers = s.peers
+		src.PeerConnString = c.PeerConnString
+	}
+	if cfg.Upstream != nil {
+		ucfg := *cfg.Upstream
+		if s.member != nil {
+			ucfg.InitialStart = s.initialStart
+		}
+		s.rcv = upstream.New(ucfg, src, tl, s.consumers, log.Named("upstream"), m)
 	}
 	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes, Interval: cfg.RetentionInterval},
 		tl, s.slots, s.consumers, log.Named("retention"))
@@ -118,7 +147,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	} else {
 		s.log.Warn("no upstream configured: serving the WAL already held, receiving none")
 	}
-	if s.off != nil {
+	switch {
+	case s.member != nil:
+		// The offloader runs only while this node is the elected one.
+		if s.off != nil {
+			s.off.SetFollower()
+		}
+		svcs = append(svcs, service{"cluster membership", s.member.Run}, service{"shared backup_lsn", s.readoptOnSwitch})
+	case s.off != nil:
 		svcs = append(svcs, service{"offloader", s.off.Run})
 	}
 	svcs = append(svcs, service{"retention", s.ret.Run})
@@ -150,6 +186,8 @@ func (s *Supervisor) Close() error {
 	s.slots.Persist()
 	return s.tl.Close()
 }
+
+func (s *Supervisor) name() string { return s.cfg.NodeName }
 
 // ID returns the timeline's id.
 func (s *Supervisor) ID() timeline.ID { return s.cfg.ID }

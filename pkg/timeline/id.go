@@ -2,8 +2,10 @@ package timeline
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 )
 
 // ID identifies a timeline as Neon does: a tenant id and a timeline id,
@@ -32,4 +34,23 @@ func NewHexID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// IDFromSystemID derives the default ids of the timeline that holds the
+// WAL of the PostgreSQL cluster with database system identifier sysid (as
+// pg_controldata and IDENTIFY_SYSTEM print it), so that every safekeeper
+// of one primary agrees on them without configuration:
+//
+//	tenant_id   = first 16 bytes of SHA-256("safekeeper tenant <sysid>"), hex
+//	timeline_id = first 16 bytes of SHA-256("safekeeper timeline <sysid>"), hex
+//
+// with <sysid> in decimal. In a shell:
+//
+//	printf 'safekeeper tenant %s' 7312345678901234567 | sha256sum | cut -c1-32
+func IDFromSystemID(sysid uint64) ID {
+	derive := func(kind string) string {
+		sum := sha256.Sum256([]byte("safekeeper " + kind + " " + strconv.FormatUint(sysid, 10)))
+		return hex.EncodeToString(sum[:16])
+	}
+	return ID{TenantID: derive("tenant"), TimelineID: derive("timeline")}
 }

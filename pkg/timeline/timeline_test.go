@@ -240,3 +240,16 @@ func TestBindArchive(t *testing.T) {
 		t.Fatalf("control file: archive %q backup %s", ctl.Archive, ctl.BackupLSN)
 	}
 }
+
+func TestIDFromSystemID(t *testing.T) {
+	// The documented derivation, checked against sha256sum:
+	// printf 'safekeeper tenant 7312345678901234567' | sha256sum | cut -c1-32
+	id := IDFromSystemID(7312345678901234567)
+	want := ID{TenantID: "8504b526e9b6550b1fa6426b07b57bcf", TimelineID: "fef430a4a8473dcd56712ec064c250c1"}
+	if id != want {
+		t.Fatalf("IDFromSystemID = %v, want %v", id, want)
+	}
+	if id == IDFromSystemID(7312345678901234568) {
+		t.Fatal("different systems share ids")
+	}
+}
