@@ -127,6 +127,9 @@ type archiveEnv struct {
 	env   []string
 	store objstore.Store
 	extra []string // more safekeeper flags (path style)
+	// linked: in a test cluster each safekeeper reaches this file
+	// archive through its own symbolic link (cluster_test.go).
+	linked bool
 }
 
 func fileArchive(t testing.TB) archiveEnv {

@@ -104,13 +104,19 @@ func StartSK(t testing.TB, upstream string, extra ...string) *SK {
 // StartSKEnv is StartSK with extra environment variables.
 func StartSKEnv(t testing.TB, upstream string, env []string, extra ...string) *SK {
 	t.Helper()
+	return StartSKNamed(t, "safekeeper", upstream, env, extra...)
+}
+
+// StartSKNamed is StartSKEnv for a safekeeper with its own --name.
+func StartSKNamed(t testing.TB, name, upstream string, env []string, extra ...string) *SK {
+	t.Helper()
 	dir := t.TempDir()
 	s := &SK{
 		t: t, bin: safekeeperBinary(t),
 		DataDir:  filepath.Join(dir, "data"),
 		PGPort:   pgtest.FreePort(t),
 		HTTPPort: pgtest.FreePort(t),
-		Name:     "safekeeper",
+		Name:     name,
 		Upstream: upstream,
 		Extra:    extra,
 		Env:      env,
@@ -150,6 +156,10 @@ func (s *SK) Start() {
 		// the safekeeper; they keep it. Retention tests pass their own
 		// --wal-keep-size, which wins (the last occurrence of a flag does).
 		"--wal-keep-size", "1GB",
+		// Tests written before the upstream slot became the default share
+		// one primary between several safekeepers of the same name; the
+		// cluster tests pass --upstream-slot= (the default: --name).
+		"--upstream-slot", "none",
 	}
 	if s.Upstream != "" {
 		args = append(args, "--upstream", s.Upstream)
