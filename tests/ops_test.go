@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,13 +17,39 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
 
-// Before its first contact with an upstream, replication commands get a
-// clear 55000 error; SHOW data_directory_mode still works.
+// Before its first contact with an upstream, a timeline named by the
+// flags answers replication commands with a clear 55000 error; SHOW
+// data_directory_mode still works. Without ids, the ids derive from the
+// upstream's system identifier: until it answers, connections get
+// PostgreSQL's "the database system is starting up" (57P03) and status
+// lists no timeline.
 func TestNoWALYet(t *testing.T) {
 	pgtest.Require(t)
-	sk := StartSK(t, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=1", pgtest.FreePort(t)))
+	down := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=1", pgtest.FreePort(t))
+	pending := StartSK(t, down)
+	_, err := pgconn.Connect(ctxTimeout(t, 30*time.Second), pending.ConnString())
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57P03" || pe.Message != "the database system is starting up" {
+		t.Fatalf("connection before the timeline is known: want FATAL 57P03, got %v", err)
+	}
+	var st struct {
+		Timelines []json.RawMessage `json:"timelines"`
+	}
+	resp, err := http.Get(pending.url("/v1/status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || len(st.Timelines) != 0 {
+		t.Fatalf("status before the timeline is known: %v, %d timelines", err, len(st.Timelines))
+	}
+	pending.Stop() // exits 0 while still waiting for the upstream
+
+	sk := StartSK(t, down, "--tenant-id", timeline.NewHexID(), "--timeline-id", timeline.NewHexID())
 	ctx := ctxTimeout(t, 30*time.Second)
 	conn, err := pgconn.Connect(ctx, sk.ConnString())
 	if err != nil {
@@ -39,9 +66,9 @@ func TestNoWALYet(t *testing.T) {
 	if _, err := conn.Exec(ctx, "SHOW data_directory_mode").ReadAll(); err != nil {
 		t.Fatal(err)
 	}
-	st := sk.Status(t)
-	if st.Timelines[0].HasWAL || st.Timelines[0].Upstream.State == "streaming" {
-		t.Fatalf("status claims WAL or streaming: %+v", st.Timelines[0])
+	status := sk.Status(t)
+	if status.Timelines[0].HasWAL || status.Timelines[0].Upstream.State == "streaming" {
+		t.Fatalf("status claims WAL or streaming: %+v", status.Timelines[0])
 	}
 }
 

@@ -208,21 +208,20 @@ func run(args []string) int {
 	return 0
 }
 
-// chooseTimeline finds the timeline directory to host: the existing one
-// matching the ids given, else a new one whose missing ids are derived
-// from the upstream's system identifier (timeline.IDFromSystemID), so that
-// every safekeeper of one primary agrees on them.
-func chooseTimeline(ctx context.Context, cfg config, log *zap.Logger) (timeline.ID, error) {
-	var id timeline.ID
-	var err error
+// localTimelineID finds the timeline to host without asking anyone: the
+// existing one matching the ids given, or the ids given. known is false
+// when a new timeline lacks an id: identifyTimeline derives it from the
+// upstream's system identifier (timeline.IDFromSystemID), so that every
+// safekeeper of one primary agrees on it.
+func localTimelineID(cfg config) (id timeline.ID, known bool, err error) {
 	if cfg.tenantID != "" {
 		if id.TenantID, err = timeline.ParseHexID(cfg.tenantID); err != nil {
-			return id, fmt.Errorf("--tenant-id: %w", err)
+			return id, false, fmt.Errorf("--tenant-id: %w", err)
 		}
 	}
 	if cfg.timelineID != "" {
 		if id.TimelineID, err = timeline.ParseHexID(cfg.timelineID); err != nil {
-			return id, fmt.Errorf("--timeline-id: %w", err)
+			return id, false, fmt.Errorf("--timeline-id: %w", err)
 		}
 	}
 	existing, _ := filepath.Glob(filepath.Join(cfg.dataDir, "*", "*", walstore.ControlFileName))
@@ -237,18 +236,24 @@ func chooseTimeline(ctx context.Context, cfg config, log *zap.Logger) (timeline.
 	}
 	for _, f := range found {
 		if (id.TenantID == "" || id.TenantID == f.TenantID) && (id.TimelineID == "" || id.TimelineID == f.TimelineID) {
-			return f, nil
+			return f, true, nil
 		}
 	}
 	if len(found) > 0 && id.TenantID == "" && id.TimelineID == "" {
-		return found[0], nil
+		return found[0], true, nil
 	}
 	if id.TenantID != "" && id.TimelineID != "" {
-		return id, nil
+		return id, true, nil
 	}
 	if cfg.upstream == "" {
-		return id, errors.New("--tenant-id and --timeline-id are required for a new timeline without --upstream")
+		return id, false, errors.New("--tenant-id and --timeline-id are required for a new timeline without --upstream")
 	}
+	return id, false, nil
+}
+
+// identifyTimeline fills the ids id lacks from the upstream's system
+// identifier.
+func identifyTimeline(ctx context.Context, cfg config, id timeline.ID, log *zap.Logger) (timeline.ID, error) {
 	sysid, err := identifyUpstream(ctx, cfg, log)
 	if err != nil {
 		return id, err
@@ -309,17 +314,18 @@ func serve(cfg config, log *zap.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log = log.With(zap.String("node", cfg.name))
-	tlCfg, err := timelineConfig(ctx, cfg, log)
+	id, known, err := localTimelineID(cfg)
 	if err != nil {
-		if ctx.Err() != nil {
-			log.Info("stopped before the upstream answered")
-			return nil
-		}
 		return err
+	}
+	if _, err := timelineConfig(cfg, id); err != nil {
+		return err // flag errors, before anything listens
 	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(promReg)
+	var cluster *supervisor.ClusterConfig
+	var electionMetrics *election.Metrics
 	if cfg.cluster.endpoints != "" {
 		cli, err := cfg.cluster.client(log)
 		if err != nil {
@@ -330,16 +336,33 @@ func serve(cfg config, log *zap.Logger) error {
 		if host, _, _ := net.SplitHostPort(cc.Addr); host == "localhost" || net.ParseIP(host).IsLoopback() {
 			log.Warn("peers reach this node at a loopback address (--advertise-pg); fine on one machine only", zap.String("advertise_pg", cc.Addr))
 		}
-		tlCfg.Cluster = &cc
-		tlCfg.ElectionMetrics = election.NewMetrics(promReg)
+		cluster, electionMetrics = &cc, election.NewMetrics(promReg)
+	}
+	open := func(id timeline.ID) (*supervisor.Supervisor, error) {
+		tlCfg, err := timelineConfig(cfg, id)
+		if err != nil {
+			return nil, err
+		}
+		tlCfg.Cluster, tlCfg.ElectionMetrics = cluster, electionMetrics
+		return supervisor.Open(tlCfg, log, m)
 	}
 
-	sup, err := supervisor.Open(tlCfg, log, m)
-	if err != nil {
-		return err
-	}
+	// A timeline already on disk, or named by the flags, is opened before
+	// anything listens: a failure to open it ends the process at once.
 	reg := supervisor.NewRegistry()
-	reg.Add(sup)
+	var sup *supervisor.Supervisor
+	if known {
+		if sup, err = open(id); err != nil {
+			return err
+		}
+		reg.Add(sup)
+		m.FlushLSN.Set(float64(sup.FlushLSN()))
+	}
+	closeSup := func() {
+		if sup != nil {
+			sup.Close()
+		}
+	}
 	promReg.MustRegister(metrics.NewTimelineCollector(func() []metrics.TimelineSample {
 		var out []metrics.TimelineSample
 		for _, t := range reg.All() {
@@ -356,22 +379,21 @@ func serve(cfg config, log *zap.Logger) error {
 		}
 		return out
 	}))
-	m.FlushLSN.Set(float64(sup.FlushLSN()))
 
 	wcfg := walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}
 	if err := applySecurity(cfg.security, &wcfg); err != nil {
-		sup.Close()
+		closeSup()
 		return err
 	}
 	pgLn, err := net.Listen("tcp", cfg.listenPG)
 	if err != nil {
-		sup.Close()
+		closeSup()
 		return fmt.Errorf("listen on %s: %w", cfg.listenPG, err)
 	}
 	httpLn, err := net.Listen("tcp", cfg.listenHTTP)
 	if err != nil {
 		pgLn.Close()
-		sup.Close()
+		closeSup()
 		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
 	}
 
@@ -392,20 +414,39 @@ func serve(cfg config, log *zap.Logger) error {
 			log.Error("replication listener", zap.Error(err))
 		}
 	}()
+	log.Info("safekeeper started",
+		zap.String("version", buildVersion()), zap.String("data_dir", cfg.dataDir),
+		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()))
+
 	fatal := make(chan error, 1) // a failure that must end the process
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := sup.Run(ctx); err != nil {
+		s := sup
+		if s == nil {
+			// A new timeline without ids: they derive from the upstream's
+			// system identifier, which may take a while to learn.
+			id, err := identifyTimeline(ctx, cfg, id, log)
+			if err == nil {
+				s, err = open(id)
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					fatal <- err
+					stop()
+				}
+				return
+			}
+			sup = s // read by the code below only after wg.Wait
+			reg.Add(s)
+		}
+		log.Info("hosting timeline", zap.String("tenant_id", s.ID().TenantID), zap.String("timeline_id", s.ID().TimelineID),
+			zap.Stringer("flush_lsn", s.FlushLSN()))
+		if err := s.Run(ctx); err != nil {
 			fatal <- err
 			stop()
 		}
 	}()
-	log.Info("safekeeper started",
-		zap.String("version", buildVersion()), zap.String("data_dir", cfg.dataDir),
-		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()),
-		zap.String("tenant_id", tlCfg.ID.TenantID), zap.String("timeline_id", tlCfg.ID.TimelineID),
-		zap.Stringer("flush_lsn", sup.FlushLSN()))
 
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -415,9 +456,13 @@ func serve(cfg config, log *zap.Logger) error {
 	wg.Wait()
 	select {
 	case err := <-fatal:
-		sup.Close()
+		closeSup()
 		return err
 	default:
+	}
+	if sup == nil {
+		log.Info("shut down before the timeline was known")
+		return nil
 	}
 	if err := sup.Close(); err != nil {
 		return fmt.Errorf("final flush: %w", err)
@@ -427,12 +472,8 @@ func serve(cfg config, log *zap.Logger) error {
 }
 
 // timelineConfig turns the flags into the hosted timeline's configuration.
-func timelineConfig(ctx context.Context, cfg config, log *zap.Logger) (supervisor.Config, error) {
+func timelineConfig(cfg config, id timeline.ID) (supervisor.Config, error) {
 	var c supervisor.Config
-	id, err := chooseTimeline(ctx, cfg, log)
-	if err != nil {
-		return c, err
-	}
 	keep, err := parseSize(cfg.maxSlotKeep)
 	if err != nil {
 		return c, fmt.Errorf("--max-slot-wal-keep-size: %w", err)
@@ -480,6 +521,9 @@ func (r resolver) Lookup(id timeline.ID) (walsender.Target, bool) {
 	}
 	return target(s), true
 }
+
+// Count returns how many timelines are hosted.
+func (r resolver) Count() int { return len(r.reg.All()) }
 
 func (r resolver) Only() (walsender.Target, bool) {
 	s, ok := r.reg.Only()

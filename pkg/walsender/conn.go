@@ -221,6 +221,11 @@ func (c *conn) startup() error {
 		c.setTarget(tg)
 	} else {
 		tg, ok := c.s.tls.Only()
+		if !ok && c.s.tls.Count() == 0 {
+			// As PostgreSQL answers before it accepts connections.
+			return pgerr.Fatal(pgerr.CannotConnectNow, "the database system is starting up").
+				WithDetail("The safekeeper has not yet learned its timeline from its upstream server.")
+		}
 		if !ok {
 			return pgerr.Fatal(pgerr.InvalidParameterValue, "this safekeeper hosts several timelines; choose one").
 				WithHint("Pass options='-c tenant_id=... timeline_id=...'.")

@@ -45,4 +45,7 @@ type Resolver interface {
 	Lookup(id timeline.ID) (Target, bool)
 	// Only returns the hosted timeline when there is exactly one.
 	Only() (Target, bool)
+	// Count is how many timelines are hosted; 0 while the process is
+	// still learning which timeline it hosts.
+	Count() int
 }
