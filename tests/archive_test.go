@@ -78,21 +78,34 @@ func (s archStatus) slot(name string) string {
 
 func (s *SK) archStatus(t testing.TB) archStatus {
 	t.Helper()
-	resp, err := http.Get(s.url("/v1/status"))
+	st, err := timelineStatus[archStatus](t, http.DefaultClient, s)
 	if err != nil {
 		t.Fatalf("GET /v1/status: %v", err)
 	}
-	defer resp.Body.Close()
+	return st
+}
+
+// timelineStatus fetches /v1/status and decodes its one timeline into T.
+// It returns an error only when the node does not answer; a malformed
+// answer or another number of timelines fails the test.
+func timelineStatus[T any](t testing.TB, c *http.Client, s *SK) (T, error) {
+	t.Helper()
 	var st struct {
-		Timelines []archStatus `json:"timelines"`
+		Timelines []T `json:"timelines"`
 	}
+	var zero T
+	resp, err := c.Get(s.url("/v1/status"))
+	if err != nil {
+		return zero, err
+	}
+	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatalf("decode status: %v", err)
 	}
 	if len(st.Timelines) != 1 {
 		t.Fatalf("status has %d timelines, want 1", len(st.Timelines))
 	}
-	return st.Timelines[0]
+	return st.Timelines[0], nil
 }
 
 // metric returns the value of the first sample of /metrics whose line

@@ -3,7 +3,6 @@ package tests
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -59,22 +58,9 @@ type clusterStatus struct {
 // answer (stopped or paused).
 func (s *SK) clusterStatus(t testing.TB) (clusterStatus, bool) {
 	t.Helper()
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(s.url("/v1/status"))
-	if err != nil {
-		return clusterStatus{}, false
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Timelines []clusterStatus `json:"timelines"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("decode status: %v", err)
-	}
-	if len(st.Timelines) != 1 {
-		t.Fatalf("status has %d timelines, want 1", len(st.Timelines))
-	}
-	return st.Timelines[0], true
+	c := &http.Client{Timeout: 2 * time.Second}
+	st, err := timelineStatus[clusterStatus](t, c, s)
+	return st, err == nil
 }
 
 // testCluster is a primary, etcd, an archive and three safekeepers.
@@ -526,6 +512,16 @@ var primaryArchiving = map[string]string{
 	"archive_command": "mkdir -p ../walcopy && test ! -f ../walcopy/%f && cp %p ../walcopy/%f",
 }
 
+// recyclingPrimary are the settings of a primary that keeps no WAL for
+// anyone (the tests recycle it on purpose) and archives its own copies.
+func recyclingPrimary() map[string]string {
+	conf := map[string]string{"wal_keep_size": "0", "max_wal_size": "32MB", "min_wal_size": "2MB"}
+	for k, v := range primaryArchiving {
+		conf[k] = v
+	}
+	return conf
+}
+
 func walCopyDir(primary *pgtest.Cluster) string { return filepath.Join(primary.BaseDir, "walcopy") }
 
 // compareWithPrimaryCopy compares the safekeeper's complete local segments
@@ -583,10 +579,7 @@ func recycleUntilGone(t testing.TB, primary *pgtest.Cluster, lsn wal.LSN) {
 // and streams from the primary again within 30 s, byte-identical.
 func TestClusterRecoverAfterSwitch(t *testing.T) {
 	ae := linkedArchive(t)
-	conf := map[string]string{"wal_keep_size": "0", "max_wal_size": "32MB", "min_wal_size": "2MB"}
-	for k, v := range primaryArchiving {
-		conf[k] = v
-	}
+	conf := recyclingPrimary()
 	// They keep local WAL, so that the recovered segments can be compared.
 	c := startCluster(t, ae, conf, "--upstream-slot", "none", "--wal-keep-size", "64MB")
 	id := clusterID(t, c.primary)
@@ -640,10 +633,7 @@ func primaryOldestLSN(t testing.TB, primary *pgtest.Cluster) wal.LSN {
 // holds what they hold, and rejoins the quorum.
 func TestClusterWipedNodeRejoins(t *testing.T) {
 	ae := fileArchive(t)
-	conf := map[string]string{"wal_keep_size": "0", "max_wal_size": "32MB", "min_wal_size": "2MB"}
-	for k, v := range primaryArchiving {
-		conf[k] = v
-	}
+	conf := recyclingPrimary()
 	// Peers keep 6 segments behind their end; the primary keeps none.
 	c := startCluster(t, ae, conf, "--upstream-slot", "none", "--wal-keep-size", "6MB")
 	id := clusterID(t, c.primary)
