@@ -29,6 +29,18 @@ var (
 	plainBinary builtBinary
 )
 
+// TestMain removes the binaries the run built, so that a test run leaves
+// nothing behind in the temporary directory.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, b := range []*builtBinary{&raceBinary, &plainBinary} {
+		if b.path != "" {
+			os.RemoveAll(filepath.Dir(b.path))
+		}
+	}
+	os.Exit(code)
+}
+
 // safekeeperBinary builds cmd/safekeeper once per test run, with the race
 // detector so the end-to-end tests also check the server for races.
 // Benchmarks use a build without it.
