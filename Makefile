@@ -24,8 +24,10 @@ ETCD      := $(TOOLS_BIN)/etcd
 
 all: build
 
+# -buildvcs=true: the revision goes into the binary (safekeeper version,
+# safekeeper_build_info) even where GOFLAGS turns VCS stamping off.
 build:
-	$(GO) build -o $(BIN) ./cmd/safekeeper
+	$(GO) build -buildvcs=true -o $(BIN) ./cmd/safekeeper
 
 ## test: everything CI checks: vet, gofmt, the whole suite with -race, and
 ## each fuzz target for $(FUZZTIME) on top of its committed corpus.

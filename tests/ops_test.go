@@ -47,6 +47,9 @@ func TestNoWALYet(t *testing.T) {
 	if err != nil || len(st.Timelines) != 0 {
 		t.Fatalf("status before the timeline is known: %v, %d timelines", err, len(st.Timelines))
 	}
+	if code, reasons := pending.readyz(t); code != 503 || len(reasons) != 1 || !strings.Contains(reasons[0], "no timeline yet") {
+		t.Fatalf("/readyz before the timeline is known: %d %q", code, reasons)
+	}
 	pending.Stop() // exits 0 while still waiting for the upstream
 
 	sk := StartSK(t, down, "--tenant-id", timeline.NewHexID(), "--timeline-id", timeline.NewHexID())
@@ -66,9 +69,66 @@ func TestNoWALYet(t *testing.T) {
 	if _, err := conn.Exec(ctx, "SHOW data_directory_mode").ReadAll(); err != nil {
 		t.Fatal(err)
 	}
+	if code, reasons := sk.readyz(t); code != 503 || len(reasons) != 1 || !strings.Contains(reasons[0], "upstream not connected") {
+		t.Fatalf("/readyz with the upstream down: %d %q", code, reasons)
+	}
 	status := sk.Status(t)
 	if status.Timelines[0].HasWAL || status.Timelines[0].Upstream.State == "streaming" {
 		t.Fatalf("status claims WAL or streaming: %+v", status.Timelines[0])
+	}
+}
+
+// readyz fetches GET /readyz.
+func (s *SK) readyz(t testing.TB) (int, []string) {
+	t.Helper()
+	resp, err := http.Get(s.url("/readyz"))
+	if err != nil {
+		t.Fatalf("GET /readyz: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Ready   bool     `json:"ready"`
+		Reasons []string `json:"reasons"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("decode /readyz: %v", err)
+	}
+	if body.Ready != (resp.StatusCode == 200) {
+		t.Fatalf("/readyz: status %d with ready=%v", resp.StatusCode, body.Ready)
+	}
+	return resp.StatusCode, body.Reasons
+}
+
+// A lone safekeeper without a slot, stopped while the primary recycled the
+// WAL it lacks, has no peer or archive to recover from: status and
+// /readyz say it is behind and why, instead of retrying silently (the
+// cluster tests show recovery when a peer or the archive has the WAL).
+func TestBehindNotReady(t *testing.T) {
+	primary, sk := startPair(t, 1, map[string]string{"wal_keep_size": "0", "max_wal_size": "32MB", "min_wal_size": "2MB"})
+	if code, reasons := sk.readyz(t); code != 200 {
+		t.Fatalf("/readyz of a healthy pair: %d %q", code, reasons)
+	}
+	if v, ok := sk.metric(t, "safekeeper_build_info{"); !ok || v != 1 {
+		t.Fatalf("safekeeper_build_info: %v %v", v, ok)
+	}
+	stopped := sk.FlushLSN(t)
+	sk.Stop()
+	generateSegments(t, primary, 3)
+	pgtest.WaitFor(t, 60*time.Second, "the primary to recycle the safekeeper's next segment", func() bool {
+		primary.Exec(t, "SELECT pg_switch_wal()")
+		primary.Exec(t, "CHECKPOINT")
+		oldest := primary.QueryValue(t, "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'")
+		want := primary.QueryValue(t, fmt.Sprintf("SELECT pg_walfile_name('%s')", stopped))
+		return oldest > want
+	})
+	sk.Start()
+	pgtest.WaitFor(t, 30*time.Second, "status and /readyz to say the node is behind", func() bool {
+		code, reasons := sk.readyz(t)
+		return code == 503 && len(reasons) == 1 && strings.Contains(reasons[0], "the upstream removed WAL this node lacks")
+	})
+	st := sk.Status(t)
+	if st.Timelines[0].Upstream.State != "behind: WAL removed upstream" {
+		t.Fatalf("upstream state %q", st.Timelines[0].Upstream.State)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -66,8 +67,8 @@ func (c *clusterFlags) validate(listenPG, name string) error {
 		}
 	}
 	for _, ep := range c.list() {
-		if ep == "" {
-			return fmt.Errorf("--etcd: empty endpoint in %q", c.endpoints)
+		if err := checkEndpoint(ep); err != nil {
+			return fmt.Errorf("--etcd: %w", err)
 		}
 	}
 	if c.leaseTTL < time.Second {
@@ -91,6 +92,35 @@ func (c *clusterFlags) validate(listenPG, name string) error {
 	}
 	if _, err := parseSize(c.maxLag); err != nil {
 		return fmt.Errorf("--offload-max-lag: %w", err)
+	}
+	return nil
+}
+
+// checkEndpoint accepts what clientv3 dials: http(s)://host:port,
+// unix(s)://path, or host:port.
+func checkEndpoint(ep string) error {
+	if ep == "" {
+		return errors.New("empty endpoint")
+	}
+	if scheme, rest, ok := strings.Cut(ep, "://"); ok {
+		switch scheme {
+		case "http", "https":
+			u, err := url.Parse(ep)
+			if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				return fmt.Errorf("invalid endpoint %q: want %s://host:port", ep, scheme)
+			}
+			return nil
+		case "unix", "unixs":
+			if rest == "" {
+				return fmt.Errorf("invalid endpoint %q: no socket path", ep)
+			}
+			return nil
+		default:
+			return fmt.Errorf("invalid endpoint %q: scheme must be http, https, unix or unixs", ep)
+		}
+	}
+	if host, port, err := net.SplitHostPort(ep); err != nil || host == "" || port == "" {
+		return fmt.Errorf("invalid endpoint %q: want host:port or http(s)://host:port", ep)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -76,7 +78,7 @@ func realMain(args []string) int {
 	case "wal-verify":
 		return walVerifyMain(args[1:])
 	case "version", "--version", "-V":
-		fmt.Println("safekeeper", buildVersion())
+		fmt.Println("safekeeper", buildInfo())
 		return 0
 	case "help", "-h", "--help":
 		usage()
@@ -88,19 +90,40 @@ func realMain(args []string) int {
 	}
 }
 
-func buildVersion() string {
-	if version != "dev" {
-		return version
+// build describes this binary: the module version (a tag, a pseudo-version
+// or "(devel)"), the VCS revision it was built from (with "+dirty" for
+// uncommitted changes), and the Go version.
+type build struct{ version, revision, goVersion string }
+
+func buildInfo() build {
+	b := build{version: version, revision: "unknown", goVersion: runtime.Version()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return "dev-" + s.Value[:12]
-			}
+	if version == "dev" && bi.Main.Version != "" {
+		b.version = bi.Main.Version
+	}
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			b.revision = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
 		}
 	}
-	return version
+	if dirty && b.revision != "unknown" {
+		b.revision += "+dirty"
+	}
+	return b
 }
+
+func (b build) String() string {
+	return fmt.Sprintf("%s (revision %s, %s)", b.version, b.revision, b.goVersion)
+}
+
+func buildVersion() string { return buildInfo().version }
 
 // defaultName is --name's default.
 const defaultName = "safekeeper"
@@ -125,8 +148,11 @@ type config struct {
 	cluster          clusterFlags
 
 	// Built from the flags by parseFlags.
-	archiveCfg   *supervisor.ArchiveConfig
-	walKeepBytes uint64
+	archiveCfg       *supervisor.ArchiveConfig
+	walKeepBytes     uint64
+	readyMaxLag      uint64
+	readyMaxLagFlag  string
+	readyArchiveFail time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -146,17 +172,26 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, else derived from the upstream's system identifier (README)")
 	fs.IntVar(&c.maxSlots, "max-replication-slots", 10, "most replication slots the safekeeper holds")
 	fs.StringVar(&c.maxSlotKeep, "max-slot-wal-keep-size", "0", "most WAL a slot may hold back (e.g. 10GB); a slot further behind is reported lost; 0 = unlimited")
+	fs.StringVar(&c.readyMaxLagFlag, "ready-max-lag", "64MB", "GET /readyz answers 503 while the node is further behind the upstream's end of WAL (0 = no limit)")
+	fs.DurationVar(&c.readyArchiveFail, "ready-archive-fail-for", 5*time.Minute, "GET /readyz answers 503 once archive operations have failed for this long in a row (0 = never)")
 	registerSecurityFlags(fs, &c.security)
 	registerArchiveFlags(fs, &c.archive)
 	registerClusterFlags(fs, &c.cluster)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
 		return c, err
 	}
+	var err error
+	if c.readyMaxLag, err = parseSize(c.readyMaxLagFlag); err != nil {
+		return c, fmt.Errorf("--ready-max-lag: %w", err)
+	}
+	if c.upstream != "" {
+		if _, err := pgconn.ParseConfig(c.upstream); err != nil {
+			return c, fmt.Errorf("--upstream: %w", err)
+		}
+	}
 	if err := c.cluster.validate(c.listenPG, c.name); err != nil {
 		return c, err
 	}
-
-	var err error
 	if c.archiveCfg, c.walKeepBytes, err = c.archive.open(context.Background()); err != nil {
 		return c, err
 	}
@@ -202,11 +237,25 @@ func run(args []string) int {
 	}
 	defer log.Sync()
 	if err := serve(cfg, log); err != nil {
+		var ce configError
+		if errors.As(err, &ce) {
+			// A configuration error found before anything listens: one
+			// line, exit status 2, as for a bad flag.
+			fmt.Fprintln(os.Stderr, "safekeeper:", err)
+			return 2
+		}
 		log.Error("safekeeper stopped", zap.Error(err))
 		return 1
 	}
 	return 0
 }
+
+// configError marks an error in the configuration (a file named by a
+// flag that cannot be used), found before the process listens.
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
 
 // localTimelineID finds the timeline to host without asking anyone: the
 // existing one matching the ids given, or the ids given. known is false
@@ -324,12 +373,14 @@ func serve(cfg config, log *zap.Logger) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(promReg)
+	bi := buildInfo()
+	metrics.RegisterBuildInfo(promReg, bi.version, bi.revision, bi.goVersion)
 	var cluster *supervisor.ClusterConfig
 	var electionMetrics *election.Metrics
 	if cfg.cluster.endpoints != "" {
 		cli, err := cfg.cluster.client(log)
 		if err != nil {
-			return fmt.Errorf("--etcd: %w", err)
+			return configError{fmt.Errorf("--etcd: %w", err)}
 		}
 		defer closeWithin(cli, 2*time.Second)
 		cc := cfg.cluster.clusterConfig(cli, cfg.name)
@@ -383,7 +434,7 @@ func serve(cfg config, log *zap.Logger) error {
 	wcfg := walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}
 	if err := applySecurity(cfg.security, &wcfg); err != nil {
 		closeSup()
-		return err
+		return configError{err}
 	}
 	pgLn, err := net.Listen("tcp", cfg.listenPG)
 	if err != nil {
@@ -397,7 +448,7 @@ func serve(cfg config, log *zap.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
 	}
 
-	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg, httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail}), ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +73,33 @@ func TestClusterFlagErrors(t *testing.T) {
 	}
 	if c.cluster.advertisePG != "127.0.0.1:5454" || c.cluster.prefix != "/safekeeper" || c.cluster.leaseTTL != 10*time.Second {
 		t.Fatalf("cluster defaults: %+v", c.cluster)
+	}
+}
+
+func TestBuildInfo(t *testing.T) {
+	b := buildInfo()
+	if b.goVersion != runtime.Version() || b.version == "" || b.revision == "" {
+		t.Fatalf("build info %+v", b)
+	}
+	if s := b.String(); !strings.Contains(s, b.goVersion) || !strings.Contains(s, "revision") {
+		t.Fatalf("version line %q", s)
+	}
+}
+
+func TestConfigErrorsExit2(t *testing.T) {
+	id := "0123456789abcdef0123456789abcdef"
+	base := []string{"run", "--data-dir", t.TempDir(), "--tenant-id", id, "--timeline-id", id,
+		"--listen-pg", "127.0.0.1:1", "--listen-http", "127.0.0.1:1"}
+	for _, extra := range [][]string{
+		{"--upstream", "host=h port=notaport"},
+		{"--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"},
+		{"--users-file", "/nonexistent/users"},
+		{"--archive", "ftp://nowhere/x"},
+		{"--etcd", "ftp://etcd:2379", "--name", "sk1"},
+		{"--etcd", "etcd-without-port", "--name", "sk1"},
+	} {
+		if code := realMain(append(append([]string(nil), base...), extra...)); code != 2 {
+			t.Errorf("%v: exit status %d, want 2", extra, code)
+		}
 	}
 }

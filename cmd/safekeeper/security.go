@@ -74,7 +74,7 @@ func applySecurity(c securityConfig, wc *walsender.Config) error {
 	}
 	a, err := auth.New(auth.Config{UsersFile: c.usersFile, RulesFile: c.hbaFile, MockSecret: secret})
 	if err != nil {
-		return err
+		return fmt.Errorf("--users-file/--hba-file: %w", err)
 	}
 	wc.Auth = a
 	return nil

@@ -179,3 +179,14 @@ func (c *timelineCollector) Collect(ch chan<- prometheus.Metric) {
 		g(c.archiveConflicted, conflict)
 	}
 }
+
+// RegisterBuildInfo exports safekeeper_build_info{version,revision,goversion} 1.
+func RegisterBuildInfo(reg prometheus.Registerer, version, revision, goVersion string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "safekeeper_build_info",
+		Help:        "The running binary: module version, VCS revision and Go version (always 1).",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	reg.MustRegister(g)
+}

@@ -94,9 +94,11 @@ type Offloader struct {
 	state     string
 	lastErr   string
 	lastErrAt time.Time
-	conflict  string
-	histDone  map[uint32]bool
-	bufPool   sync.Pool
+	// failingSince is the first error after the last success.
+	failingSince time.Time
+	conflict     string
+	histDone     map[uint32]bool
+	bufPool      sync.Pool
 }
 
 // New returns an offloader of tl into ar; call Run.
@@ -126,7 +128,10 @@ type Status struct {
 	UploadErrors    uint64     `json:"upload_errors"`
 	LastError       string     `json:"last_error,omitempty"`
 	LastErrorAt     *time.Time `json:"last_error_at,omitempty"`
-	Conflict        string     `json:"conflict,omitempty"`
+	// FailingSince is when archive operations started failing without a
+	// success since (nil while they succeed).
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	Conflict     string     `json:"conflict,omitempty"`
 }
 
 // Status returns a snapshot.
@@ -138,6 +143,10 @@ func (o *Offloader) Status() Status {
 	if !o.lastErrAt.IsZero() {
 		t := o.lastErrAt
 		s.LastErrorAt = &t
+	}
+	if !o.failingSince.IsZero() {
+		t := o.failingSince
+		s.FailingSince = &t
 	}
 	return s
 }
@@ -180,9 +189,19 @@ func (o *Offloader) noteError(err error) {
 	o.errorsTotal.Add(1)
 	o.mu.Lock()
 	o.lastErr, o.lastErrAt = err.Error(), time.Now()
+	if o.failingSince.IsZero() {
+		o.failingSince = o.lastErrAt
+	}
 	if o.conflict == "" {
 		o.state = StateRetrying
 	}
+	o.mu.Unlock()
+}
+
+// noteSuccess records that an archive operation succeeded.
+func (o *Offloader) noteSuccess() {
+	o.mu.Lock()
+	o.failingSince = time.Time{}
 	o.mu.Unlock()
 }
 
@@ -413,6 +432,7 @@ func (o *Offloader) uploadHistories(ctx context.Context, id archive.Identity) er
 }
 
 func (o *Offloader) noteUploaded(res archive.PutResult) {
+	o.noteSuccess()
 	if res.AlreadyPresent {
 		o.log.Info("object already in the archive with the same content", zap.String("key", res.Key))
 		return
@@ -476,6 +496,7 @@ func (o *Offloader) retry(ctx context.Context, what string, op func(ctx context.
 		err := op(actx)
 		cancel()
 		if err == nil {
+			o.noteSuccess()
 			return nil
 		}
 		if ctx.Err() != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -71,7 +72,7 @@ func Lock(dataDir string) (*DirLock, error) {
 		b, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w (lock file %q held by pid %s)", ErrLocked, path, string(b))
+			return nil, fmt.Errorf("%w (lock file %q held by pid %s)", ErrLocked, path, strings.TrimSpace(string(b)))
 		}
 		return nil, fmt.Errorf("lock %q: %w", path, err)
 	}
