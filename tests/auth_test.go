@@ -27,6 +27,7 @@ import (
 	"github.com/xdg-go/scram"
 
 	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
 
 // authEnv is the environment for libpq client processes: the test
@@ -516,6 +517,24 @@ host    replication     all     127.0.0.1/32    scram-sha-256
 		sk := StartSK(t, fmt.Sprintf("host=127.0.0.1 port=%d user=rep sslmode=disable", primary.Port), "--name", "sk_pgpass")
 		sk.WaitFlush(t, target, 60*time.Second)
 		primary.WaitForQuery(t, "SELECT usename FROM pg_stat_replication WHERE application_name = 'sk_pgpass'", "rep", 30*time.Second)
+	})
+	t.Run("--upstream-password-file", func(t *testing.T) {
+		pwFile := filepath.Join(t.TempDir(), "upstream-password")
+		if err := os.WriteFile(pwFile, []byte("up pw\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sk := StartSK(t, fmt.Sprintf("host=127.0.0.1 port=%d user=rep sslmode=disable", primary.Port),
+			"--name", "sk_pwfile", "--upstream-password-file", pwFile)
+		sk.WaitFlush(t, target, 60*time.Second)
+		primary.WaitForQuery(t, "SELECT usename FROM pg_stat_replication WHERE application_name = 'sk_pwfile'", "rep", 30*time.Second)
+	})
+	t.Run("wrong password: not ready, with the reason", func(t *testing.T) {
+		sk := StartSK(t, fmt.Sprintf("host=127.0.0.1 port=%d user=rep password=wrong sslmode=disable", primary.Port), "--name", "sk_wrong",
+			"--tenant-id", timeline.NewHexID(), "--timeline-id", timeline.NewHexID())
+		pgtest.WaitFor(t, 30*time.Second, "/readyz to report the refused password", func() bool {
+			code, reasons := sk.readyz(t)
+			return code == 503 && len(reasons) == 1 && strings.Contains(reasons[0], "password authentication failed")
+		})
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -298,19 +299,48 @@ type Status struct {
 // Status fetches /v1/status.
 func (s *SK) Status(t testing.TB) Status {
 	t.Helper()
-	resp, err := http.Get(s.url("/v1/status"))
-	if err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
-	}
-	defer resp.Body.Close()
 	var st Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("decode status: %v", err)
-	}
-	if len(st.Timelines) != 1 {
-		t.Fatalf("status has %d timelines, want 1", len(st.Timelines))
-	}
+	s.getStatus(t, http.DefaultClient, func(body []byte) int {
+		st = Status{}
+		if err := json.Unmarshal(body, &st); err != nil {
+			t.Fatalf("decode status: %v", err)
+		}
+		return len(st.Timelines)
+	})
 	return st
+}
+
+// timelineWait bounds how long a new safekeeper may take to learn its
+// timeline (it asks the upstream for its system identifier first).
+const timelineWait = 30 * time.Second
+
+// getStatus fetches /v1/status and hands the body to decode, which returns
+// how many timelines it holds. A node that lists none yet (it is still
+// learning its timeline's ids from the upstream) is asked again, for up
+// to timelineWait; any other number than one fails the test. It returns an
+// error only when the node does not answer.
+func (s *SK) getStatus(t testing.TB, c *http.Client, decode func([]byte) int) error {
+	t.Helper()
+	deadline := time.Now().Add(timelineWait)
+	for {
+		resp, err := c.Get(s.url("/v1/status"))
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		n := decode(body)
+		if n == 1 {
+			return nil
+		}
+		if n != 0 || time.Now().After(deadline) {
+			t.Fatalf("status has %d timelines, want 1", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // FlushLSN returns the safekeeper's durable end of WAL.

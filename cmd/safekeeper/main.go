@@ -129,23 +129,24 @@ func buildVersion() string { return buildInfo().version }
 const defaultName = "safekeeper"
 
 type config struct {
-	dataDir          string
-	listenPG         string
-	listenHTTP       string
-	upstream         string
-	upstreamSlot     string
-	name             string
-	startLSN         string
-	walSenderTimeout time.Duration
-	logLevel         string
-	logFormat        string
-	tenantID         string
-	timelineID       string
-	security         securityConfig
-	maxSlots         int
-	maxSlotKeep      string
-	archive          archiveFlags
-	cluster          clusterFlags
+	dataDir              string
+	listenPG             string
+	listenHTTP           string
+	upstream             string
+	upstreamSlot         string
+	upstreamPasswordFile string
+	name                 string
+	startLSN             string
+	walSenderTimeout     time.Duration
+	logLevel             string
+	logFormat            string
+	tenantID             string
+	timelineID           string
+	security             securityConfig
+	maxSlots             int
+	maxSlotKeep          string
+	archive              archiveFlags
+	cluster              clusterFlags
 
 	// Built from the flags by parseFlags.
 	archiveCfg       *supervisor.ArchiveConfig
@@ -163,6 +164,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.listenHTTP, "listen-http", "127.0.0.1:7676", "address for /v1/status, /metrics and /healthz")
 	fs.StringVar(&c.upstream, "upstream", "", "connection string (libpq key=value or URL) of the primary to stream WAL from")
 	fs.StringVar(&c.upstreamSlot, "upstream-slot", "", "physical replication slot to use on the primary, created when missing (default: --name made a valid slot name; none: no slot)")
+	fs.StringVar(&c.upstreamPasswordFile, "upstream-password-file", "", "file holding the upstream password (keeps it out of ps and the environment); PGPASSFILE / ~/.pgpass work too")
 	fs.StringVar(&c.name, "name", defaultName, "application_name used upstream (name it in synchronous_standby_names)")
 	fs.StringVar(&c.startLSN, "start-lsn", "", "on first start, stream from the segment holding this LSN (X/X) instead of the primary's current position")
 	fs.DurationVar(&c.walSenderTimeout, "wal-sender-timeout", 60*time.Second, "drop consumers silent this long; keepalives at half of it (0 disables)")
@@ -187,6 +189,11 @@ func parseFlags(args []string) (config, error) {
 	if c.upstream != "" {
 		if _, err := pgconn.ParseConfig(c.upstream); err != nil {
 			return c, fmt.Errorf("--upstream: %w", err)
+		}
+	}
+	if c.upstreamPasswordFile != "" {
+		if _, err := os.ReadFile(c.upstreamPasswordFile); err != nil {
+			return c, fmt.Errorf("--upstream-password-file: %w", err)
 		}
 	}
 	if err := c.cluster.validate(c.listenPG, c.name); err != nil {
@@ -325,7 +332,7 @@ func identifyUpstream(ctx context.Context, cfg config, log *zap.Logger) (uint64,
 	backoff := 200 * time.Millisecond
 	for {
 		sysid, err := func() (uint64, error) {
-			conn, err := upstream.Dial(ctx, cfg.upstream, cfg.name)
+			conn, err := upstream.Dial(ctx, cfg.upstream, cfg.name, cfg.upstreamPasswordFile)
 			if err != nil {
 				return 0, err
 			}
@@ -552,7 +559,7 @@ func timelineConfig(cfg config, id timeline.ID) (supervisor.Config, error) {
 			slot = ""
 		}
 		c.Upstream = &upstream.Config{
-			ConnString: cfg.upstream, Slot: slot, ApplicationName: cfg.name, StartLSN: startLSN,
+			ConnString: cfg.upstream, PasswordFile: cfg.upstreamPasswordFile, Slot: slot, ApplicationName: cfg.name, StartLSN: startLSN,
 		}
 	}
 	return c, nil

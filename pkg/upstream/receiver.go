@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ import (
 // Config configures a Receiver.
 type Config struct {
 	ConnString      string // libpq connection string or URL
+	PasswordFile    string // holds the password when ConnString has none
 	Slot            string // physical slot on the primary ("" = none)
 	ApplicationName string // name the primary sees (synchronous_standby_names)
 	StartLSN        wal.LSN
@@ -151,17 +153,19 @@ func (r *Receiver) Run(ctx context.Context) error {
 // source is where a session streams from: the primary, or a peer
 // safekeeper during recovery.
 type source struct {
-	connString string
-	appName    string
-	slot       string      // "" = none
-	peer       string      // the peer's name; "" for the primary
-	stopAt     wal.LSN     // end the session once this is durable (0 = never)
-	hs         HotStandby  // feedback forwarded to the source
-	idle       *time.Timer // peer sessions: cancels the session when reset no more
+	connString   string
+	appName      string
+	slot         string      // "" = none
+	peer         string      // the peer's name; "" for the primary
+	stopAt       wal.LSN     // end the session once this is durable (0 = never)
+	hs           HotStandby  // feedback forwarded to the source
+	idle         *time.Timer // peer sessions: cancels the session when reset no more
+	passwordFile string
 }
 
 func (r *Receiver) primary() *source {
-	return &source{connString: r.cfg.ConnString, appName: r.cfg.ApplicationName, slot: r.cfg.Slot, hs: r.hs}
+	return &source{connString: r.cfg.ConnString, appName: r.cfg.ApplicationName, slot: r.cfg.Slot, hs: r.hs,
+		passwordFile: r.cfg.PasswordFile}
 }
 
 // errStream marks an error the source sent in answer to START_REPLICATION
@@ -179,9 +183,12 @@ func (e *errConnect) Unwrap() error { return e.err }
 
 // Dial opens a physical replication connection (replication=true) to a
 // PostgreSQL server or a safekeeper, as a walreceiver does: dbname
-// defaults to "replication" so that .pgpass lines for it apply, and
-// target_session_attrs is checked without SQL.
-func Dial(ctx context.Context, connString, appName string) (*pgconn.PgConn, error) {
+// defaults to "replication" so that .pgpass (PGPASSFILE) lines for it
+// apply, and target_session_attrs is checked without SQL. passwordFile,
+// when set and the connection string has no password, holds the password
+// (read at every connection, so that it can be rotated; a trailing newline
+// is ignored).
+func Dial(ctx context.Context, connString, appName, passwordFile string) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("parse connection string: %w", err)
@@ -190,6 +197,14 @@ func Dial(ctx context.Context, connString, appName string) (*pgconn.PgConn, erro
 		if cfg, err = pgconn.ParseConfig(withReplicationDB(connString)); err != nil {
 			return nil, fmt.Errorf("parse connection string: %w", err)
 		}
+	}
+	if passwordFile != "" && cfg.Password == "" {
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("password file: %w", err)
+		}
+		pw := strings.TrimRight(string(b), "\r\n")
+		cfg.Password = pw // fallback hosts share Config.Password
 	}
 	cfg.ValidateConnect = replicationSafeValidator(cfg.ValidateConnect)
 	cfg.RuntimeParams["replication"] = "true"
@@ -262,7 +277,7 @@ func (r *Receiver) session(ctx context.Context, src *source) (streamed bool, err
 		src.idle = time.AfterFunc(peerIdleTimeout, cancel)
 		defer src.idle.Stop()
 	}
-	conn, err := Dial(ctx, src.connString, src.appName)
+	conn, err := Dial(ctx, src.connString, src.appName, src.passwordFile)
 	if err != nil {
 		what := "upstream"
 		if src.peer != "" {
