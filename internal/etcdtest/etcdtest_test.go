@@ -2,40 +2,25 @@ package etcdtest
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 )
 
 // TestVersionMatchesMakefileAndToolModule keeps the etcd version the tests
 // accept in step with the one `make tools` checks for and the one
 // tools/etcd/go.mod actually builds.
 func TestVersionMatchesMakefileAndToolModule(t *testing.T) {
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^ETCD_VERSION\s*\??=\s*(\S+)`).FindSubmatch(mk)
-	if m == nil {
-		t.Fatal("Makefile has no ETCD_VERSION")
-	}
-	if got := string(m[1]); got != EtcdVersion {
+	if got := testenv.MakefileVar(t, "ETCD_VERSION"); got != EtcdVersion {
 		t.Errorf("Makefile ETCD_VERSION = %s, etcdtest.EtcdVersion = %s", got, EtcdVersion)
 	}
 
-	gomod, err := os.ReadFile(filepath.Join(root, "tools", "etcd", "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := modulePath(gomod); got != ToolModule {
+	gomod := testenv.RepoFile(t, "tools/etcd/go.mod")
+	if got := testenv.ModulePath(gomod); got != ToolModule {
 		t.Errorf("tools/etcd/go.mod is module %q, want %s", got, ToolModule)
 	}
 	// Either "require go.etcd.io/etcd/server/v3 vX" or a line of a

@@ -8,17 +8,16 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 )
 
 const (
@@ -38,18 +37,10 @@ const (
 // goroutine.
 type Server struct {
 	t          testing.TB
-	bin        string
-	dir        string // the test's temp dir for this server
+	proc       *testenv.Process // its Dir is the test's temp dir for this server
 	dataDir    string
-	logPath    string
 	clientPort int
 	peerPort   int
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has been waited for
-	waitErr error         // cmd.Wait's result, valid after exited is closed
-	paused  bool
 }
 
 // Start runs etcd on free ports of 127.0.0.1 with a fresh data directory,
@@ -59,27 +50,21 @@ type Server struct {
 // Binary).
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Binary(t), dir: t.TempDir()}
-	s.dataDir = filepath.Join(s.dir, "data")
-	s.logPath = filepath.Join(s.dir, "etcd.log")
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			s.dumpLog()
-		}
-	})
+	s := &Server{t: t, proc: testenv.NewProcess(t, "etcdtest", "etcd", Binary(t))}
+	s.proc.LogTail = logTail
+	s.dataDir = filepath.Join(s.proc.Dir, "data")
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if s.clientPort, err = freePort(); err != nil {
+		if s.clientPort, err = testenv.FreePort(); err != nil {
 			t.Fatalf("etcdtest: %v", err)
 		}
-		if s.peerPort, err = freePort(); err != nil {
+		if s.peerPort, err = testenv.FreePort(); err != nil {
 			t.Fatalf("etcdtest: %v", err)
 		}
 		if s.peerPort == s.clientPort {
 			continue
 		}
-		if err = s.start(); err == nil || !errors.Is(err, errAddrInUse) {
+		if err = s.start(); err == nil || !errors.Is(err, testenv.ErrAddrInUse) {
 			break
 		}
 		// Someone took a port between probing and binding: pick others.
@@ -109,7 +94,7 @@ func (s *Server) peerURL() string {
 func (s *Server) DataDir() string { return s.dataDir }
 
 // LogPath returns the file receiving the server's output.
-func (s *Server) LogPath() string { return s.logPath }
+func (s *Server) LogPath() string { return s.proc.LogPath }
 
 // Client returns a new client for the server, closed when t ends. It logs
 // nothing (the client library's retry warnings would drown test output).
@@ -136,20 +121,7 @@ func (s *Server) Client(t testing.TB) *clientv3.Client {
 // Not SIGTERM: etcd's graceful stop waits for clients' streams (lease
 // keep-alives, watches) to drain, for seconds, and keeps serving them
 // meanwhile, so the outage would begin at an unknown time.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked()
-}
-
-func (s *Server) stopLocked() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exited
-	s.cmd, s.paused = nil, false
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Restart stops the server if it runs and starts it again on the same
 // ports with the same data, waiting until it is healthy; the test fails if
@@ -168,10 +140,7 @@ func (s *Server) Restart() {
 // of the process is stopped.
 func (s *Server) Pause() {
 	s.t.Helper()
-	pid := s.signal(syscall.SIGSTOP, true)
-	// kill(2) returns before the threads have stopped; a request sent
-	// right away could still be served.
-	if err := waitStopped(pid, 10*time.Second); err != nil {
+	if err := s.proc.Pause(); err != nil {
 		s.t.Fatalf("etcdtest: pause: %v", err)
 	}
 }
@@ -179,66 +148,10 @@ func (s *Server) Pause() {
 // Resume continues a server suspended by Pause (SIGCONT).
 func (s *Server) Resume() {
 	s.t.Helper()
-	s.signal(syscall.SIGCONT, false)
-}
-
-func (s *Server) signal(sig syscall.Signal, paused bool) int {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		s.t.Fatalf("etcdtest: %v: etcd is not running", sig)
-	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("etcdtest: %v: %v", sig, err)
-	}
-	s.paused = paused
-	return s.cmd.Process.Pid
-}
-
-// waitStopped polls /proc until every thread of pid is in the stopped
-// state ('T'), or timeout passes.
-func waitStopped(pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		running, err := runningThreads(pid)
-		if err == nil && running == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pid %d not stopped after %s (%d threads running, %v)", pid, timeout, running, err)
-		}
-		time.Sleep(time.Millisecond)
+	if err := s.proc.Resume(); err != nil {
+		s.t.Fatalf("etcdtest: resume: %v", err)
 	}
 }
-
-// runningThreads counts the threads of pid not in the stopped state.
-func runningThreads(pid int) (int, error) {
-	taskDir := fmt.Sprintf("/proc/%d/task", pid)
-	tasks, err := os.ReadDir(taskDir)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, task := range tasks {
-		stat, err := os.ReadFile(filepath.Join(taskDir, task.Name(), "stat"))
-		if err != nil {
-			continue // the thread exited
-		}
-		// The state follows the command name, which is in parentheses
-		// and may itself contain spaces or parentheses.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 || i+2 >= len(stat) {
-			return 0, fmt.Errorf("cannot parse %s/%s/stat", taskDir, task.Name())
-		}
-		if st := stat[i+2]; st != 'T' && st != 't' {
-			n++
-		}
-	}
-	return n, nil
-}
-
-var errAddrInUse = errors.New("address already in use")
 
 // args returns etcd's command line. On a restart the cluster flags are
 // ignored by etcd (the member's identity is in the data directory) but
@@ -269,78 +182,16 @@ func (s *Server) args() []string {
 	}
 }
 
-// start launches the process and waits until it is healthy.
+// start launches the process and waits until it is healthy: the /health
+// endpoint says so when the member has a raft leader and serves reads.
 func (s *Server) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		return errors.New("etcd is already running")
-	}
-	logf, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close() // the child has its own descriptor
-	logStart, _ := logf.Seek(0, io.SeekEnd)
-	args := s.args()
-	fmt.Fprintf(logf, "=== etcdtest %s: %s %s\n", time.Now().Format(time.RFC3339Nano), s.bin, strings.Join(args, " "))
-	cmd := exec.Command(s.bin, args...)
-	cmd.Dir = s.dir
-	// A clean environment: etcd reads ETCD_* variables as flags.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.dir}
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	// Die with the test binary even if it is killed before cleanups run.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		err := cmd.Wait()
-		s.waitErr = err
-		close(exited)
-	}()
-	s.cmd, s.exited, s.paused = cmd, exited, false
-
-	if err := s.waitReady(exited); err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
-		s.cmd = nil
-		out := s.readLog(logStart)
-		if strings.Contains(out, "address already in use") {
-			return fmt.Errorf("etcd on %s: %w", s.Endpoint(), errAddrInUse)
-		}
-		return fmt.Errorf("etcd on %s: %v; its output:\n%s", s.Endpoint(), err, out)
-	}
-	return nil
-}
-
-// waitReady polls the /health endpoint until the member reports itself
-// healthy (it has a raft leader and serves reads), the process exits, or
-// readyTimeout passes.
-func (s *Server) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(readyTimeout)
 	client := &http.Client{Timeout: time.Second}
 	defer client.CloseIdleConnections()
-	var lastErr error
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("etcd exited before becoming healthy: %v", s.waitErr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("etcd not healthy within %s: %v", readyTimeout, lastErr)
-		}
-		if lastErr = probe(client, s.Endpoint()+"/health"); lastErr == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-		case <-time.After(25 * time.Millisecond):
-		}
+	err := s.proc.Start(s.args(), readyTimeout, func() error { return probe(client, s.Endpoint()+"/health") })
+	if err != nil {
+		return fmt.Errorf("etcd on %s: %w", s.Endpoint(), err)
 	}
+	return nil
 }
 
 // probe asks /health once; etcd answers 200 with {"health":"true",...}
@@ -362,34 +213,4 @@ func probe(client *http.Client, url string) error {
 		return fmt.Errorf("/health: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
-}
-
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// readLog returns the server log from offset from, at most logTail bytes
-// of its end.
-func (s *Server) readLog(from int64) string {
-	data, err := os.ReadFile(s.logPath)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", s.logPath, err)
-	}
-	if from > 0 && from <= int64(len(data)) {
-		data = data[from:]
-	}
-	if len(data) > logTail {
-		data = append([]byte("...\n"), data[len(data)-logTail:]...)
-	}
-	return string(data)
-}
-
-func (s *Server) dumpLog() {
-	s.t.Logf("etcdtest: etcd log %s (tail):\n%s", s.logPath, s.readLog(0))
 }

@@ -17,5 +17,6 @@
 // outages. Env and Setenv point the AWS SDK's default configuration (and so
 // objstore.Open, or a child safekeeper process) at the server.
 //
-// This package imports nothing from the repository.
+// From the repository it imports only internal/testenv, which finds or
+// builds the binary and runs the process.
 package s3test

@@ -3,33 +3,20 @@ package s3test
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 )
 
 // TestVersionMatchesMakefile keeps the version the tests build in step with
 // the one `make tools` builds.
 func TestVersionMatchesMakefile(t *testing.T) {
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^VERSITYGW_VERSION\s*\??=\s*(\S+)`).FindSubmatch(mk)
-	if m == nil {
-		t.Fatal("Makefile has no VERSITYGW_VERSION")
-	}
-	if got := string(m[1]); got != VersityGWVersion {
+	if got := testenv.MakefileVar(t, "VERSITYGW_VERSION"); got != VersityGWVersion {
 		t.Fatalf("Makefile VERSITYGW_VERSION = %s, s3test.VersityGWVersion = %s", got, VersityGWVersion)
 	}
 }

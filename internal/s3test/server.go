@@ -5,16 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +18,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 )
 
 const (
@@ -34,8 +32,6 @@ const (
 
 	// readyTimeout bounds the wait for a started server to answer.
 	readyTimeout = 30 * time.Second
-	// logTail is how much of the server log a failed test prints.
-	logTail = 64 << 10
 )
 
 // Server is a versitygw process serving the S3 API on a loopback port from a
@@ -44,17 +40,11 @@ const (
 // test's goroutine; the other methods may be called from any goroutine.
 type Server struct {
 	t       testing.TB
-	bin     string
-	dir     string // the test's temp dir for this server
+	proc    *testenv.Process
+	dir     string // the test's temp dir for this server: proc.Dir
 	dataDir string // posix root: one directory per bucket
-	logPath string
 	port    int
 	tls     *tlsFiles // nil: plain HTTP
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has been waited for
-	waitErr error         // cmd.Wait's result, valid after exited is closed
 }
 
 // Start runs versitygw on a free port of 127.0.0.1 with a fresh directory,
@@ -77,9 +67,9 @@ func StartTLS(t testing.TB) *Server {
 
 func start(t testing.TB, useTLS bool) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Binary(t), dir: t.TempDir()}
+	s := &Server{t: t, proc: testenv.NewProcess(t, "s3test", "versitygw", Binary(t))}
+	s.dir = s.proc.Dir
 	s.dataDir = filepath.Join(s.dir, "data")
-	s.logPath = filepath.Join(s.dir, "versitygw.log")
 	if err := os.Mkdir(s.dataDir, 0o700); err != nil {
 		t.Fatalf("s3test: %v", err)
 	}
@@ -89,19 +79,13 @@ func start(t testing.TB, useTLS bool) *Server {
 			t.Fatalf("s3test: %v", err)
 		}
 	}
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			s.dumpLog()
-		}
-	})
 
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = testenv.FreePort(); err != nil {
 			t.Fatalf("s3test: %v", err)
 		}
-		if err = s.start(); err == nil || !errors.Is(err, errAddrInUse) {
+		if err = s.start(); err == nil || !errors.Is(err, testenv.ErrAddrInUse) {
 			break
 		}
 		// Someone took the port between probing and binding: pick another.
@@ -153,7 +137,7 @@ func (s *Server) SecretKey() string { return secretKey }
 func (s *Server) DataDir() string { return s.dataDir }
 
 // LogPath returns the file receiving the server's output.
-func (s *Server) LogPath() string { return s.logPath }
+func (s *Server) LogPath() string { return s.proc.LogPath }
 
 // URL returns the objstore URL of the bucket below prefix:
 // "s3://bucket/prefix", or "s3://bucket" for an empty prefix.
@@ -234,20 +218,7 @@ func (s *Server) Client() *s3.Client {
 // server host, though its files are intact) and waits for it to exit. The
 // port and the directory are kept for Restart. Stopping a stopped server
 // does nothing.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked()
-}
-
-func (s *Server) stopLocked() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exited
-	s.cmd = nil
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Freeze suspends the server process (SIGSTOP): the kernel still accepts
 // connections on its port, but nothing answers, like a hung server. Thaw
@@ -255,10 +226,7 @@ func (s *Server) stopLocked() {
 // Freeze returns once every thread of the process is stopped.
 func (s *Server) Freeze() {
 	s.t.Helper()
-	pid := s.signal(syscall.SIGSTOP)
-	// kill(2) returns before the threads have stopped; a request sent
-	// right away could still be served.
-	if err := waitStopped(pid, 10*time.Second); err != nil {
+	if err := s.proc.Pause(); err != nil {
 		s.t.Fatalf("s3test: freeze: %v", err)
 	}
 }
@@ -266,62 +234,9 @@ func (s *Server) Freeze() {
 // Thaw resumes a server suspended by Freeze (SIGCONT).
 func (s *Server) Thaw() {
 	s.t.Helper()
-	s.signal(syscall.SIGCONT)
-}
-
-func (s *Server) signal(sig syscall.Signal) int {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		s.t.Fatalf("s3test: %v: versitygw is not running", sig)
+	if err := s.proc.Resume(); err != nil {
+		s.t.Fatalf("s3test: thaw: %v", err)
 	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("s3test: %v: %v", sig, err)
-	}
-	return s.cmd.Process.Pid
-}
-
-// waitStopped polls /proc until every thread of pid is in the stopped
-// state ('T'), or timeout passes.
-func waitStopped(pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		running, err := runningThreads(pid)
-		if err == nil && running == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pid %d not stopped after %s (%d threads running, %v)", pid, timeout, running, err)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// runningThreads counts the threads of pid not in the stopped state.
-func runningThreads(pid int) (int, error) {
-	taskDir := fmt.Sprintf("/proc/%d/task", pid)
-	tasks, err := os.ReadDir(taskDir)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, task := range tasks {
-		stat, err := os.ReadFile(filepath.Join(taskDir, task.Name(), "stat"))
-		if err != nil {
-			continue // the thread exited
-		}
-		// The state follows the command name, which is in parentheses
-		// and may itself contain spaces or parentheses.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 || i+2 >= len(stat) {
-			return 0, fmt.Errorf("cannot parse %s/%s/stat", taskDir, task.Name())
-		}
-		if st := stat[i+2]; st != 'T' && st != 't' {
-			n++
-		}
-	}
-	return n, nil
 }
 
 // Restart stops the server if it runs and starts it again on the same port
@@ -329,29 +244,14 @@ func runningThreads(pid int) (int, error) {
 // does not.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.mu.Lock()
-	s.stopLocked()
-	s.mu.Unlock()
+	s.Stop()
 	if err := s.start(); err != nil {
 		s.t.Fatalf("s3test: restart: %v", err)
 	}
 }
 
-var errAddrInUse = errors.New("address already in use")
-
-// start launches the process and waits until it answers S3 requests.
-func (s *Server) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		return errors.New("versitygw is already running")
-	}
-	logf, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close() // the child has its own descriptor
-	logStart, _ := logf.Seek(0, io.SeekEnd)
+// args returns versitygw's command line.
+func (s *Server) args() []string {
 	args := []string{
 		"--access", accessKey, "--secret", secretKey,
 		"--region", Region,
@@ -360,63 +260,18 @@ func (s *Server) start() error {
 	if s.tls != nil {
 		args = append(args, "--cert", s.tls.certFile, "--key", s.tls.keyFile)
 	}
-	args = append(args, "posix", s.dataDir)
-	fmt.Fprintf(logf, "=== s3test %s: %s %s\n", time.Now().Format(time.RFC3339Nano), s.bin, strings.Join(args, " "))
-	cmd := exec.Command(s.bin, args...)
-	cmd.Dir = s.dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.dir}
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	// Die with the test binary even if it is killed before cleanups run.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		err := cmd.Wait()
-		s.waitErr = err
-		close(exited)
-	}()
-	s.cmd, s.exited = cmd, exited
-
-	if err := s.waitReady(exited); err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
-		s.cmd = nil
-		out := s.readLog(logStart)
-		if strings.Contains(out, "address already in use") {
-			return fmt.Errorf("versitygw on %s: %w", s.Addr(), errAddrInUse)
-		}
-		return fmt.Errorf("versitygw on %s: %v; its output:\n%s", s.Addr(), err, out)
-	}
-	return nil
+	return append(args, "posix", s.dataDir)
 }
 
-// waitReady polls the server with ListBuckets until it answers, the process
-// exits, or readyTimeout passes.
-func (s *Server) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(readyTimeout)
+// start launches the process and waits until it answers S3 requests
+// (ListBuckets).
+func (s *Server) start() error {
 	client := s.Client()
-	var lastErr error
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("versitygw exited before answering: %v", s.waitErr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("versitygw did not answer within %s: %v", readyTimeout, lastErr)
-		}
-		lastErr = probe(client, s.Addr())
-		if lastErr == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-		case <-time.After(25 * time.Millisecond):
-		}
+	err := s.proc.Start(s.args(), readyTimeout, func() error { return probe(client, s.Addr()) })
+	if err != nil {
+		return fmt.Errorf("versitygw on %s: %w", s.Addr(), err)
 	}
+	return nil
 }
 
 // probe checks once that the server accepts connections and answers an
@@ -431,34 +286,4 @@ func probe(client *s3.Client, addr string) error {
 	defer cancel()
 	_, err = client.ListBuckets(ctx, &s3.ListBucketsInput{})
 	return err
-}
-
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// readLog returns the server log from offset from, at most logTail bytes
-// of its end.
-func (s *Server) readLog(from int64) string {
-	data, err := os.ReadFile(s.logPath)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", s.logPath, err)
-	}
-	if from > 0 && from <= int64(len(data)) {
-		data = data[from:]
-	}
-	if len(data) > logTail {
-		data = append([]byte("...\n"), data[len(data)-logTail:]...)
-	}
-	return string(data)
-}
-
-func (s *Server) dumpLog() {
-	s.t.Logf("s3test: versitygw log %s:\n%s", s.logPath, s.readLog(0))
 }

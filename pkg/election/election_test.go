@@ -15,10 +15,7 @@ import (
 // TestThreeMembers: one leader at a time, everyone sees everyone, and the
 // leader's Advance reaches every node's AdoptBackup and never goes back.
 func TestThreeMembers(t *testing.T) {
-	_, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
+	_, c, ctx, cfg := setup(t)
 	// Metrics of their own, as if each node were a process.
 	metrics := map[string]*Metrics{}
 	var nodes []*node
@@ -30,32 +27,27 @@ func TestThreeMembers(t *testing.T) {
 
 	leader := waitLeader(t, ctx, c, 10*time.Second, nodes...)
 	// Everyone sees the two others, with their published info.
-	eventually(t, 5*time.Second, "peers", func() error {
-		for _, n := range nodes {
-			var names []string
-			for _, p := range n.m.Peers() {
-				names = append(names, p.Name)
-				if p.Addr != p.Name+".example:5454" || p.FlushLSN != 0x3000060 || p.WalSegSize != segSize || !p.Eligible {
-					return fmt.Errorf("%s sees peer %+v", n.name, p)
-				}
-			}
-			want := slices.DeleteFunc([]string{"a", "b", "c"}, func(s string) bool { return s == n.name })
-			if !slices.Equal(names, want) {
-				return fmt.Errorf("%s sees peers %v, want %v", n.name, names, want)
+	eventually(t, 5*time.Second, "peers", forEach(nodes, func(n *node) error {
+		var names []string
+		for _, p := range n.m.Peers() {
+			names = append(names, p.Name)
+			if p.Addr != p.Name+".example:5454" || p.FlushLSN != 0x3000060 || p.WalSegSize != segSize || !p.Eligible {
+				return fmt.Errorf("%s sees peer %+v", n.name, p)
 			}
 		}
+		want := slices.DeleteFunc([]string{"a", "b", "c"}, func(s string) bool { return s == n.name })
+		if !slices.Equal(names, want) {
+			return fmt.Errorf("%s sees peers %v, want %v", n.name, names, want)
+		}
 		return nil
-	})
+	}))
 	// The others wait in the election.
-	eventually(t, 5*time.Second, "followers campaigning", func() error {
-		for _, n := range nodes {
-			st := n.m.Status()
-			if st.Campaigning == (n == leader) || st.Etcd != "connected" || !st.Eligible {
-				return fmt.Errorf("%s: %+v", n.name, st)
-			}
+	eventually(t, 5*time.Second, "followers campaigning", forEach(nodes, func(n *node) error {
+		if st := n.m.Status(); st.Campaigning == (n == leader) || st.Etcd != "connected" || !st.Eligible {
+			return fmt.Errorf("%s: %+v", n.name, st)
 		}
 		return nil
-	})
+	}))
 	// Only one leads, for a while.
 	during(t, time.Second, "a single leader", func() error {
 		_, err := agreedLeader(ctx, c, nodes...)
@@ -76,41 +68,33 @@ func TestThreeMembers(t *testing.T) {
 		t.Fatalf("term start %v, want none", term.Start())
 	}
 	p1 := pos(1, 0x5000000)
-	if err := term.Advance(ctx, p1); err != nil {
-		t.Fatal(err)
-	}
+	advance(t, ctx, term, p1)
 	adopted := func(want BackupPos) func() error {
-		return func() error {
-			for _, n := range nodes {
-				if got, ok := n.local.lastAdopted(); !ok || got != want {
-					return fmt.Errorf("%s adopted %v (%v), want %v", n.name, got, ok, want)
-				}
-				if got, ok := n.m.Shared(); !ok || got != want {
-					return fmt.Errorf("%s shares %v (%v), want %v", n.name, got, ok, want)
-				}
-				if got := n.m.Status().BackupLSN; got != want.LSN.String() {
-					return fmt.Errorf("%s status backup %s, want %s", n.name, got, want.LSN)
-				}
+		return forEach(nodes, func(n *node) error {
+			if got, ok := n.local.lastAdopted(); !ok || got != want {
+				return fmt.Errorf("%s adopted %v (%v), want %v", n.name, got, ok, want)
+			}
+			if got, ok := n.m.Shared(); !ok || got != want {
+				return fmt.Errorf("%s shares %v (%v), want %v", n.name, got, ok, want)
+			}
+			if got := n.m.Status().BackupLSN; got != want.LSN.String() {
+				return fmt.Errorf("%s status backup %s, want %s", n.name, got, want.LSN)
 			}
 			return nil
-		}
+		})
 	}
 	eventually(t, 5*time.Second, "adopt "+p1.String(), adopted(p1))
 
 	// Lower or equal positions are no-ops.
 	for _, p := range []BackupPos{pos(1, 0x4000000), p1, pos(0, 0x9000000)} {
-		if err := term.Advance(ctx, p); err != nil {
-			t.Fatalf("Advance(%v): %v", p, err)
-		}
+		advance(t, ctx, term, p)
 		if got, err := storedBackup(ctx, c); err != nil || got != p1.String() {
 			t.Fatalf("after Advance(%v): stored %q (%v), want %s", p, got, err, p1)
 		}
 	}
 	// A higher timeline is ahead whatever its LSN.
 	p2 := pos(2, 0x100)
-	if err := term.Advance(ctx, p2); err != nil {
-		t.Fatal(err)
-	}
+	advance(t, ctx, term, p2)
 	eventually(t, 5*time.Second, "adopt "+p2.String(), adopted(p2))
 	if got, _ := storedBackup(ctx, c); got != "00000002/0000000000000100" {
 		t.Fatalf("stored %q", got)
@@ -132,14 +116,12 @@ func TestThreeMembers(t *testing.T) {
 	if got := next.current().term.Start(); got != p2 {
 		t.Fatalf("new term starts at %v, want %v", got, p2)
 	}
-	eventually(t, 5*time.Second, "leader change counted", func() error {
-		for _, n := range rest {
-			if got := metricValue(t, metrics[n.name].LeaderChanges.WithLabelValues(testTenant, testTimeline)); got != 1 {
-				return fmt.Errorf("%s: leader_changes_total %v", n.name, got)
-			}
+	eventually(t, 5*time.Second, "leader change counted", forEach(rest, func(n *node) error {
+		if got := metricValue(t, metrics[n.name].LeaderChanges.WithLabelValues(testTenant, testTimeline)); got != 1 {
+			return fmt.Errorf("%s: leader_changes_total %v", n.name, got)
 		}
 		return nil
-	})
+	}))
 	for _, n := range rest {
 		if len(n.m.Peers()) != 1 {
 			eventually(t, 5*time.Second, n.name+" sees one peer", func() error {
@@ -156,10 +138,7 @@ func TestThreeMembers(t *testing.T) {
 // eligible it waits in the election, withdraws when no longer eligible, and
 // leads after the leader leaves.
 func TestIneligibleMember(t *testing.T) {
-	_, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
+	_, c, ctx, cfg := setup(t)
 	a := startNode(t, cfg, "a", newFakeLocal(true))
 	b := startNode(t, cfg, "b", newFakeLocal(false))
 	waitLeader(t, ctx, c, 10*time.Second, a, b)
@@ -170,12 +149,8 @@ func TestIneligibleMember(t *testing.T) {
 		return nil
 	})
 	onlyA := func() error {
-		names, err := candidates(ctx, c)
-		if err != nil {
+		if err := candidatesAre(ctx, c, "a"); err != nil {
 			return err
-		}
-		if !slices.Equal(names, []string{"a"}) {
-			return fmt.Errorf("candidates %v", names)
 		}
 		if st := b.m.Status(); st.Campaigning || st.IsLeader || st.Eligible || st.Leader != "a" {
 			return fmt.Errorf("b: %+v", st)
@@ -185,29 +160,11 @@ func TestIneligibleMember(t *testing.T) {
 	during(t, time.Second, "only a campaigns", onlyA)
 
 	b.local.setEligible(true)
-	eventually(t, 5*time.Second, "b campaigns", func() error {
-		names, err := candidates(ctx, c)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(names, []string{"a", "b"}) || !b.m.Status().Campaigning {
-			return fmt.Errorf("candidates %v, b %+v", names, b.m.Status())
-		}
-		return nil
-	})
+	eventually(t, 5*time.Second, "b campaigns", func() error { return campaignsAmong(ctx, c, b, "a", "b") })
 	b.local.setEligible(false)
 	eventually(t, 5*time.Second, "b withdraws", onlyA)
 	b.local.setEligible(true)
-	eventually(t, 5*time.Second, "b campaigns again", func() error {
-		names, err := candidates(ctx, c)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(names, []string{"a", "b"}) {
-			return fmt.Errorf("candidates %v", names)
-		}
-		return nil
-	})
+	eventually(t, 5*time.Second, "b campaigns again", func() error { return candidatesAre(ctx, c, "a", "b") })
 	a.stop(t)
 	waitLeader(t, ctx, c, 10*time.Second, b)
 }
@@ -217,31 +174,15 @@ func TestIneligibleMember(t *testing.T) {
 // term can no longer write, its work is stopped, and it rejoins as a
 // candidate with a new session.
 func TestFencing(t *testing.T) {
-	_, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
+	_, c, ctx, cfg := setup(t)
 	a := startNode(t, cfg, "a", newFakeLocal(true))
 	waitLeader(t, ctx, c, 10*time.Second, a)
 	b := startNode(t, cfg, "b", newFakeLocal(true))
-	eventually(t, 5*time.Second, "b campaigns", func() error {
-		if !b.m.Status().Campaigning {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+	eventually(t, 5*time.Second, "b campaigns", func() error { return campaigning(b) })
 	runA := a.current()
-	if err := runA.term.Advance(ctx, pos(1, 0x1000000)); err != nil {
-		t.Fatal(err)
-	}
+	advance(t, ctx, runA.term, pos(1, 0x1000000))
 
-	lease, err := nodeLease(ctx, c, "a")
-	if err != nil || lease == 0 {
-		t.Fatalf("a's lease: %v %v", lease, err)
-	}
-	if _, err := c.Revoke(ctx, lease); err != nil {
-		t.Fatal(err)
-	}
+	lease := revokeNodeLease(t, ctx, c, "a")
 	revoked := time.Now()
 
 	// b wins and advances.
@@ -252,11 +193,9 @@ func TestFencing(t *testing.T) {
 		return nil
 	})
 	p := pos(1, 0x5000000)
-	if err := b.current().term.Advance(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	advance(t, ctx, b.current().term, p)
 	// a's stale term is fenced, whether or not a has noticed yet.
-	err = runA.term.Advance(ctx, pos(1, 0x9000000))
+	err := runA.term.Advance(ctx, pos(1, 0x9000000))
 	if !errors.Is(err, ErrLostLeadership) {
 		t.Fatalf("stale Advance: %v, want ErrLostLeadership", err)
 	}
@@ -264,27 +203,14 @@ func TestFencing(t *testing.T) {
 		t.Fatalf("stored %q after the stale Advance, want %s", got, p)
 	}
 	// a's work is stopped within about a TTL.
-	select {
-	case <-runA.ended:
-		t.Logf("a's work stopped %s after the revocation", time.Since(revoked).Round(time.Millisecond))
-	case <-time.After(cfg.TTL + 3*time.Second):
-		t.Fatal("a's leader context did not end after its lease was revoked")
-	}
+	waitEnded(t, runA, revoked, cfg.TTL+3*time.Second, "a's", "its lease was revoked")
 	// a comes back with a new session and waits behind b.
 	eventually(t, 10*time.Second, "a rejoins", func() error {
-		l, err := nodeLease(ctx, c, "a")
-		if err != nil {
+		if err := renewedLease(ctx, c, "a", lease); err != nil {
 			return err
 		}
-		if l == 0 || l == lease {
-			return fmt.Errorf("a's node key lease %x (old %x)", l, lease)
-		}
-		names, err := candidates(ctx, c)
-		if err != nil {
+		if err := candidatesAre(ctx, c, "b", "a"); err != nil {
 			return err
-		}
-		if !slices.Equal(names, []string{"b", "a"}) {
-			return fmt.Errorf("candidates %v", names)
 		}
 		if st := a.m.Status(); st.IsLeader || !st.Campaigning || st.Leader != "b" {
 			return fmt.Errorf("a: %+v", st)
@@ -298,49 +224,20 @@ func TestFencing(t *testing.T) {
 // lease ("requested lease not found" for anything it does with it); it
 // builds a new session, campaigns again and leads once the leader leaves.
 func TestCandidateLeaseRevoked(t *testing.T) {
-	_, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
+	_, c, ctx, cfg := setup(t)
 	a := startNode(t, cfg, "a", newFakeLocal(true))
 	waitLeader(t, ctx, c, 10*time.Second, a)
 	b := startNode(t, cfg, "b", newFakeLocal(true))
-	eventually(t, 5*time.Second, "b campaigns", func() error {
-		names, err := candidates(ctx, c)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(names, []string{"a", "b"}) {
-			return fmt.Errorf("candidates %v", names)
-		}
-		return nil
-	})
-	lease, err := nodeLease(ctx, c, "b")
-	if err != nil || lease == 0 {
-		t.Fatalf("b's lease: %v %v", lease, err)
-	}
-	if _, err := c.Revoke(ctx, lease); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 5*time.Second, "b campaigns", func() error { return candidatesAre(ctx, c, "a", "b") })
+	lease := revokeNodeLease(t, ctx, c, "b")
 	// Make b publish at once, with the revoked lease if it has not noticed.
 	b.local.update(func(i *NodeInfo) { i.FlushLSN += 0x100 })
 
 	eventually(t, 10*time.Second, "b recovers", func() error {
-		l, err := nodeLease(ctx, c, "b")
-		if err != nil {
+		if err := renewedLease(ctx, c, "b", lease); err != nil {
 			return err
 		}
-		if l == 0 || l == lease {
-			return fmt.Errorf("b's node key lease %x (old %x)", l, lease)
-		}
-		names, err := candidates(ctx, c)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(names, []string{"a", "b"}) || !b.m.Status().Campaigning {
-			return fmt.Errorf("candidates %v, b %+v", names, b.m.Status())
-		}
-		return nil
+		return campaignsAmong(ctx, c, b, "a", "b")
 	})
 	if a.termCount() != 1 || a.current() == nil {
 		t.Fatalf("a's leadership was disturbed: %d terms", a.termCount())
@@ -352,19 +249,10 @@ func TestCandidateLeaseRevoked(t *testing.T) {
 // TestEtcdRestart: etcd restarts (data kept) under campaigning and leading
 // members; afterwards one leads again and can advance.
 func TestEtcdRestart(t *testing.T) {
-	s, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
-	nodes := []*node{
-		startNode(t, cfg, "a", newFakeLocal(true)),
-		startNode(t, cfg, "b", newFakeLocal(true)),
-		startNode(t, cfg, "c", newFakeLocal(true)),
-	}
+	s, c, ctx, cfg := setup(t)
+	nodes := startNodes(t, cfg, "a", "b", "c")
 	leader := waitLeader(t, ctx, c, 10*time.Second, nodes...)
-	if err := leader.current().term.Advance(ctx, pos(1, 0x2000000)); err != nil {
-		t.Fatal(err)
-	}
+	advance(t, ctx, leader.current().term, pos(1, 0x2000000))
 
 	s.Restart()
 	restarted := time.Now()
@@ -378,64 +266,46 @@ func TestEtcdRestart(t *testing.T) {
 		}
 		return run.term.Advance(ctx, p)
 	})
-	eventually(t, 5*time.Second, "everyone adopts", func() error {
-		for _, n := range nodes {
-			if got, _ := n.local.lastAdopted(); got != p {
-				return fmt.Errorf("%s adopted %v", n.name, got)
-			}
+	eventually(t, 5*time.Second, "everyone adopts", forEach(nodes, func(n *node) error {
+		if got, _ := n.local.lastAdopted(); got != p {
+			return fmt.Errorf("%s adopted %v", n.name, got)
 		}
 		return nil
-	})
+	}))
 }
 
 // TestEtcdDown: with etcd gone, the leader's work stops within about a
 // TTL; when etcd is back, someone leads again.
 func TestEtcdDown(t *testing.T) {
-	s, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
+	s, c, ctx, cfg := setup(t)
 	cfg.Metrics = NewMetrics(prometheus.NewRegistry())
-	a := startNode(t, cfg, "a", newFakeLocal(true))
-	b := startNode(t, cfg, "b", newFakeLocal(true))
-	leader := waitLeader(t, ctx, c, 10*time.Second, a, b)
+	nodes := startNodes(t, cfg, "a", "b")
+	leader := waitLeader(t, ctx, c, 10*time.Second, nodes...)
 	run := leader.current()
 
 	s.Stop()
-	stopped := time.Now()
-	select {
-	case <-run.ended:
-		t.Logf("leader's work stopped %s after etcd", time.Since(stopped).Round(time.Millisecond))
-	case <-time.After(cfg.TTL + 3*time.Second):
-		t.Fatal("leader's context did not end with etcd down")
-	}
-	eventually(t, 5*time.Second, "status shows etcd unreachable", func() error {
-		for _, n := range []*node{a, b} {
-			if st := n.m.Status(); st.IsLeader || st.Leader != "" || len(st.Etcd) < 12 || st.Etcd[:12] != "unreachable:" {
-				return fmt.Errorf("%s: leader %v/%q etcd %q", n.name, st.IsLeader, st.Leader, st.Etcd)
-			}
+	waitEnded(t, run, time.Now(), cfg.TTL+3*time.Second, "the leader's", "etcd went down")
+	eventually(t, 5*time.Second, "status shows etcd unreachable", forEach(nodes, func(n *node) error {
+		if st := n.m.Status(); st.IsLeader || st.Leader != "" || len(st.Etcd) < 12 || st.Etcd[:12] != "unreachable:" {
+			return fmt.Errorf("%s: leader %v/%q etcd %q", n.name, st.IsLeader, st.Leader, st.Etcd)
 		}
 		return nil
-	})
+	}))
 	if got := metricValue(t, cfg.Metrics.EtcdErrors); got == 0 {
 		t.Error("no etcd errors counted")
 	}
 
 	s.Restart()
 	restarted := time.Now()
-	leader = waitLeader(t, ctx, c, cfg.TTL+10*time.Second, a, b)
+	leader = waitLeader(t, ctx, c, cfg.TTL+10*time.Second, nodes...)
 	t.Logf("%s leads %s after etcd came back", leader.name, time.Since(restarted).Round(time.Millisecond))
-	if err := leader.current().term.Advance(ctx, pos(1, 0x2000000)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, "etcd connected", func() error {
-		for _, n := range []*node{a, b} {
-			if st := n.m.Status(); st.Etcd != "connected" {
-				return fmt.Errorf("%s: etcd %q", n.name, st.Etcd)
-			}
+	advance(t, ctx, leader.current().term, pos(1, 0x2000000))
+	eventually(t, 5*time.Second, "etcd connected", forEach(nodes, func(n *node) error {
+		if st := n.m.Status(); st.Etcd != "connected" {
+			return fmt.Errorf("%s: etcd %q", n.name, st.Etcd)
 		}
 		return nil
-	})
+	}))
 }
 
 // TestEtcdPaused: etcd hangs (SIGSTOP) with connections open, so requests
@@ -443,45 +313,32 @@ func TestEtcdDown(t *testing.T) {
 // stops within about a TTL; after etcd resumes (and expires the leases that
 // were not renewed) one node leads again, with a working fence.
 func TestEtcdPaused(t *testing.T) {
-	s, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
-	a := startNode(t, cfg, "a", newFakeLocal(true))
-	b := startNode(t, cfg, "b", newFakeLocal(true))
-	leader := waitLeader(t, ctx, c, 10*time.Second, a, b)
+	s, c, ctx, cfg := setup(t)
+	nodes := startNodes(t, cfg, "a", "b")
+	leader := waitLeader(t, ctx, c, 10*time.Second, nodes...)
 	run := leader.current()
 
 	s.Pause()
 	paused := time.Now()
-	select {
-	case <-run.ended:
-		t.Logf("leader's work stopped %s after etcd hung", time.Since(paused).Round(time.Millisecond))
-	case <-time.After(cfg.TTL + time.Second):
-		t.Fatal("leader's context did not end with etcd hung")
-	}
+	waitEnded(t, run, paused, cfg.TTL+time.Second, "the leader's", "etcd hung")
 	// Keep it hung past the TTL, so that etcd expires the leases when it
 	// resumes.
-	noLeader := func() error {
-		for _, n := range []*node{a, b} {
-			if n.m.Status().IsLeader {
-				return fmt.Errorf("%s leads", n.name)
-			}
+	noLeader := forEach(nodes, func(n *node) error {
+		if n.m.Status().IsLeader {
+			return fmt.Errorf("%s leads", n.name)
 		}
 		return nil
-	}
+	})
 	eventually(t, time.Second, "leader status cleared", noLeader)
 	during(t, cfg.TTL-time.Since(paused)+500*time.Millisecond, "no one leads while etcd hangs", noLeader)
 	s.Resume()
 	resumed := time.Now()
-	leader = waitLeader(t, ctx, c, cfg.TTL+10*time.Second, a, b)
+	leader = waitLeader(t, ctx, c, cfg.TTL+10*time.Second, nodes...)
 	t.Logf("%s leads %s after etcd resumed", leader.name, time.Since(resumed).Round(time.Millisecond))
 	if err := run.term.Advance(ctx, pos(1, 0x2000000)); !errors.Is(err, ErrLostLeadership) {
 		t.Fatalf("Advance of the term from before the hang: %v", err)
 	}
-	if err := leader.current().term.Advance(ctx, pos(1, 0x2000000)); err != nil {
-		t.Fatal(err)
-	}
+	advance(t, ctx, leader.current().term, pos(1, 0x2000000))
 }
 
 // stalledLocal is an eligible node whose archive is far behind and does not
@@ -497,10 +354,7 @@ func stalledLocal() *fakeLocal {
 // peer and does not take the leadership back during its cooldown; without
 // an eligible peer it keeps leading.
 func TestHandOver(t *testing.T) {
-	_, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
+	_, c, ctx, cfg := setup(t)
 	cfg.MaxLag = 64 << 20
 	cfg.StallTimeout = 2 * time.Second
 
@@ -547,16 +401,7 @@ func TestHandOver(t *testing.T) {
 		return nil
 	})
 	// Then a waits behind b, which has no lag and keeps leading.
-	eventually(t, cfg.StallTimeout+5*time.Second, "a campaigns again", func() error {
-		names, err := candidates(ctx, c)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(names, []string{"b", "a"}) {
-			return fmt.Errorf("candidates %v", names)
-		}
-		return nil
-	})
+	eventually(t, cfg.StallTimeout+5*time.Second, "a campaigns again", func() error { return candidatesAre(ctx, c, "b", "a") })
 	if _, err := agreedLeader(ctx, c, a, b); err != nil || !b.m.Status().IsLeader {
 		t.Fatalf("after the cooldown: %v", err)
 	}
@@ -566,10 +411,7 @@ func TestHandOver(t *testing.T) {
 // revokes its lease and leaves no goroutine behind, also when etcd does not
 // answer.
 func TestShutdown(t *testing.T) {
-	s, c := startEtcd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := testConfig(c)
+	s, c, ctx, cfg := setup(t)
 
 	// Warm the client up (lease keep-alive and watch machinery start once
 	// per client), so that the goroutine count can return to its level.
@@ -590,20 +432,17 @@ func TestShutdown(t *testing.T) {
 	}
 	baseline := runtime.NumGoroutine()
 
-	a := startNode(t, cfg, "a", newFakeLocal(true))
-	b := startNode(t, cfg, "b", newFakeLocal(true))
-	waitLeader(t, ctx, c, 10*time.Second, a, b)
-	leader, other := a, b
-	if b.m.Status().IsLeader {
-		leader, other = b, a
+	nodes := startNodes(t, cfg, "a", "b")
+	waitLeader(t, ctx, c, 10*time.Second, nodes...)
+	leader, other := nodes[0], nodes[1]
+	if other.m.Status().IsLeader {
+		leader, other = other, leader
 	}
 	lease, err := nodeLease(ctx, c, leader.name)
 	if err != nil || lease == 0 {
 		t.Fatalf("lease: %v %v", lease, err)
 	}
-	if d := leader.stop(t); d > 2*time.Second {
-		t.Errorf("Run returned %s after cancellation", d)
-	}
+	leader.stopPromptly(t)
 	if l, err := nodeLease(ctx, c, leader.name); err != nil || l != 0 {
 		t.Errorf("node key still there (lease %x, %v)", l, err)
 	}
@@ -612,15 +451,13 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("lease after shutdown: %+v, %v", ttl, err)
 	}
 	waitLeader(t, ctx, c, 5*time.Second, other)
-	if d := other.stop(t); d > 2*time.Second {
-		t.Errorf("Run returned %s after cancellation", d)
-	}
-	if names, err := candidates(ctx, c); err != nil || len(names) != 0 {
-		t.Errorf("candidates left: %v %v", names, err)
+	other.stopPromptly(t)
+	if err := candidatesAre(ctx, c); err != nil {
+		t.Errorf("candidates left: %v", err)
 	}
 	eventually(t, 5*time.Second, "goroutines end", func() error {
-		if g := electionGoroutines(); len(g) != 0 {
-			return fmt.Errorf("%d goroutines of the package left:\n%s", len(g), g[0])
+		if err := noElectionGoroutines(); err != nil {
+			return err
 		}
 		if n := runtime.NumGoroutine(); n > baseline {
 			return fmt.Errorf("%d goroutines, %d before", n, baseline)
@@ -632,14 +469,7 @@ func TestShutdown(t *testing.T) {
 	d := startNode(t, cfg, "d", newFakeLocal(true))
 	waitLeader(t, ctx, c, 10*time.Second, d)
 	s.Pause()
-	if took := d.stop(t); took > 2*time.Second {
-		t.Errorf("Run returned %s after cancellation with etcd paused", took)
-	}
-	eventually(t, 5*time.Second, "goroutines end (etcd paused)", func() error {
-		if g := electionGoroutines(); len(g) != 0 {
-			return fmt.Errorf("%d goroutines of the package left:\n%s", len(g), g[0])
-		}
-		return nil
-	})
+	d.stopPromptly(t)
+	eventually(t, 5*time.Second, "goroutines end (etcd paused)", noElectionGoroutines)
 	s.Resume()
 }

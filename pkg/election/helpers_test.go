@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -328,11 +329,135 @@ func electionGoroutines() []string {
 // pos is shorthand for test positions.
 func pos(tli uint32, lsn uint64) BackupPos { return BackupPos{TLI: tli, LSN: wal.LSN(lsn)} }
 
-// startEtcd starts a server and a client for it.
-func startEtcd(t *testing.T) (*etcdtest.Server, *clientv3.Client) {
+// setup starts etcd and a client for it, and returns them with a context
+// that ends after a minute or with the test, and a test Config on the
+// client.
+func setup(t *testing.T) (*etcdtest.Server, *clientv3.Client, context.Context, Config) {
 	t.Helper()
 	s := etcdtest.Start(t)
-	return s, s.Client(t)
+	c := s.Client(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	t.Cleanup(cancel)
+	return s, c, ctx, testConfig(c)
+}
+
+// startNodes starts an eligible node with cfg for each of names.
+func startNodes(t *testing.T, cfg Config, names ...string) []*node {
+	t.Helper()
+	var nodes []*node
+	for _, name := range names {
+		nodes = append(nodes, startNode(t, cfg, name, newFakeLocal(true)))
+	}
+	return nodes
+}
+
+// stopPromptly stops n and fails the test if Run took more than 2s to
+// return.
+func (n *node) stopPromptly(t *testing.T) {
+	t.Helper()
+	if d := n.stop(t); d > 2*time.Second {
+		t.Errorf("%s: Run returned %s after cancellation", n.name, d)
+	}
+}
+
+// forEach returns a condition that holds when check passes for every one
+// of nodes.
+func forEach(nodes []*node, check func(n *node) error) func() error {
+	return func() error {
+		for _, n := range nodes {
+			if err := check(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// candidatesAre checks that the election's candidates are want, oldest
+// first.
+func candidatesAre(ctx context.Context, c *clientv3.Client, want ...string) error {
+	names, err := candidates(ctx, c)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(names, want) {
+		return fmt.Errorf("candidates %v, want %v", names, want)
+	}
+	return nil
+}
+
+// campaigning checks that n's Status says it campaigns.
+func campaigning(n *node) error {
+	if st := n.m.Status(); !st.Campaigning {
+		return fmt.Errorf("%s does not campaign: %+v", n.name, st)
+	}
+	return nil
+}
+
+// campaignsAmong checks that the candidates are want, oldest first, and
+// that n's Status says it campaigns.
+func campaignsAmong(ctx context.Context, c *clientv3.Client, n *node, want ...string) error {
+	if err := candidatesAre(ctx, c, want...); err != nil {
+		return err
+	}
+	return campaigning(n)
+}
+
+// revokeNodeLease revokes the lease of name's node key behind the node's
+// back and returns it.
+func revokeNodeLease(t *testing.T, ctx context.Context, c *clientv3.Client, name string) clientv3.LeaseID {
+	t.Helper()
+	lease, err := nodeLease(ctx, c, name)
+	if err != nil || lease == 0 {
+		t.Fatalf("%s's lease: %v %v", name, lease, err)
+	}
+	if _, err := c.Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	return lease
+}
+
+// renewedLease checks that name's node key is there with a lease other
+// than old.
+func renewedLease(ctx context.Context, c *clientv3.Client, name string, old clientv3.LeaseID) error {
+	l, err := nodeLease(ctx, c, name)
+	if err != nil {
+		return err
+	}
+	if l == 0 || l == old {
+		return fmt.Errorf("%s's node key lease %x (old %x)", name, l, old)
+	}
+	return nil
+}
+
+// advance advances term to p and fails the test if that fails.
+func advance(t *testing.T, ctx context.Context, term *Term, p BackupPos) {
+	t.Helper()
+	if err := term.Advance(ctx, p); err != nil {
+		t.Fatalf("Advance(%v): %v", p, err)
+	}
+}
+
+// waitEnded waits at most timeout for run's LeadFunc to return, and logs
+// how long after since (when event happened) it did; whose names run's
+// node in messages.
+func waitEnded(t *testing.T, run *termRun, since time.Time, timeout time.Duration, whose, event string) {
+	t.Helper()
+	select {
+	case <-run.ended:
+		t.Logf("%s work stopped %s after %s", whose, time.Since(since).Round(time.Millisecond), event)
+	case <-time.After(timeout):
+		t.Fatalf("%s leader context did not end within %s after %s", whose, timeout, event)
+	}
+}
+
+// noElectionGoroutines checks that no goroutine runs code of this package
+// other than its tests.
+func noElectionGoroutines() error {
+	if g := electionGoroutines(); len(g) != 0 {
+		return fmt.Errorf("%d goroutines of the package left:\n%s", len(g), g[0])
+	}
+	return nil
 }
 
 func lsnOf(v uint64) wal.LSN { return wal.LSN(v) }
