@@ -72,10 +72,52 @@ func TestNoWALYet(t *testing.T) {
 	if code, reasons := sk.readyz(t); code != 503 || len(reasons) != 1 || !strings.Contains(reasons[0], "upstream not connected") {
 		t.Fatalf("/readyz with the upstream down: %d %q", code, reasons)
 	}
+	if lag := upstreamLag(t, sk); lag.LagBytes != nil || lag.WalEnd != nil {
+		t.Fatalf("upstream down: lag %v and WAL end %v, want null (unknown)", lag.LagBytes, lag.WalEnd)
+	}
 	status := sk.Status(t)
 	if status.Timelines[0].HasWAL || status.Timelines[0].Upstream.State == "streaming" {
 		t.Fatalf("status claims WAL or streaming: %+v", status.Timelines[0])
 	}
+}
+
+// upstreamStatus is the upstream part of /v1/status, nulls kept.
+type upstreamStatus struct {
+	WalEnd      *string    `json:"upstream_wal_end"`
+	LagBytes    *uint64    `json:"lag_bytes"`
+	LastMessage *time.Time `json:"last_message_at"`
+}
+
+func upstreamLag(t testing.TB, sk *SK) upstreamStatus {
+	t.Helper()
+	st, err := timelineStatus[struct {
+		Upstream upstreamStatus `json:"upstream"`
+	}](t, http.DefaultClient, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Upstream
+}
+
+// metricWith is metric for the first sample whose line starts with prefix
+// and contains part.
+func (s *SK) metricWith(t testing.TB, prefix, part string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get(s.url("/metrics"))
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, prefix) && strings.Contains(line, part) {
+			f := strings.Fields(line)
+			var v float64
+			fmt.Sscan(f[len(f)-1], &v)
+			return v, true
+		}
+	}
+	return 0, false
 }
 
 // readyz fetches GET /readyz.
@@ -111,6 +153,28 @@ func TestBehindNotReady(t *testing.T) {
 	if v, ok := sk.metric(t, "safekeeper_build_info{"); !ok || v != 1 {
 		t.Fatalf("safekeeper_build_info: %v %v", v, ok)
 	}
+	// The metrics an operator watches, with a consumer connected.
+	rw := startReceivewal(t, primary.Bins, sk.PGPort, t.TempDir(), "--status-interval=1")
+	generateSegments(t, primary, 1)
+	flush := flushLSNOfPrimary(t, primary)
+	sk.WaitFlush(t, flush, 30*time.Second)
+	pgtest.WaitFor(t, 30*time.Second, "the consumer's flush lag to be exported", func() bool {
+		_, ok := sk.metric(t, `safekeeper_consumer_lag_bytes{application_name="pg_receivewal"`)
+		_, flushKind := sk.metricWith(t, "safekeeper_consumer_lag_bytes{", `kind="flush"`)
+		return ok && flushKind
+	})
+	for name, min := range map[string]float64{
+		"safekeeper_written_lsn{":                  float64(flush),
+		"safekeeper_oldest_lsn{":                   1,
+		"safekeeper_last_fsync_timestamp_seconds{": float64(time.Now().Add(-time.Hour).Unix()),
+		"safekeeper_upstream_wal_end_lsn{":         float64(flush),
+		"safekeeper_upstream_lag_bytes{":           0,
+	} {
+		if v, ok := sk.metric(t, name); !ok || v < min {
+			t.Fatalf("%s: %v (exported %v), want at least %v", name, v, ok, min)
+		}
+	}
+	rw.stop(t)
 	stopped := sk.FlushLSN(t)
 	sk.Stop()
 	generateSegments(t, primary, 3)
@@ -129,6 +193,12 @@ func TestBehindNotReady(t *testing.T) {
 	st := sk.Status(t)
 	if st.Timelines[0].Upstream.State != "behind: WAL removed upstream" {
 		t.Fatalf("upstream state %q", st.Timelines[0].Upstream.State)
+	}
+	// The lag is the truth: the primary's end of WAL minus ours.
+	lag := upstreamLag(t, sk)
+	want := uint64(flushLSNOfPrimary(t, primary) - sk.FlushLSN(t))
+	if lag.LagBytes == nil || *lag.LagBytes < want/2 || lag.WalEnd == nil || lag.LastMessage == nil {
+		t.Fatalf("behind by about %d bytes: status says lag %v, WAL end %v, last contact %v", want, lag.LagBytes, lag.WalEnd, lag.LastMessage)
 	}
 }
 

@@ -428,6 +428,13 @@ func serve(cfg config, log *zap.Logger) error {
 		}
 		return out
 	}))
+	promReg.MustRegister(metrics.NewConsumerCollector(func() []metrics.ConsumerSample {
+		var out []metrics.ConsumerSample
+		for _, t := range reg.All() {
+			out = append(out, t.ConsumerSamples()...)
+		}
+		return out
+	}))
 	promReg.MustRegister(metrics.NewSlotCollector(func() []metrics.SlotSample {
 		var out []metrics.SlotSample
 		for _, t := range reg.All() {

@@ -53,8 +53,8 @@ func notReady(tls []supervisor.Status, opt Readiness, now time.Time) []string {
 				add("upstream not connected (%s)", u.State)
 			}
 		}
-		if opt.MaxLag > 0 && u.State == upstream.StateStreaming && u.LagBytes > opt.MaxLag {
-			add("behind the upstream by %d bytes (more than %d)", u.LagBytes, opt.MaxLag)
+		if lag, ok := u.Lag(); ok && opt.MaxLag > 0 && u.State == upstream.StateStreaming && lag > opt.MaxLag {
+			add("behind the upstream by %d bytes (more than %d)", lag, opt.MaxLag)
 		}
 		if a := st.Archive; a != nil && opt.ArchiveFailFor > 0 && a.FailingSince != nil && now.Sub(*a.FailingSince) > opt.ArchiveFailFor {
 			add("archive failing for %s: %s", now.Sub(*a.FailingSince).Round(time.Second), a.LastError)

@@ -19,6 +19,7 @@ func TestNotReady(t *testing.T) {
 		return supervisor.Status{TenantID: "t", TimelineID: "l", Upstream: u, Archive: a}
 	}
 	streaming := upstream.Status{State: upstream.StateStreaming}
+	twoMB := uint64(2 << 20)
 	cases := []struct {
 		name string
 		tls  []supervisor.Status
@@ -32,7 +33,7 @@ func TestNotReady(t *testing.T) {
 		{"refused", []supervisor.Status{tl(upstream.Status{State: upstream.StateRefused, LastError: "system identifier differs"}, nil)}, "upstream refused: system identifier differs"},
 		{"behind", []supervisor.Status{tl(upstream.Status{State: upstream.StateBehind, LastError: "requested WAL segment has already been removed"}, nil)}, "behind: the upstream removed WAL"},
 		{"recovering", []supervisor.Status{tl(upstream.Status{State: upstream.StateRecovering, Recovery: &upstream.RecoveryStatus{Source: "peer sk1"}}, nil)}, "from peer sk1"},
-		{"lagging", []supervisor.Status{tl(upstream.Status{State: upstream.StateStreaming, LagBytes: 2 << 20}, nil)}, "behind the upstream by 2097152 bytes"},
+		{"lagging", []supervisor.Status{tl(upstream.Status{State: upstream.StateStreaming, LagBytes: &twoMB}, nil)}, "behind the upstream by 2097152 bytes"},
 		{"archive failing long", []supervisor.Status{tl(streaming, &supervisor.ArchiveStatus{Status: offload.Status{FailingSince: &longAgo, LastError: "503 Slow Down"}})}, "archive failing for 10m0s: 503 Slow Down"},
 		{"archive failing briefly", []supervisor.Status{tl(streaming, &supervisor.ArchiveStatus{Status: offload.Status{FailingSince: &recent}})}, ""},
 		{"archive conflict", []supervisor.Status{tl(streaming, &supervisor.ArchiveStatus{Status: offload.Status{Conflict: "different object"}})}, "archive conflict"},

@@ -1,6 +1,10 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics holds every collector the process exports.
 type Metrics struct {
@@ -117,6 +121,14 @@ type TimelineSample struct {
 	UploadedObjects      uint64
 	UploadErrors         uint64
 	ArchiveConflict      bool
+	WrittenLSN           uint64
+	OldestLSN            uint64  // oldest position any tier holds
+	LastSyncUnix         float64 // 0: none yet
+	// UpstreamKnown says whether UpstreamWalEnd and UpstreamLagBytes are
+	// known (see upstream.Status).
+	UpstreamKnown    bool
+	UpstreamWalEnd   uint64
+	UpstreamLagBytes uint64
 }
 
 type timelineCollector struct {
@@ -124,6 +136,7 @@ type timelineCollector struct {
 
 	localStart, localBytes, localSegs, removed                   *prometheus.Desc
 	backup, lag, upBytes, upObjects, upErrors, archiveConflicted *prometheus.Desc
+	written, oldest, lastSync, upEnd, upLag                      *prometheus.Desc
 }
 
 // NewTimelineCollector exports each timeline's local WAL, retention and
@@ -143,11 +156,17 @@ func NewTimelineCollector(src func() []TimelineSample) prometheus.Collector {
 		upObjects:         d("safekeeper_archive_uploaded_objects_total", "Objects (segments and history files) stored in the archive."),
 		upErrors:          d("safekeeper_archive_upload_errors_total", "Failed archive operations (each is retried)."),
 		archiveConflicted: d("safekeeper_archive_conflict", "1 when offloading stopped because the archive holds a different object under a name to upload."),
+		written:           d("safekeeper_written_lsn", "End of WAL received and written, durable or not."),
+		oldest:            d("safekeeper_oldest_lsn", "Oldest WAL position any tier (local files, archive) still holds."),
+		lastSync:          d("safekeeper_last_fsync_timestamp_seconds", "Unix time of the last fsync that made new WAL durable (0: none since start)."),
+		upEnd:             d("safekeeper_upstream_wal_end_lsn", "The upstream's end of WAL as last reported; absent while not known."),
+		upLag:             d("safekeeper_upstream_lag_bytes", "How far the durable end of WAL is behind the upstream's; absent while not known."),
 	}
 }
 
 func (c *timelineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.localStart, c.localBytes, c.localSegs, c.removed, c.backup, c.lag, c.upBytes, c.upObjects, c.upErrors, c.archiveConflicted} {
+	for _, d := range []*prometheus.Desc{c.localStart, c.localBytes, c.localSegs, c.removed, c.backup, c.lag, c.upBytes, c.upObjects, c.upErrors, c.archiveConflicted,
+		c.written, c.oldest, c.lastSync, c.upEnd, c.upLag} {
 		ch <- d
 	}
 }
@@ -164,6 +183,13 @@ func (c *timelineCollector) Collect(ch chan<- prometheus.Metric) {
 		g(c.localBytes, float64(s.LocalBytes))
 		g(c.localSegs, float64(s.LocalSegments))
 		n(c.removed, float64(s.RemovedSegments))
+		g(c.written, float64(s.WrittenLSN))
+		g(c.oldest, float64(s.OldestLSN))
+		g(c.lastSync, s.LastSyncUnix)
+		if s.UpstreamKnown {
+			g(c.upEnd, float64(s.UpstreamWalEnd))
+			g(c.upLag, float64(s.UpstreamLagBytes))
+		}
 		if !s.Archive {
 			continue
 		}
@@ -189,4 +215,46 @@ func RegisterBuildInfo(reg prometheus.Registerer, version, revision, goVersion s
 	})
 	g.Set(1)
 	reg.MustRegister(g)
+}
+
+// ConsumerSample is one connected consumer's lag, read at scrape time.
+type ConsumerSample struct {
+	TenantID, TimelineID, ApplicationName string
+	PID                                   uint32
+	SentLag                               uint64
+	// FlushLag and ApplyLag are known once the consumer sent feedback.
+	HasFeedback        bool
+	FlushLag, ApplyLag uint64
+}
+
+type consumerCollector struct {
+	src func() []ConsumerSample
+	lag *prometheus.Desc
+}
+
+// NewConsumerCollector exports safekeeper_consumer_lag_bytes{kind} of every
+// connected consumer: how far what was sent (kind="sent"), and what the
+// consumer reports flushed ("flush") and applied ("apply"), trail the
+// durable end of WAL. Only connected consumers are exported, so the
+// series are bounded by the connections.
+func NewConsumerCollector(src func() []ConsumerSample) prometheus.Collector {
+	return &consumerCollector{src: src, lag: prometheus.NewDesc("safekeeper_consumer_lag_bytes",
+		"How far a connected consumer trails the durable end of WAL: sent, and flushed and applied as its feedback reports.",
+		[]string{"tenant_id", "timeline_id", "application_name", "pid", "kind"}, nil)}
+}
+
+func (c *consumerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.lag }
+
+func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.src() {
+		pid := strconv.FormatUint(uint64(s.PID), 10)
+		m := func(kind string, v uint64) {
+			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(v), s.TenantID, s.TimelineID, s.ApplicationName, pid, kind)
+		}
+		m("sent", s.SentLag)
+		if s.HasFeedback {
+			m("flush", s.FlushLag)
+			m("apply", s.ApplyLag)
+		}
+	}
 }

@@ -90,7 +90,7 @@ func (s *Supervisor) Status() Status {
 	if s.rcv != nil {
 		st.Upstream = s.rcv.Status()
 	} else {
-		st.Upstream = upstream.Status{State: upstream.StateNone, WalEnd: "0/0"}
+		st.Upstream = upstream.Status{State: upstream.StateNone}
 	}
 	if s.off != nil {
 		st.Archive = &ArchiveStatus{Status: s.off.Status()}
@@ -122,6 +122,17 @@ func (s *Supervisor) MetricsSample() metrics.TimelineSample {
 		TenantID: s.cfg.ID.TenantID, TimelineID: s.cfg.ID.TimelineID,
 		LocalStartLSN: uint64(ctl.StartLSN), LocalBytes: rs.LocalBytes, LocalSegments: rs.LocalSegments,
 		RemovedSegments: rs.RemovedSegments,
+		WrittenLSN:      uint64(s.tl.WrittenLSN()), OldestLSN: uint64(s.OldestLSN()),
+	}
+	if ls := s.tl.LastSync(); !ls.IsZero() {
+		m.LastSyncUnix = float64(ls.UnixNano()) / 1e9
+	}
+	if s.rcv != nil {
+		us := s.rcv.Status()
+		if lag, ok := us.Lag(); ok {
+			end, _ := wal.ParseLSN(*us.WalEnd)
+			m.UpstreamKnown, m.UpstreamWalEnd, m.UpstreamLagBytes = true, uint64(end), lag
+		}
 	}
 	if s.off != nil {
 		os := s.off.Status()
@@ -132,4 +143,26 @@ func (s *Supervisor) MetricsSample() metrics.TimelineSample {
 		m.ArchiveConflict = os.Conflict != ""
 	}
 	return m
+}
+
+// ConsumerSamples returns the lag of each connected consumer for metrics.
+func (s *Supervisor) ConsumerSamples() []metrics.ConsumerSample {
+	flush := s.tl.FlushLSN()
+	behind := func(v string) uint64 {
+		l, err := wal.ParseLSN(v)
+		if err != nil || l >= flush {
+			return 0
+		}
+		return uint64(flush - l)
+	}
+	var out []metrics.ConsumerSample
+	for _, c := range s.consumers.List() {
+		cs := metrics.ConsumerSample{TenantID: s.cfg.ID.TenantID, TimelineID: s.cfg.ID.TimelineID,
+			ApplicationName: c.ApplicationName, PID: c.PID, SentLag: behind(c.SentLSN)}
+		if f := c.Feedback; f != nil {
+			cs.HasFeedback, cs.FlushLag, cs.ApplyLag = true, behind(f.FlushLSN), behind(f.ApplyLSN)
+		}
+		out = append(out, cs)
+	}
+	return out
 }

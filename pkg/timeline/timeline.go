@@ -51,9 +51,10 @@ type Timeline struct {
 	hist        []wal.HistoryEntry // parsed history of histTLI
 	histTLI     uint32
 
-	w     atomic.Pointer[walstore.Writer] // nil until first contact
-	flush atomic.Uint64                   // durable end of WAL; what may be served and acknowledged
-	tli   atomic.Uint32                   // current PostgreSQL timeline
+	w        atomic.Pointer[walstore.Writer] // nil until first contact
+	flush    atomic.Uint64                   // durable end of WAL; what may be served and acknowledged
+	lastSync atomic.Int64                    // unix ns of the last fsync that moved flush
+	tli      atomic.Uint32                   // current PostgreSQL timeline
 
 	archived SegmentSource // nil without an archive
 }
@@ -269,6 +270,7 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 	persist := false
 	if uint64(d) > t.flush.Load() {
 		t.flush.Store(uint64(d))
+		t.lastSync.Store(time.Now().UnixNano())
 		t.broadcastLocked()
 		persist = time.Since(t.lastPersist) >= controlPersistInterval
 	}
@@ -326,6 +328,15 @@ func (t *Timeline) Changed() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.changed
+}
+
+// LastSync returns when an fsync last made new WAL durable (zero before
+// the first one of this process).
+func (t *Timeline) LastSync() time.Time {
+	if ns := t.lastSync.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // LocalStartLSN returns the first WAL position held in local files.

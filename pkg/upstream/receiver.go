@@ -295,6 +295,9 @@ func (r *Receiver) session(ctx context.Context, src *source) (streamed bool, err
 	if err != nil {
 		return false, err
 	}
+	if src.peer == "" {
+		r.resetEnd(id.XLogPos) // the upstream's end of WAL now, not an older one
+	}
 	segSize, err := replconn.SegmentSize(ctx, conn)
 	if err != nil {
 		return false, err

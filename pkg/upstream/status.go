@@ -34,11 +34,16 @@ type state struct {
 
 // Status is a snapshot of the upstream connection.
 type Status struct {
-	State       string     `json:"state"`
-	Since       time.Time  `json:"since"`
-	LastError   string     `json:"last_error,omitempty"`
-	WalEnd      string     `json:"upstream_wal_end"`
-	LagBytes    uint64     `json:"lag_bytes"`
+	State     string    `json:"state"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"`
+	// WalEnd is the upstream's end of WAL as it last reported it
+	// (IDENTIFY_SYSTEM, XLogData, keepalives), and LagBytes how far the
+	// durable end is behind it; both null when not known: before the
+	// first contact, and whenever the upstream is not answering (a stale
+	// value is not the truth). LastMessage is the time of the last contact.
+	WalEnd      *string    `json:"upstream_wal_end"`
+	LagBytes    *uint64    `json:"lag_bytes"`
 	LastMessage *time.Time `json:"last_message_at,omitempty"`
 	// Recovery describes the last recovery from the archive or a peer.
 	Recovery *RecoveryStatus `json:"recovery,omitempty"`
@@ -71,6 +76,15 @@ func (r *Receiver) setState(state string, err error) {
 	}
 }
 
+// Lag returns the upstream's end of WAL and the lag behind it, ok=false
+// when not known (see Status).
+func (s Status) Lag() (uint64, bool) {
+	if s.LagBytes == nil {
+		return 0, false
+	}
+	return *s.LagBytes, true
+}
+
 // noteEnd records the upstream's end of WAL from XLogData or a keepalive.
 func (r *Receiver) noteEnd(end wal.LSN) {
 	u := &r.state
@@ -87,12 +101,17 @@ func (r *Receiver) Status() Status {
 	u := &r.state
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	s := Status{State: u.state, Since: u.since, LastError: u.lastError, WalEnd: u.walEnd.String()}
+	s := Status{State: u.state, Since: u.since, LastError: u.lastError}
 	if s.State == "" {
 		s.State = StateNone
 	}
-	if f := r.tl.FlushLSN(); u.walEnd > f {
-		s.LagBytes = uint64(u.walEnd - f)
+	if u.walEnd != 0 && (u.state == StateStreaming || u.state == StateBehind || u.state == StateRecovering) {
+		end := u.walEnd.String()
+		var lag uint64
+		if f := r.tl.FlushLSN(); u.walEnd > f {
+			lag = uint64(u.walEnd - f)
+		}
+		s.WalEnd, s.LagBytes = &end, &lag
 	}
 	if u.recovery != nil {
 		rs := *u.recovery
@@ -110,5 +129,13 @@ func (r *Receiver) noteRecovery(rs RecoveryStatus) {
 	u := &r.state
 	u.mu.Lock()
 	u.recovery = &rs
+	u.mu.Unlock()
+}
+
+// resetEnd records the upstream's end of WAL at the start of a session.
+func (r *Receiver) resetEnd(end wal.LSN) {
+	u := &r.state
+	u.mu.Lock()
+	u.walEnd, u.lastMsg = end, time.Now()
 	u.mu.Unlock()
 }
