@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,7 +22,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/peterbourgon/ff/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -47,25 +47,33 @@ func main() {
 	os.Exit(realMain(os.Args[1:]))
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage: safekeeper <command> [flags]
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: safekeeper <command> [flags]
 
 commands:
-  run       run the safekeeper (see: safekeeper run -h)
-  passwd    set a user's password in a users file (see: safekeeper passwd -h)
+  run         run the safekeeper
+  passwd      set a user's password in a users file
   wal-fetch   restore_command: fetch a WAL file from the archive or the
-              safekeepers (see: safekeeper wal-fetch -h)
-  wal-verify  check a WAL archive (see: safekeeper wal-verify -h)
-  version   print the version
+              safekeepers
+  wal-verify  check a WAL archive
+  version     print the version
+  help [command]
+              this text, or a command's flags (as: safekeeper <command> --help)
 
 Every flag can also be set in the environment as SAFEKEEPER_<FLAG>, with
 dashes as underscores: --data-dir is SAFEKEEPER_DATA_DIR.
 `)
 }
 
+const runUsage = `usage: safekeeper run --data-dir DIR [--upstream CONNSTR] [flags]
+
+Streams WAL from the upstream PostgreSQL primary, keeps it durably, serves
+it over the streaming replication protocol, and archives it (README).
+`
+
 func realMain(args []string) int {
 	if len(args) == 0 {
-		usage()
+		usage(os.Stderr)
 		return 2
 	}
 	switch args[0] {
@@ -81,11 +89,13 @@ func realMain(args []string) int {
 		fmt.Println("safekeeper", buildInfo())
 		return 0
 	case "help", "-h", "--help":
-		usage()
+		if len(args) > 1 && args[1] != "help" && args[0] == "help" {
+			return realMain([]string{args[1], "--help"})
+		}
+		usage(os.Stdout)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "safekeeper: unknown command %q\n", args[0])
-		usage()
+		fmt.Fprintf(os.Stderr, "safekeeper: unknown command %q\nRun 'safekeeper help' for the commands.\n", args[0])
 		return 2
 	}
 }
@@ -179,7 +189,7 @@ func parseFlags(args []string) (config, error) {
 	registerSecurityFlags(fs, &c.security)
 	registerArchiveFlags(fs, &c.archive)
 	registerClusterFlags(fs, &c.cluster)
-	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
+	if err := parseCommand(fs, runUsage, args, os.Stdout); err != nil {
 		return c, err
 	}
 	var err error
@@ -234,7 +244,7 @@ func run(args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "safekeeper:", err)
+		usageError(os.Stderr, "run", err)
 		return 2
 	}
 	log, err := newLogger(cfg.logLevel, cfg.logFormat)
@@ -347,7 +357,7 @@ func identifyUpstream(ctx context.Context, cfg config, log *zap.Logger) (uint64,
 			return 0, ctx.Err()
 		}
 		log.Warn("waiting for the upstream to learn its system identifier (the default tenant and timeline ids derive from it)",
-			zap.Error(err), zap.Duration("backoff", backoff))
+			zap.String("error", upstream.OneLine(err)), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()

@@ -103,3 +103,14 @@ func TestConfigErrorsExit2(t *testing.T) {
 		}
 	}
 }
+
+func TestUsageErrorsNameFlagsWithTwoDashes(t *testing.T) {
+	_, err := parseFlags([]string{"--data-dir", "d", "--bogus"})
+	if err == nil || err.Error() != "flag provided but not defined: --bogus" {
+		t.Fatalf("unknown flag: %v", err)
+	}
+	_, err = parseFlags([]string{"--data-dir", "d", "--wal-sender-timeout", "soon"})
+	if err == nil || !strings.HasPrefix(err.Error(), `invalid value "soon" for flag --wal-sender-timeout:`) {
+		t.Fatalf("bad value: %v", err)
+	}
+}

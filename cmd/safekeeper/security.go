@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/peterbourgon/ff/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/auth"
@@ -100,6 +99,17 @@ func warnAccess(path, what string) {
 	}
 }
 
+const passwdUsage = `usage: safekeeper passwd --users-file FILE --user NAME [--password-stdin] [--md5] [--delete]
+
+Adds or replaces NAME's entry in FILE (atomically: temporary file, fsync,
+rename; mode 0600). The password is taken from SAFEKEEPER_PASSWORD, from
+standard input (--password-stdin, or when standard input is not a terminal),
+or prompted for. A password that already is a SCRAM-SHA-256 or md5 verifier
+(e.g. pg_authid.rolpassword from the primary) is stored as it is.
+A running safekeeper picks the change up at the next connection.
+
+`
+
 // passwdMain is "safekeeper passwd": add, replace or delete a user in the
 // users file. The password comes from SAFEKEEPER_PASSWORD, from standard
 // input (--password-stdin, or when it is not a terminal), or is prompted for.
@@ -111,24 +121,11 @@ func passwdMain(args []string) int {
 	md5 := fs.Bool("md5", false, "store an md5 verifier (for clients that cannot do SCRAM) instead of SCRAM-SHA-256")
 	iterations := fs.Int("iterations", auth.DefaultIterations, "SCRAM-SHA-256 iteration count")
 	del := fs.Bool("delete", false, "remove the user instead")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: safekeeper passwd --users-file FILE --user NAME [--password-stdin] [--md5] [--delete]
-
-Adds or replaces NAME's entry in FILE (atomically: temporary file, fsync,
-rename; mode 0600). The password is taken from SAFEKEEPER_PASSWORD, from
-standard input (--password-stdin, or when standard input is not a terminal),
-or prompted for. A password that already is a SCRAM-SHA-256 or md5 verifier
-(e.g. pg_authid.rolpassword from the primary) is stored as it is.
-A running safekeeper picks the change up at the next connection.
-
-`)
-		fs.PrintDefaults()
-	}
-	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
+	if err := parseCommand(fs, passwdUsage, args, os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintln(os.Stderr, "safekeeper passwd:", err)
+		usageError(os.Stderr, "passwd", err)
 		return 2
 	}
 	if *usersFile == "" || *user == "" {

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/peterbourgon/ff/v3"
-
 	"github.com/pgsafekeeper/safekeeper/pkg/objstore"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/walfetch"
@@ -78,11 +76,7 @@ func parseWalFetchFlags(args []string, stderr io.Writer) (walFetchFlags, error) 
 	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the timeline; default: the only one")
 	fs.StringVar(&c.user, "user", "", "user for the safekeeper connections (default: PGUSER, else postgres)")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up (exit 126) after this long")
-	fs.Usage = func() {
-		io.WriteString(fs.Output(), walFetchUsage)
-		fs.PrintDefaults()
-	}
-	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
+	if err := parseCommand(fs, walFetchUsage, args, stderr); err != nil {
 		return c, err
 	}
 	var pos []string

@@ -10,8 +10,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/peterbourgon/ff/v3"
-
 	"github.com/pgsafekeeper/safekeeper/pkg/objstore"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/walverify"
@@ -48,25 +46,21 @@ func walVerifyMain(args []string) int {
 
 func walVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("safekeeper wal-verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	archiveURL := fs.String("archive", "", "WAL archive: file:///path or s3://bucket/prefix (S3 settings from the AWS environment and config files)")
 	pathStyle := fs.Bool("archive-s3-path-style", false, "address the S3 bucket path-style (most S3-compatible servers need it)")
 	tenantID := fs.String("tenant-id", "", "tenant id (32 hex) of the timeline to check; default: every timeline")
 	timelineID := fs.String("timeline-id", "", "timeline id (32 hex) of the timeline to check; default: every timeline")
 	concurrency := fs.Int("concurrency", walverify.DefaultConcurrency, "objects downloaded and checked at once")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), walVerifyUsage)
-		fs.PrintDefaults()
-	}
 	usageErr := func(err error) int {
 		fmt.Fprintln(stderr, "safekeeper wal-verify:", err)
 		return verifyExitUsage
 	}
-	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER")); err != nil {
+	if err := parseCommand(fs, walVerifyUsage, args, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return verifyExitClean
 		}
-		return usageErr(err)
+		usageError(stderr, "wal-verify", err)
+		return verifyExitUsage
 	}
 	if fs.NArg() > 0 {
 		return usageErr(fmt.Errorf("unexpected argument %q", fs.Arg(0)))

@@ -62,6 +62,9 @@ type Receiver struct {
 	log   *zap.Logger
 	m     *metrics.Metrics
 	state state
+	// lostAt is when streaming from the upstream last stopped (zero
+	// while streaming); only Run's goroutine uses it.
+	lostAt time.Time
 }
 
 // New returns a receiver; call Run.
@@ -135,8 +138,11 @@ func (r *Receiver) Run(ctx context.Context) error {
 			state = StateBehind
 		}
 		r.setState(state, err)
+		if streamed {
+			r.lostAt = time.Now()
+		}
 		r.log.Warn("upstream replication connection ended; will reconnect",
-			zap.Error(err), zap.Duration("backoff", backoff))
+			zap.String("error", OneLine(err)), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
 			r.setState(StateNone, nil)
@@ -311,7 +317,7 @@ func (r *Receiver) session(ctx context.Context, src *source) (streamed bool, err
 		ServerVersion: conn.ParameterStatus("server_version"), ServerVersionNum: versionNum,
 	}
 	if err := r.tl.CheckUpstream(info); err != nil {
-		r.log.Error("refusing WAL from upstream", zap.Error(err))
+		r.log.Error("refusing WAL from upstream", zap.String("error", OneLine(err)))
 		return false, err
 	}
 	if !r.tl.Initialized() {
@@ -506,7 +512,12 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, src *source,
 	}
 streaming:
 	if src.peer == "" {
+		// Logged once the primary accepted START_REPLICATION.
 		r.log.Info("streaming WAL from upstream", zap.Stringer("start_lsn", start), zap.Uint32("tli", tli))
+		if !r.lostAt.IsZero() {
+			r.log.Info("reconnected to upstream", zap.Duration("after", time.Since(r.lostAt).Round(time.Millisecond)))
+			r.lostAt = time.Time{}
+		}
 		r.setState(StateStreaming, nil)
 		r.m.UpstreamConnected.Set(1)
 	} else {

@@ -140,7 +140,7 @@ func (r *Receiver) recoverWAL(ctx context.Context, reason string, cause error) (
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
-				r.log.Warn("recovery from a peer safekeeper failed", zap.String("peer", p.Name), zap.Error(err))
+				r.log.Warn("recovery from a peer safekeeper failed", zap.String("peer", p.Name), zap.String("error", OneLine(err)))
 			}
 			if ctx.Err() != nil {
 				break

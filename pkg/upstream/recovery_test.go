@@ -56,3 +56,11 @@ func TestSlotName(t *testing.T) {
 		}
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	err := errors.New("failed to connect to `user=postgres database=replication`:\n\t127.0.0.1:1 (127.0.0.1): dial error: refused\n\t[::1]:1 (::1): dial error: refused\n")
+	want := "failed to connect to `user=postgres database=replication`: 127.0.0.1:1 (127.0.0.1): dial error: refused; [::1]:1 (::1): dial error: refused"
+	if got := OneLine(err); got != want {
+		t.Fatalf("OneLine = %q, want %q", got, want)
+	}
+}

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +71,7 @@ func (r *Receiver) setState(state string, err error) {
 	}
 	u.state = state
 	if err != nil {
-		u.lastError = err.Error()
+		u.lastError = OneLine(err)
 	} else if state == StateStreaming {
 		u.lastError = ""
 	}
@@ -139,3 +140,11 @@ func (r *Receiver) resetEnd(end wal.LSN) {
 	u.walEnd, u.lastMsg = end, time.Now()
 	u.mu.Unlock()
 }
+
+// OneLine is err's message on one line: pgconn's connection errors list
+// every address tried on lines of their own.
+func OneLine(err error) string {
+	return oneLineReplacer.Replace(strings.TrimSpace(err.Error()))
+}
+
+var oneLineReplacer = strings.NewReplacer(":\n\t", ": ", "\n\t", "; ", "\n", "; ", "\t", " ")
