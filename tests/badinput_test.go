@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -183,6 +185,16 @@ func TestBadInput(t *testing.T) {
 			if err := exec("IDENTIFY_SYSTEM"); err != nil {
 				t.Fatalf("after %q: IDENTIFY_SYSTEM failed: %v", c.q, err)
 			}
+		}
+
+		// Each rejected command is logged with its statement, as
+		// PostgreSQL logs every ERROR it sends, and counted by SQLSTATE.
+		pgtest.WaitFor(t, 10*time.Second, "the rejected command in the log", func() bool {
+			log, _ := os.ReadFile(sk.logPath)
+			return bytes.Contains(log, []byte(`"sqlstate": "42704", "message": "unrecognized configuration parameter \"no_such_setting\"", "statement": "SHOW no_such_setting"`))
+		})
+		if v, ok := sk.metric(t, `safekeeper_client_errors_total{sqlstate="0A000"}`); !ok || v < 5 {
+			t.Fatalf("safekeeper_client_errors_total{sqlstate=\"0A000\"} = %v (%v), want at least 5", v, ok)
 		}
 
 		// Extended protocol: ERROR 08P01, then usable after Sync.

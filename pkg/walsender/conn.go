@@ -340,13 +340,13 @@ func (c *conn) commandLoop(ctx context.Context) error {
 		case *pgproto3.Terminate:
 			return errClosed
 		case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Execute, *pgproto3.Describe, *pgproto3.Close:
-			c.sendError(pgerr.New(pgerr.ProtocolViolation, "extended query protocol not supported in a replication connection"))
+			c.sendError(pgerr.New(pgerr.ProtocolViolation, "extended query protocol not supported in a replication connection"), "")
 			if err := c.be.Flush(); err != nil {
 				return err
 			}
 			skipToSync = true
 		case *pgproto3.FunctionCall:
-			c.sendError(pgerr.New(pgerr.ProtocolViolation, "fastpath function calls not supported in a replication connection"))
+			c.sendError(pgerr.New(pgerr.ProtocolViolation, "fastpath function calls not supported in a replication connection"), "")
 			if err := c.ready(); err != nil {
 				return err
 			}
@@ -377,12 +377,20 @@ func (c *conn) ready() error {
 	return c.be.Flush()
 }
 
-func (c *conn) sendError(err error) {
+// sendError sends an ERROR to the client, counts it by SQLSTATE and logs
+// it with the statement, as PostgreSQL logs every ERROR it sends
+// (log_min_error_statement = error).
+func (c *conn) sendError(err error, statement string) {
 	pe := pgerr.As(err)
 	if pe == nil {
 		pe = pgerr.Internal(err)
 	}
 	c.s.m.ProtocolErrors.WithLabelValues(pe.Code).Inc()
+	fields := []zap.Field{zap.String("sqlstate", pe.Code), zap.String("message", pe.Message)}
+	if statement != "" {
+		fields = append(fields, zap.String("statement", statement))
+	}
+	c.log.Warn("command failed", fields...)
 	c.be.Send(pgwire.ErrorResponse(pe))
 }
 
@@ -400,7 +408,7 @@ func (c *conn) query(ctx context.Context, q string) error {
 		if pe == nil || pe.Severity == pgerr.SeverityFatal {
 			return err
 		}
-		c.sendError(pe)
+		c.sendError(pe, q)
 	}
 	return c.ready()
 }
