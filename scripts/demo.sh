@@ -52,10 +52,21 @@ echo "==> start the safekeeper (pg protocol on :$SK_PORT, HTTP on :$HTTP_PORT, a
   --archive "file://$work/archive" \
   >"$work/safekeeper.log" 2>&1 &
 sk_pid=$!
-for _ in $(seq 100); do
-  if first=$("$pgbin/psql" -X -At "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM 2>/dev/null | cut -d'|' -f3); then break; fi
+first=
+for _ in $(seq 300); do
+  if ! kill -0 "$sk_pid" 2>/dev/null; then break; fi
+  if first=$("$pgbin/psql" -X -At "host=127.0.0.1 port=$SK_PORT user=postgres replication=true" -c IDENTIFY_SYSTEM 2>/dev/null | cut -d'|' -f3) && [ -n "$first" ]; then break; fi
+  first=
   sleep 0.1
 done
+# Whatever answered must be our safekeeper: a busy port makes it exit while
+# another server may still answer there.
+if ! kill -0 "$sk_pid" 2>/dev/null || [ -z "$first" ]; then
+  echo "demo: the safekeeper did not start (ports $SK_PORT and $HTTP_PORT must be free; set DEMO_SK_PORT / DEMO_HTTP_PORT). Its log:" >&2
+  tail -n 20 "$work/safekeeper.log" >&2
+  sk_pid=
+  exit 1
+fi
 # The first segment the safekeeper holds: the one holding the primary's
 # position at first contact (16 MB segments: X/Y is segment X*256 + Y>>24).
 segname() { printf '00000001%08X%08X' $((0x${1%/*})) $((0x${1#*/} >> 24)); }
@@ -75,6 +86,9 @@ echo "==> IDENTIFY_SYSTEM on the safekeeper"
 
 echo "==> finished segments are archived, then removed locally"
 segdir=$(dirname "$(ls -d "$work"/safekeeper/*/*/safekeeper.control)")
+timeline_id=$(basename "$segdir")
+tenant_id=$(basename "$(dirname "$segdir")")
+echo "    tenant_id $tenant_id, timeline_id $timeline_id (derived from the primary's system identifier)"
 for _ in $(seq 300); do
   archived=$(find "$work/archive" -name '*.zst' | wc -l)
   [ -e "$segdir/$firstseg" ] || [ "$archived" -lt 1 ] || break
@@ -104,8 +118,8 @@ if command -v curl >/dev/null; then curl -s "http://127.0.0.1:$HTTP_PORT/v1/stat
 cat <<EOF2
 
 Where to look:
-  safekeeper WAL and control file: $work/safekeeper/<tenant_id>/<timeline_id>/
-  WAL archive (zstd):              $work/archive/<tenant_id>/<timeline_id>/wal/
+  safekeeper WAL and control file: $segdir/
+  WAL archive (zstd):              $work/archive/$tenant_id/$timeline_id/wal/
   safekeeper log:                  $work/safekeeper.log
   WAL received by pg_receivewal:   $work/received/
   primary data directory and log:  $pgdata, $work/pg/postgres.log
