@@ -175,6 +175,16 @@ func TestTimelineSwitch(t *testing.T) {
 	pgtest.WaitFor(t, 60*time.Second, "safekeeper on timeline 2", func() bool {
 		return sk.Status(t).Timelines[0].TLI == 2
 	})
+	// Nothing diverged (the safekeeper ended where the promoted standby
+	// did): no old-timeline file is set aside as diverged.
+	st0 := sk.Status(t).Timelines[0]
+	if ents, err := os.ReadDir(filepath.Join(sk.DataDir, st0.TenantID, st0.TimelineID, "diverged")); err == nil {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("nothing diverged, yet these were set aside: %v", names)
+	}
 	promoted.Exec(t, "INSERT INTO tl SELECT g, 'after' FROM generate_series(101, 150) g")
 	generateSegments(t, promoted, 3)
 	endpos := flushLSNOfPrimary(t, promoted)

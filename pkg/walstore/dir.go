@@ -188,11 +188,13 @@ func (d Dir) StartTimeline(newTLI uint32, switchpoint wal.LSN, segSize uint64, h
 	return WriteFileAtomic(name, head, 0o600)
 }
 
-// SetAsideDiverged moves segment files of timelines before tli that lie at
-// or past their timeline's switch point segment in hist (their WAL there is
-// either in the newer timeline's file or not part of the history) into
-// DivergedDir. Files of timelines not on the history are left for the
-// operator. It is idempotent.
+// SetAsideDiverged moves segment files of timelines before tli that hold
+// WAL past their timeline's switch point in hist (WAL that is not part of
+// the history) into DivergedDir. The file of the segment holding a switch
+// point that holds nothing past it (the old timeline ended exactly there)
+// is removed instead: its bytes begin the newer timeline's file, which the
+// caller wrote first. Files of timelines not on the history are left for
+// the operator. It is idempotent.
 func (d Dir) SetAsideDiverged(tli uint32, hist []wal.HistoryEntry, segSize uint64) ([]string, error) {
 	files, err := d.ListSegments(segSize)
 	if err != nil {
@@ -207,6 +209,21 @@ func (d Dir) SetAsideDiverged(tli uint32, hist []wal.HistoryEntry, segSize uint6
 		sp, _, ok := wal.SwitchPoint(hist, f.TLI)
 		if !ok || f.SegNo < wal.SegmentNo(sp, segSize) {
 			continue
+		}
+		if f.SegNo == wal.SegmentNo(sp, segSize) {
+			empty, err := zeroFrom(d.File(f.Name), int64(wal.SegmentOffset(sp, segSize)))
+			if err != nil {
+				return moved, err
+			}
+			if empty {
+				if err := os.Remove(d.File(f.Name)); err != nil {
+					return moved, err
+				}
+				if err := SyncDir(string(d)); err != nil {
+					return moved, err
+				}
+				continue
+			}
 		}
 		if err := os.MkdirAll(dd, 0o700); err != nil {
 			return moved, err
@@ -225,6 +242,31 @@ func (d Dir) SetAsideDiverged(tli uint32, hist []wal.HistoryEntry, segSize uint6
 		}
 	}
 	return moved, nil
+}
+
+// zeroFrom reports whether the file holds only zero bytes from off on.
+func zeroFrom(path string, off int64) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := f.ReadAt(buf, off)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return false, nil
+			}
+		}
+		off += int64(n)
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 }
 
 // RemoveStaleTemps removes "*.tmp" files left by an atomic write that a

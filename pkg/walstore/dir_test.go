@@ -105,3 +105,54 @@ func TestHistories(t *testing.T) {
 		t.Fatalf("HistoryEntries without a file = %+v", h)
 	}
 }
+
+// At a switch, only WAL past the switch point is diverged: the old
+// timeline's file of the switch segment is removed when it holds nothing
+// past the switch point (its bytes begin the new timeline's file), and set
+// aside when it does; later old-timeline files are always set aside.
+func TestSetAsideDivergedOnlyPastTheSwitchPoint(t *testing.T) {
+	const seg = 1 << 20
+	hist, err := wal.ParseHistory([]byte("1\t0/300100\tx\n"), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(d Dir, name string, upTo int) {
+		b := make([]byte, seg)
+		for i := 0; i < upTo; i++ {
+			b[i] = 0xAB
+		}
+		if err := os.WriteFile(d.File(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+
+	// Nothing past the switch point (0x100 into segment 3).
+	clean := Dir(t.TempDir())
+	write(clean, "000000010000000000000002", seg)
+	write(clean, "000000010000000000000003.partial", 0x100)
+	moved, err := clean.SetAsideDiverged(2, hist, seg)
+	if err != nil || len(moved) != 0 {
+		t.Fatalf("nothing diverged: moved %v, %v", moved, err)
+	}
+	if exists(clean.File("000000010000000000000003.partial")) || exists(clean.File(DivergedDir)) {
+		t.Fatal("the old switch segment holding nothing past the switch point was kept or set aside")
+	}
+	if !exists(clean.File("000000010000000000000002")) {
+		t.Fatal("an old segment before the switch point was touched")
+	}
+
+	// WAL past the switch point, and a later old segment.
+	div := Dir(t.TempDir())
+	write(div, "000000010000000000000003", seg)
+	write(div, "000000010000000000000004.partial", 10)
+	moved, err = div.SetAsideDiverged(2, hist, seg)
+	if err != nil || len(moved) != 2 {
+		t.Fatalf("diverged: moved %v, %v", moved, err)
+	}
+	for _, n := range moved {
+		if !exists(filepath.Join(div.File(DivergedDir), n)) {
+			t.Fatalf("%s not in %s", n, DivergedDir)
+		}
+	}
+}
