@@ -16,10 +16,10 @@ import (
 // prints it first, with a pointer to --help (usageError), instead of the
 // flag package's whole flag list with the error above it. --help writes
 // intro and the flags to stdout and returns flag.ErrHelp.
-func parseCommand(fs *flag.FlagSet, intro string, args []string, stdout io.Writer) error {
+func parseCommand(fs *flag.FlagSet, intro string, args []string, stdout io.Writer, opts ...ff.Option) error {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("SAFEKEEPER"))
+	err := ff.Parse(fs, args, append([]ff.Option{ff.WithEnvVarPrefix("SAFEKEEPER")}, opts...)...)
 	if errors.Is(err, flag.ErrHelp) {
 		io.WriteString(stdout, intro)
 		printFlags(stdout, fs)

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffyaml"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -189,7 +191,9 @@ func parseFlags(args []string) (config, error) {
 	registerSecurityFlags(fs, &c.security)
 	registerArchiveFlags(fs, &c.archive)
 	registerClusterFlags(fs, &c.cluster)
-	if err := parseCommand(fs, runUsage, args, os.Stdout); err != nil {
+	fs.String("config", "", "YAML file of settings, keys named as the flags (data-dir: /var/lib/safekeeper); flags and SAFEKEEPER_* variables override it")
+	if err := parseCommand(fs, runUsage, args, os.Stdout,
+		ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(ffyaml.Parser)); err != nil {
 		return c, err
 	}
 	var err error

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -112,5 +114,29 @@ func TestUsageErrorsNameFlagsWithTwoDashes(t *testing.T) {
 	_, err = parseFlags([]string{"--data-dir", "d", "--wal-sender-timeout", "soon"})
 	if err == nil || !strings.HasPrefix(err.Error(), `invalid value "soon" for flag --wal-sender-timeout:`) {
 		t.Fatalf("bad value: %v", err)
+	}
+}
+
+// --config: a YAML file with the flags' names as keys; the environment
+// overrides it, and a flag overrides both.
+func TestConfigFilePrecedence(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "safekeeper.yaml")
+	if err := os.WriteFile(cfgFile, []byte("data-dir: /from/file\nname: sk-file\nwal-sender-timeout: 7s\nlisten-pg: 127.0.0.1:7001\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SAFEKEEPER_NAME", "sk-env")
+	t.Setenv("SAFEKEEPER_WAL_SENDER_TIMEOUT", "9s")
+	c, err := parseFlags([]string{"--config", cfgFile, "--wal-sender-timeout", "11s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.dataDir != "/from/file" || c.name != "sk-env" || c.walSenderTimeout != 11*time.Second || c.listenPG != "127.0.0.1:7001" {
+		t.Fatalf("precedence flags > environment > file: got data-dir %q name %q timeout %s listen %q", c.dataDir, c.name, c.walSenderTimeout, c.listenPG)
+	}
+	if err := os.WriteFile(cfgFile, []byte("no-such-flag: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseFlags([]string{"--config", cfgFile}); err == nil || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Fatalf("unknown key in the config file: %v", err)
 	}
 }
