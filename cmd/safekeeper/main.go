@@ -58,6 +58,9 @@ commands:
   wal-fetch   restore_command: fetch a WAL file from the archive or the
               safekeepers
   wal-verify  check a WAL archive
+  cluster status | wait-replayed
+              the safekeepers' positions and quorum; wait for a standby to
+              replay the highest (primary failover)
   version     print the version
   help [command]
               this text, or a command's flags (as: safekeeper <command> --help)
@@ -87,6 +90,8 @@ func realMain(args []string) int {
 		return walFetchMain(args[1:])
 	case "wal-verify":
 		return walVerifyMain(args[1:])
+	case "cluster":
+		return clusterMain(args[1:])
 	case "version", "--version", "-V":
 		fmt.Println("safekeeper", buildInfo())
 		return 0

@@ -383,3 +383,26 @@ wait:
 }
 
 var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// NodeState is what one safekeeper answered to IDENTIFY_SYSTEM.
+type NodeState struct {
+	Addr     string
+	SystemID uint64
+	TLI      uint32
+	FlushLSN wal.LSN
+	NoWAL    bool  // it answered that it holds no WAL yet
+	Err      error // it could not answer
+}
+
+// Probe asks every safekeeper for its identity and durable end of WAL
+// (IDENTIFY_SYSTEM), at once, and closes the connections. The error says
+// that those which answered disagree on the cluster.
+func (s *SafekeeperSource) Probe(ctx context.Context) ([]NodeState, error) {
+	servers, err := s.probeAll(ctx)
+	out := make([]NodeState, len(servers))
+	for i, sv := range servers {
+		sv.close()
+		out[i] = NodeState{Addr: sv.addr, SystemID: sv.sysID, TLI: sv.tli, FlushLSN: sv.flush, NoWAL: sv.noWAL, Err: sv.err}
+	}
+	return out, err
+}
