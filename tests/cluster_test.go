@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -355,6 +356,34 @@ func TestClusterOneOffloader(t *testing.T) {
 	}
 	if isLeader != 1 {
 		t.Fatalf("safekeeper_offloader_is_leader sums to %v over the three, want 1", isLeader)
+	}
+	// "safekeeper cluster status" from etcd: the three, their positions,
+	// the offloader, a quorum.
+	code, out := runCluster(t, "status", "--etcd", c.etcd.Endpoint(), "--json")
+	var cs struct {
+		TenantID string `json:"tenant_id"`
+		Nodes    []struct {
+			Name      string `json:"name"`
+			Reachable bool   `json:"reachable"`
+			FlushLSN  string `json:"flush_lsn"`
+			Offloader bool   `json:"offloader"`
+		} `json:"nodes"`
+		Quorum bool `json:"quorum"`
+	}
+	if err := json.Unmarshal([]byte(out), &cs); code != 0 || err != nil || !cs.Quorum || len(cs.Nodes) != 3 || cs.TenantID != want.TenantID {
+		t.Fatalf("cluster status --etcd: exit %d, %v\n%s", code, err, out)
+	}
+	offloaders := 0
+	for _, n := range cs.Nodes {
+		if !n.Reachable || n.FlushLSN == "" {
+			t.Fatalf("cluster status --etcd: %+v\n%s", n, out)
+		}
+		if n.Offloader {
+			offloaders++
+		}
+	}
+	if offloaders != 1 {
+		t.Fatalf("cluster status --etcd names %d offloaders\n%s", offloaders, out)
 	}
 	// A restart finds its slot and does not try to create it again.
 	sk2 := c.sk("sk2")
