@@ -178,6 +178,9 @@ func TestBadInput(t *testing.T) {
 			{"TIMELINE_HISTORY 0", "42601", "invalid timeline 0"},
 			{"TIMELINE_HISTORY 7", "58P01", `could not open file "pg_wal/00000007.history": No such file or directory`},
 			{"START_REPLICATION 0/0 TIMELINE 9", "XX000", "requested timeline 9 is not in this server's history"},
+			// As PostgreSQL 15-17 on a physical connection to a primary
+			// with wal_level = replica: wal_level is checked first.
+			{"CREATE_REPLICATION_SLOT s LOGICAL pgoutput", "55000", "logical decoding requires wal_level >= logical"},
 		}
 		for _, c := range cases {
 			wantPgError(t, exec(c.q), c.code, c.msg)
@@ -186,6 +189,16 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("after %q: IDENTIFY_SYSTEM failed: %v", c.q, err)
 			}
 		}
+
+		// The primary itself answers the logical slot request the same way.
+		pctx := ctxTimeout(t, 30*time.Second)
+		pconn, err := pgconn.Connect(pctx, primary.ReplConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pconn.Exec(pctx, "CREATE_REPLICATION_SLOT s LOGICAL pgoutput").ReadAll()
+		pconn.Close(pctx)
+		wantPgError(t, err, "55000", "logical decoding requires wal_level >= logical")
 
 		// Each rejected command is logged with its statement, as
 		// PostgreSQL logs every ERROR it sends, and counted by SQLSTATE.

@@ -212,6 +212,9 @@ func (s *Supervisor) FlushLSN() wal.LSN { return s.tl.FlushLSN() }
 // Changed returns the timeline's wake-up channel.
 func (s *Supervisor) Changed() <-chan struct{} { return s.tl.Changed() }
 
+// WalLevel returns the upstream's wal_level ("" while unknown).
+func (s *Supervisor) WalLevel() string { return s.tl.WalLevel() }
+
 // CurrentTLI returns the PostgreSQL timeline being written.
 func (s *Supervisor) CurrentTLI() uint32 { return s.tl.CurrentTLI() }
 

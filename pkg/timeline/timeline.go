@@ -55,6 +55,7 @@ type Timeline struct {
 	flush    atomic.Uint64                   // durable end of WAL; what may be served and acknowledged
 	lastSync atomic.Int64                    // unix ns of the last fsync that moved flush
 	tli      atomic.Uint32                   // current PostgreSQL timeline
+	walLevel atomic.Pointer[string]          // the upstream's wal_level, as last seen
 
 	archived SegmentSource // nil without an archive
 }
@@ -328,6 +329,18 @@ func (t *Timeline) Changed() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.changed
+}
+
+// SetWalLevel records the upstream's wal_level (SHOW wal_level).
+func (t *Timeline) SetWalLevel(level string) { t.walLevel.Store(&level) }
+
+// WalLevel returns the upstream's wal_level as last seen by this process,
+// "" before its first contact.
+func (t *Timeline) WalLevel() string {
+	if p := t.walLevel.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // LastSync returns when an fsync last made new WAL durable (zero before

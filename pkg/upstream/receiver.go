@@ -345,6 +345,11 @@ func (r *Receiver) session(ctx context.Context, src *source) (streamed bool, err
 	} else if src.peer == "" {
 		r.tl.UpdateServerVersion(info.ServerVersion, info.ServerVersionNum)
 	}
+	if src.peer == "" {
+		if rows, err := replconn.SimpleQuery(ctx, conn, "SHOW wal_level"); err == nil && len(rows) == 1 && len(rows[0]) == 1 {
+			r.tl.SetWalLevel(string(rows[0][0]))
+		}
+	}
 	if err := r.followTimelines(ctx, conn, id.TLI); err != nil {
 		return false, err
 	}

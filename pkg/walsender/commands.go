@@ -96,6 +96,11 @@ func (c *conn) show(name string) error {
 		} else {
 			val = "150000"
 		}
+	case "wal_level":
+		col, val = "wal_level", c.tl.WalLevel()
+		if val == "" {
+			val = "replica"
+		}
 	case "wal_block_size":
 		col, val = "wal_block_size", strconv.Itoa(wal.BlockSize)
 	case "integer_datetimes":
@@ -171,6 +176,13 @@ func (c *conn) readReplicationSlot(name string) error {
 
 func (c *conn) createReplicationSlot(cmd replcmd.Command) error {
 	if cmd.Logical {
+		// PostgreSQL checks wal_level before the database connection
+		// (CheckLogicalDecodingRequirements); the WAL served here is the
+		// upstream's, so its wal_level is the one that counts ("replica",
+		// PostgreSQL's default, while unknown).
+		if c.tl.WalLevel() != "logical" {
+			return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires wal_level >= logical")
+		}
 		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
 	}
 	if cmd.ReserveWAL {

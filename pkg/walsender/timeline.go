@@ -30,6 +30,8 @@ type Timeline interface {
 	OldestLSN() wal.LSN
 	// OpenReader returns a reader over every tier, for one consumer.
 	OpenReader() *walreader.Reader
+	// WalLevel is the upstream's wal_level ("" while unknown).
+	WalLevel() string
 }
 
 // Target is what a connection serves once it has chosen a timeline.
