@@ -29,6 +29,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v2"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 )
 
 // deployRoot is the repository root, seen from this package's directory.
@@ -483,33 +485,12 @@ func TestDeployStandbyStreamsThroughSafekeepers(t *testing.T) {
 	}
 }
 
-// exportedMetrics returns the metric names the code defines, found as
-// tests/docs_test.go finds them: quoted "safekeeper_..." strings in the
-// non-test Go files of pkg/ and cmd/.
+// exportedMetrics returns the metric names the code defines.
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	name := regexp.MustCompile(`"(safekeeper_[a-z_]+)"`)
 	out := map[string]bool{}
-	for _, root := range []string{filepath.Join(deployRoot, "pkg"), ".."} {
-		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return err
-			}
-			src, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			for _, m := range name.FindAllSubmatch(src, -1) {
-				out[string(m[1])] = true
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(out) < 20 {
-		t.Fatalf("found only %d metric names in the code; the pattern no longer matches how they are defined", len(out))
+	for name := range testenv.MetricNames(t) {
+		out[name] = true
 	}
 	return out
 }

@@ -73,3 +73,42 @@ func MakefileVar(t testing.TB, name string) string {
 	}
 	return string(m[1])
 }
+
+// metricName is how the code names a metric: a quoted "safekeeper_..."
+// string.
+var metricName = regexp.MustCompile(`"(safekeeper_[a-z_]+)"`)
+
+// MetricNames returns the metric names the non-test Go files under the
+// repository's pkg/ and cmd/ define, each with a file that defines it. It
+// fails the test when it finds suspiciously few (the pattern no longer
+// matches how metrics are defined).
+func MetricNames(t testing.TB) map[string]string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, dir := range []string{"pkg", "cmd"} {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			src, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, m := range metricName.FindAllSubmatch(src, -1) {
+				out[string(m[1])] = path
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(out) < 20 {
+		t.Fatalf("found only %d metric names in the code; the pattern no longer matches how they are defined", len(out))
+	}
+	return out
+}

@@ -52,7 +52,7 @@ func TestExplicitPath(t *testing.T) {
 	}
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip(err)
+		Unavailable(t, "testenv", err.Error(), "install a POSIX sh")
 	}
 	if p, err := tl.explicitPath(sh); err != nil || !filepath.IsAbs(p) {
 		t.Errorf("explicitPath(%s) = %q, %v", sh, p, err)
@@ -62,7 +62,7 @@ func TestExplicitPath(t *testing.T) {
 func shProcess(t *testing.T) *Process {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip(err)
+		Unavailable(t, "testenv", err.Error(), "install a POSIX sh")
 	}
 	return NewProcess(t, "testenv", "sh", sh)
 }
