@@ -47,9 +47,12 @@ func TestNoWALYet(t *testing.T) {
 	if err != nil || len(st.Timelines) != 0 {
 		t.Fatalf("status before the timeline is known: %v, %d timelines", err, len(st.Timelines))
 	}
-	if code, reasons := pending.readyz(t); code != 503 || len(reasons) != 1 || !strings.Contains(reasons[0], "no timeline yet") {
-		t.Fatalf("/readyz before the timeline is known: %d %q", code, reasons)
-	}
+	// ... and /readyz says why: the upstream's connection error.
+	pgtest.WaitFor(t, 30*time.Second, "/readyz to say why no timeline is known yet", func() bool {
+		code, reasons := pending.readyz(t)
+		return code == 503 && len(reasons) == 1 && strings.Contains(reasons[0], "no timeline yet") &&
+			strings.Contains(reasons[0], "connection refused")
+	})
 	pending.Stop() // exits 0 while still waiting for the upstream
 
 	sk := StartSK(t, down, "--tenant-id", timeline.NewHexID(), "--timeline-id", timeline.NewHexID())

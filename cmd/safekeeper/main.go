@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -326,10 +327,23 @@ func localTimelineID(cfg config) (id timeline.ID, known bool, err error) {
 	return id, false, nil
 }
 
+// pendingReason is the last error asking the upstream for its system
+// identifier, for /readyz while no timeline is hosted.
+type pendingReason struct{ v atomic.Pointer[string] }
+
+func (p *pendingReason) set(s string) { p.v.Store(&s) }
+
+func (p *pendingReason) get() string {
+	if s := p.v.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
 // identifyTimeline fills the ids id lacks from the upstream's system
 // identifier.
-func identifyTimeline(ctx context.Context, cfg config, id timeline.ID, log *zap.Logger) (timeline.ID, error) {
-	sysid, err := identifyUpstream(ctx, cfg, log)
+func identifyTimeline(ctx context.Context, cfg config, id timeline.ID, log *zap.Logger, pending *pendingReason) (timeline.ID, error) {
+	sysid, err := identifyUpstream(ctx, cfg, log, pending)
 	if err != nil {
 		return id, err
 	}
@@ -347,7 +361,7 @@ func identifyTimeline(ctx context.Context, cfg config, id timeline.ID, log *zap.
 
 // identifyUpstream asks the upstream for its system identifier, retrying
 // with backoff until it answers or ctx ends.
-func identifyUpstream(ctx context.Context, cfg config, log *zap.Logger) (uint64, error) {
+func identifyUpstream(ctx context.Context, cfg config, log *zap.Logger, pending *pendingReason) (uint64, error) {
 	backoff := 200 * time.Millisecond
 	for {
 		sysid, err := func() (uint64, error) {
@@ -365,6 +379,7 @@ func identifyUpstream(ctx context.Context, cfg config, log *zap.Logger) (uint64,
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
+		pending.set(upstream.OneLine(err))
 		log.Warn("waiting for the upstream to learn its system identifier (the default tenant and timeline ids derive from it)",
 			zap.String("error", upstream.OneLine(err)), zap.Duration("backoff", backoff))
 		select {
@@ -424,6 +439,7 @@ func serve(cfg config, log *zap.Logger) error {
 		return supervisor.Open(tlCfg, log, m)
 	}
 
+	pending := &pendingReason{}
 	// A timeline already on disk, or named by the flags, is opened before
 	// anything listens: a failure to open it ends the process at once.
 	reg := supervisor.NewRegistry()
@@ -481,7 +497,7 @@ func serve(cfg config, log *zap.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
 	}
 
-	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg, httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail}), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg, httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail, Pending: pending.get}), ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -510,7 +526,7 @@ func serve(cfg config, log *zap.Logger) error {
 		if s == nil {
 			// A new timeline without ids: they derive from the upstream's
 			// system identifier, which may take a while to learn.
-			id, err := identifyTimeline(ctx, cfg, id, log)
+			id, err := identifyTimeline(ctx, cfg, id, log, pending)
 			if err == nil {
 				s, err = open(id)
 			}

@@ -16,6 +16,9 @@ type Readiness struct {
 	// ArchiveFailFor is how long archive operations may fail in a row
 	// before the node is not ready; 0 disables the check.
 	ArchiveFailFor time.Duration
+	// Pending, when set, says why no timeline is hosted yet (the last
+	// error asking the upstream for its system identifier).
+	Pending func() string
 }
 
 // Ready is the body of GET /readyz.
@@ -30,7 +33,13 @@ type Ready struct {
 func notReady(tls []supervisor.Status, opt Readiness, now time.Time) []string {
 	reasons := []string{}
 	if len(tls) == 0 {
-		return append(reasons, "no timeline yet: waiting for the upstream to learn the timeline's ids")
+		why := "no timeline yet: waiting for the upstream to learn the timeline's ids"
+		if opt.Pending != nil {
+			if p := opt.Pending(); p != "" {
+				why += " (" + p + ")"
+			}
+		}
+		return append(reasons, why)
 	}
 	for _, st := range tls {
 		id := st.TenantID + "/" + st.TimelineID

@@ -38,6 +38,11 @@ func TestNotReady(t *testing.T) {
 		{"archive failing briefly", []supervisor.Status{tl(streaming, &supervisor.ArchiveStatus{Status: offload.Status{FailingSince: &recent}})}, ""},
 		{"archive conflict", []supervisor.Status{tl(streaming, &supervisor.ArchiveStatus{Status: offload.Status{Conflict: "different object"}})}, "archive conflict"},
 	}
+	pending := opt
+	pending.Pending = func() string { return "FATAL: password authentication failed for user \"rep\" (SQLSTATE 28P01)" }
+	if got := notReady(nil, pending, now); len(got) != 1 || !strings.Contains(got[0], "no timeline yet") || !strings.Contains(got[0], "password authentication failed") {
+		t.Errorf("no timeline, upstream refusing the password: %q", got)
+	}
 	for _, c := range cases {
 		got := notReady(c.tls, opt, now)
 		switch {
