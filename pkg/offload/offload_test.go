@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/offload"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal/waltest"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
@@ -34,28 +36,8 @@ var history2 = []byte("1\t0/100000\tno recovery target specified\n")
 
 var testID = archive.Identity{SystemID: systemID, SegSize: segSize}
 
-// The (arbitrary, not valid WAL) bytes the tests write: a 4099-byte
-// pattern (a prime length, so no page or segment offset lines up with it)
-// at a phase that differs from segment to segment.
-var pattern = func() []byte {
-	p := make([]byte, 4099)
-	for i := range p {
-		p[i] = byte(i*131 + i>>8)
-	}
-	return p
-}()
-
-// walBytes returns the n bytes written at from.
-func walBytes(from wal.LSN, n int) []byte {
-	b := make([]byte, n)
-	for i := 0; i < n; {
-		lsn := uint64(from) + uint64(i)
-		segEnd := (lsn>>20 + 1) << 20
-		phase := (lsn + (lsn>>20)*977) % uint64(len(pattern))
-		i += copy(b[i:min(n, i+int(segEnd-lsn))], pattern[phase:])
-	}
-	return b
-}
+// walBytes returns the n bytes the tests write at from.
+func walBytes(from wal.LSN, n int) []byte { return waltest.Pattern(from, n) }
 
 // openTimeline opens a real, not yet initialized timeline.
 func openTimeline(t *testing.T) *timeline.Timeline {
@@ -261,18 +243,6 @@ func seq(from, to uint64) []uint64 {
 	return out
 }
 
-func equalU64(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func controlBackupLSN(t *testing.T, tl *timeline.Timeline) wal.LSN {
 	t.Helper()
 	ctl, err := tl.Dir().ReadControl()
@@ -299,7 +269,7 @@ func TestUploadsCompleteSegmentsOnce(t *testing.T) {
 	waitFor(t, 10*time.Second, "backup_lsn to reach the end of segment 6", func() bool { return tl.BackupLSN() == end })
 	waitFor(t, 10*time.Second, "state idle", func() bool { return o.Status().State == offload.StateIdle })
 
-	if got := archived(t, ar); !equalU64(got, seq(1, 6)) {
+	if got := archived(t, ar); !slices.Equal(got, seq(1, 6)) {
 		t.Fatalf("archived segments %v, want 1..6 (never the partial 7)", got)
 	}
 	for segno := uint64(1); segno <= 7; segno++ {
@@ -369,7 +339,7 @@ func TestRetriesFailedUploads(t *testing.T) {
 	if !strings.Contains(s.LastError, errInjected.Error()) || s.LastErrorAt == nil {
 		t.Errorf("LastError %q at %v, want the injected failure", s.LastError, s.LastErrorAt)
 	}
-	if got := archived(t, ar); !equalU64(got, seq(1, 6)) {
+	if got := archived(t, ar); !slices.Equal(got, seq(1, 6)) {
 		t.Fatalf("archived %v, want 1..6", got)
 	}
 	if s.UploadedObjects != 7 {
@@ -419,7 +389,7 @@ func TestBackupLSNIsContiguousPrefix(t *testing.T) {
 	}()
 	start(t, o)
 	waitFor(t, 10*time.Second, "segments 1, 3..6 to be uploaded", func() bool {
-		return equalU64(archived(t, ar), []uint64{1, 3, 4, 5, 6}) && o.Status().UploadedObjects == 6 // + history
+		return slices.Equal(archived(t, ar), []uint64{1, 3, 4, 5, 6}) && o.Status().UploadedObjects == 6 // + history
 	})
 	waitFor(t, 10*time.Second, "backup_lsn to reach the slow segment", func() bool { return tl.BackupLSN() == 2*segSize })
 	if b := controlBackupLSN(t, tl); b != 2*segSize {
@@ -435,7 +405,7 @@ func TestBackupLSNIsContiguousPrefix(t *testing.T) {
 		t.Fatalf("backup_lsn reached %s before segment 2 was archived", wal.LSN(p))
 	}
 	waitFor(t, 10*time.Second, "backup_lsn to reach the end", func() bool { return tl.BackupLSN() == 7*segSize })
-	if got := archived(t, ar); !equalU64(got, seq(1, 6)) {
+	if got := archived(t, ar); !slices.Equal(got, seq(1, 6)) {
 		t.Fatalf("archived %v", got)
 	}
 	if n := st.createCalls(slow); n != 1 {
@@ -473,7 +443,7 @@ func TestConflictStopsOffloading(t *testing.T) {
 	if got, err := ar.GetSegment(ctx, tli, 3, testID); err != nil || !bytes.Equal(got, other) {
 		t.Errorf("conflicting object changed: %v", err)
 	}
-	if got := archived(t, ar); !equalU64(got, seq(1, 3)) {
+	if got := archived(t, ar); !slices.Equal(got, seq(1, 3)) {
 		t.Errorf("archived %v, want 1..3 (nothing after the conflict)", got)
 	}
 	// New WAL does not restart offloading.
@@ -570,7 +540,7 @@ func TestArchiveStartAndPreexistingObjects(t *testing.T) {
 	if s.UploadedObjects != 3 || s.UploadErrors != 0 {
 		t.Errorf("status %+v; want 3 new objects (segments 2..4), no errors", s)
 	}
-	if got := archived(t, ar); !equalU64(got, seq(1, 4)) {
+	if got := archived(t, ar); !slices.Equal(got, seq(1, 4)) {
 		t.Errorf("archived %v, want 1..4", got)
 	}
 }
@@ -598,7 +568,7 @@ func TestUploadsSegmentsCompletedLater(t *testing.T) {
 		appendWAL(t, tl, segSize/4)
 	}
 	waitFor(t, 10*time.Second, "segments 3..5", func() bool { return tl.BackupLSN() == 6*segSize })
-	if got := archived(t, ar); !equalU64(got, seq(1, 5)) {
+	if got := archived(t, ar); !slices.Equal(got, seq(1, 5)) {
 		t.Errorf("archived %v, want 1..5", got)
 	}
 	if got := controlBackupLSN(t, tl); got != 6*segSize {
@@ -679,12 +649,12 @@ func TestBackupLSNRecordedAfterTransientFailure(t *testing.T) {
 	o := offload.New(fastConfig(1), tl, ar, zap.NewNop(), nil)
 	start(t, o)
 	waitFor(t, 10*time.Second, "segments 1..6 to be archived", func() bool {
-		return equalU64(archived(t, ar), seq(1, 6)) && o.Status().UploadedObjects == 7 && o.Status().State == offload.StateIdle
+		return slices.Equal(archived(t, ar), seq(1, 6)) && o.Status().UploadedObjects == 7 && o.Status().State == offload.StateIdle
 	})
 	// One more segment: another upload, another chance to record.
 	appendWAL(t, tl.Timeline, segSize)
 	waitFor(t, 10*time.Second, "segment 7 to be archived", func() bool {
-		return equalU64(archived(t, ar), seq(1, 7)) && o.Status().UploadedObjects == 8 && o.Status().State == offload.StateIdle
+		return slices.Equal(archived(t, ar), seq(1, 7)) && o.Status().UploadedObjects == 8 && o.Status().State == offload.StateIdle
 	})
 	deadline := time.Now().Add(2 * time.Second)
 	for tl.BackupLSN() != 8*segSize {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -272,23 +273,11 @@ func seq(from, to uint64) []uint64 {
 	return out
 }
 
-func equal(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // checkLocal verifies the files, the local start (in memory and in the
 // control file) and the status after removals up to segment first.
 func checkLocal(t *testing.T, tl *timeline.Timeline, r *retention.Retainer, first uint64) {
 	t.Helper()
-	if got := localSegnos(t, tl); !equal(got, seq(first, 7)) {
+	if got := localSegnos(t, tl); !slices.Equal(got, seq(first, 7)) {
 		t.Errorf("local segments %v, want %d..7", got, first)
 	}
 	want := wal.LSN(first * segSize)

@@ -18,6 +18,7 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal/waltest"
 	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
 )
 
@@ -30,28 +31,8 @@ const (
 
 var testID = archive.Identity{SystemID: systemID, SegSize: segSize}
 
-// The (arbitrary, not valid WAL) bytes the tests write: a 4099-byte
-// pattern (a prime length, so no page or segment offset lines up with it)
-// at a phase that differs from segment to segment.
-var pattern = func() []byte {
-	p := make([]byte, 4099)
-	for i := range p {
-		p[i] = byte(i*131 + i>>8)
-	}
-	return p
-}()
-
-// walBytes returns the n bytes written at from.
-func walBytes(from wal.LSN, n int) []byte {
-	b := make([]byte, n)
-	for i := 0; i < n; {
-		lsn := uint64(from) + uint64(i)
-		segEnd := (lsn>>20 + 1) << 20
-		phase := (lsn + (lsn>>20)*977) % uint64(len(pattern))
-		i += copy(b[i:min(n, i+int(segEnd-lsn))], pattern[phase:])
-	}
-	return b
-}
+// walBytes returns the n bytes the tests write at from.
+func walBytes(from wal.LSN, n int) []byte { return waltest.Pattern(from, n) }
 
 // tiers is a real timeline holding segments 1..segs complete and partial
 // bytes of the next one, of which segments 1..archivedTo are archived and

@@ -298,3 +298,28 @@ func (b *Builder) writePageHeader(p wal.LSN, remLen uint32) {
 	copy(b.buf[off:], hdr)
 	b.written = max(b.written, off+uint64(len(hdr)))
 }
+
+// patternBytes is a 4099-byte pattern (a prime length, so no page or
+// segment offset lines up with it).
+var patternBytes = func() []byte {
+	p := make([]byte, 4099)
+	for i := range p {
+		p[i] = byte(i*131 + i>>8)
+	}
+	return p
+}()
+
+// Pattern returns n arbitrary (not valid WAL) but position-determined
+// bytes for the WAL stream at from: the pattern at a phase that differs
+// from one 1 MB segment to the next, so that bytes read from the wrong
+// place or segment do not match. For storage tests that need no records.
+func Pattern(from wal.LSN, n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i < n; {
+		lsn := uint64(from) + uint64(i)
+		segEnd := (lsn>>20 + 1) << 20
+		phase := (lsn + (lsn>>20)*977) % uint64(len(patternBytes))
+		i += copy(b[i:min(n, i+int(segEnd-lsn))], patternBytes[phase:])
+	}
+	return b
+}
