@@ -87,6 +87,14 @@ func Recover(dir string, ctl Control) (RecoveryResult, error) {
 			// that carries on in the next segment: keep all of it.
 			end = segStart + wal.LSN(f.Size)
 		}
+		if scan.Switch && end > segStart+wal.LSN(f.Size) {
+			// An XLOG_SWITCH record, but not all of the rest of its
+			// segment that the upstream sends after it: the end is what
+			// is on disk, and the upstream sends the rest again. Taking
+			// the next segment's start would leave a short segment that
+			// no reader can read through.
+			end = segStart + wal.LSN(f.Size)
+		}
 		if ctl.FlushLSN > end && ctl.FlushLSN <= segStart+wal.LSN(f.Size) {
 			end = ctl.FlushLSN
 		}

@@ -1,6 +1,7 @@
 package walstore
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -299,5 +300,46 @@ func TestRecoverNeverTrustsALaterSegmentAlone(t *testing.T) {
 	}
 	if _, err := os.Stat(seg2 + PartialSuffix); !os.IsNotExist(err) {
 		t.Fatalf("the later segment is still there: %v", err)
+	}
+}
+
+// A crash after an XLOG_SWITCH record but before the rest of its segment
+// (which the upstream sends too) was on disk: the end of WAL is the end of
+// the bytes present, not the next segment's start, so that the writer
+// completes the segment and readers can read through it.
+func TestRecoverShortSegmentAfterSwitch(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	b := waltest.NewSegmentBuilder(start, testSeg, testSysID, 1)
+	for i := 0; i < 20; i++ {
+		b.AddRecord(10, 0, 1000)
+	}
+	b.AddSwitch()
+	seg := b.Segment(0)
+	have := 300000 // past the switch record (about 21 kB in), short of the segment's end
+	if err := os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, 1, testSeg)+PartialSuffix), seg[:have], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != start+wal.LSN(have) {
+		t.Fatalf("End = %s, want %s (the bytes present)", res.End, start+wal.LSN(have))
+	}
+	w, err := OpenWriter(dir, 1, testSeg, res.End)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(res.End, seg[have:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, wal.SegmentFileName(1, 1, testSeg)))
+	if err != nil || !bytes.Equal(got, seg) {
+		t.Fatalf("completed segment: %v, equal %v", err, bytes.Equal(got, seg))
 	}
 }
