@@ -123,6 +123,15 @@ func StartSKEnv(t testing.TB, upstream string, env []string, extra ...string) *S
 // StartSKNamed is StartSKEnv for a safekeeper with its own --name.
 func StartSKNamed(t testing.TB, name, upstream string, env []string, extra ...string) *SK {
 	t.Helper()
+	s := newSK(t, name, upstream, env, extra...)
+	s.Start()
+	return s
+}
+
+// newSK prepares a safekeeper without starting it, for a test that sets
+// its fields (DataDir) first; kill and log dump are registered.
+func newSK(t testing.TB, name, upstream string, env []string, extra ...string) *SK {
+	t.Helper()
 	dir := t.TempDir()
 	s := &SK{
 		t: t, bin: safekeeperBinary(t),
@@ -135,7 +144,6 @@ func StartSKNamed(t testing.TB, name, upstream string, env []string, extra ...st
 		Env:      env,
 		logPath:  filepath.Join(dir, "safekeeper.log"),
 	}
-	s.Start()
 	t.Cleanup(func() {
 		s.mu.Lock()
 		running := s.cmd != nil

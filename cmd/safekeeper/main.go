@@ -148,6 +148,7 @@ const defaultName = "safekeeper"
 
 type config struct {
 	dataDir              string
+	reserve              *walstore.Reserve // set by serve once the data directory is locked
 	listenPG             string
 	listenHTTP           string
 	upstream             string
@@ -400,6 +401,12 @@ func serve(cfg config, log *zap.Logger) error {
 		return err
 	}
 	defer lock.Unlock()
+	cfg.reserve = walstore.NewReserve(cfg.dataDir, walstore.DefaultReserveSize)
+	if err := cfg.reserve.Ensure(); err != nil {
+		// A full disk at start: serve what is held; the reserve is
+		// created again once ingest finds room.
+		log.Warn("cannot create the emergency space reserve", zap.Error(err))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -602,6 +609,9 @@ func timelineConfig(cfg config, id timeline.ID) (supervisor.Config, error) {
 		}
 		c.Upstream = &upstream.Config{
 			ConnString: cfg.upstream, PasswordFile: cfg.upstreamPasswordFile, Slot: slot, ApplicationName: cfg.name, StartLSN: startLSN,
+		}
+		if cfg.reserve != nil {
+			c.Upstream.Space = cfg.reserve
 		}
 	}
 	return c, nil

@@ -53,6 +53,8 @@ func notReady(tls []supervisor.Status, opt Readiness, now time.Time) []string {
 			add("recovering WAL the upstream cannot give (%s)", recoveryText(u))
 		case upstream.StateBehind:
 			add("behind: the upstream removed WAL this node lacks and no peer or archive could provide it (%s)", u.LastError)
+		case upstream.StateDiskFull:
+			add("storage full, not taking WAL until space frees: %s", u.LastError)
 		case upstream.StateRefused:
 			add("upstream refused: %s", u.LastError)
 		default:

@@ -19,6 +19,7 @@ type Metrics struct {
 	ProtocolErrors     *prometheus.CounterVec
 	NeedsRebootstrap   prometheus.Counter
 	UploadSeconds      prometheus.Histogram
+	StorageFull        prometheus.Gauge
 }
 
 // New creates the collectors and registers them with reg (which may be nil
@@ -61,9 +62,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "safekeeper_archive_upload_seconds", Help: "Duration of one successful segment upload to the archive (compression included).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
+		StorageFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "safekeeper_wal_storage_full", Help: "1 while WAL ingest is paused because the disk is full, else 0.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.BytesReceived, m.BytesSent, m.FlushLSN, m.FsyncSeconds, m.Consumers,
+		reg.MustRegister(m.StorageFull, m.BytesReceived, m.BytesSent, m.FlushLSN, m.FsyncSeconds, m.Consumers,
 			m.UpstreamConnected, m.UpstreamReconnects, m.ConnectionsTotal, m.ProtocolErrors, m.NeedsRebootstrap, m.UploadSeconds)
 	}
 	return m

@@ -113,6 +113,10 @@ func Open(dir string, id ID, log *zap.Logger) (*Timeline, error) {
 			zap.String("scanned", res.Scanned), zap.Stringer("scan_end", res.ScanEnd),
 			zap.Int64("truncated_bytes", res.Truncated), zap.Strings("removed", res.Removed))
 	}
+	if o.ControlNotSaved != nil {
+		log.Warn("the recovered end of WAL is not recorded in the control file: the disk is full; serving the WAL held",
+			zap.Error(o.ControlNotSaved))
+	}
 	if len(o.SetAside) > 0 {
 		log.Info("completed an interrupted timeline switch", zap.Strings("set_aside", o.SetAside))
 	}

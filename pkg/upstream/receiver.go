@@ -41,6 +41,23 @@ type Config struct {
 	StatusInterval time.Duration // periodic status updates (default 10s)
 	MinBackoff     time.Duration
 	MaxBackoff     time.Duration
+	// Space, when set, is the storage's emergency reserve: released when
+	// WAL can no longer be written, put back before ingest resumes.
+	Space Space
+	// SpaceRetry is how often a receiver paused by a full disk checks
+	// for free space (default 1s).
+	SpaceRetry time.Duration
+}
+
+// Space is what the receiver needs from the storage when it fills up
+// (walstore.Reserve).
+type Space interface {
+	// Release frees the emergency reserve, so that control-file writes,
+	// and with them retention, still work while WAL cannot be written.
+	Release() bool
+	// Resume reports whether need bytes are free besides the reserve,
+	// putting the reserve back first.
+	Resume(need uint64) (free uint64, ok bool, err error)
 }
 
 // HotStandby is the source of the hot standby feedback the receiver
@@ -81,6 +98,9 @@ func New(cfg Config, src Sources, tl *timeline.Timeline, hs HotStandby, log *zap
 	if cfg.ApplicationName == "" {
 		cfg.ApplicationName = "safekeeper"
 	}
+	if cfg.SpaceRetry <= 0 {
+		cfg.SpaceRetry = time.Second
+	}
 	return &Receiver{cfg: cfg, src: src, tl: tl, hs: hs, log: log, m: m}
 }
 
@@ -106,6 +126,14 @@ func (r *Receiver) Run(ctx context.Context) error {
 			r.log.Error("WAL storage failed; stopping ingest", zap.Error(err))
 			return err
 		}
+		if errors.Is(err, walstore.ErrNoSpace) {
+			if r.waitForSpace(ctx, err) != nil {
+				r.setState(StateNone, nil)
+				return nil
+			}
+			backoff = r.cfg.MinBackoff
+			continue
+		}
 		if streamed {
 			backoff = r.cfg.MinBackoff
 		}
@@ -121,6 +149,13 @@ func (r *Receiver) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				r.setState(StateNone, nil)
 				return nil
+			}
+			if errors.Is(rerr, walstore.ErrNoSpace) {
+				if r.waitForSpace(ctx, rerr) != nil {
+					r.setState(StateNone, nil)
+					return nil
+				}
+				continue
 			}
 			if advanced {
 				backoff = r.cfg.MinBackoff
@@ -152,6 +187,46 @@ func (r *Receiver) Run(ctx context.Context) error {
 		backoff *= 2
 		if backoff > r.cfg.MaxBackoff {
 			backoff = r.cfg.MaxBackoff
+		}
+	}
+}
+
+// waitForSpace pauses ingest after a write found the disk full: the node
+// keeps serving its durable WAL and stops acknowledging new WAL (the
+// session has ended, so the primary's quorum goes on without it). The
+// emergency reserve is released so that retention can still record a new
+// local start and free space; ingest resumes by itself once there is room
+// for a couple of segments again. It returns only when ctx ends (an error)
+// or space is back.
+func (r *Receiver) waitForSpace(ctx context.Context, cause error) error {
+	r.setState(StateDiskFull, cause)
+	r.m.StorageFull.Set(1)
+	defer r.m.StorageFull.Set(0)
+	r.lostAt = time.Now()
+	released := r.cfg.Space != nil && r.cfg.Space.Release()
+	r.log.Warn("disk full: WAL ingest paused until space frees; durable WAL is still served",
+		zap.String("error", OneLine(cause)), zap.Stringer("durable_lsn", r.tl.FlushLSN()),
+		zap.Bool("reserve_released", released), zap.Duration("retry", r.cfg.SpaceRetry))
+	need := 2 * r.tl.Control().WalSegSize
+	tick := time.NewTicker(r.cfg.SpaceRetry)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if r.cfg.Space == nil {
+			return nil // try the write again
+		}
+		free, ok, err := r.cfg.Space.Resume(need)
+		if err != nil {
+			r.log.Debug("checking free space", zap.Error(err))
+			continue
+		}
+		if ok {
+			r.log.Info("space available again: resuming WAL ingest", zap.Uint64("free_bytes", free))
+			return nil
 		}
 	}
 }

@@ -103,7 +103,7 @@ func (r *Receiver) recoverWAL(ctx context.Context, reason string, cause error) (
 			sources = append(sources, "archive")
 			r.log.Info("recovered WAL from the archive", zap.Stringer("from", from), zap.Stringer("to", r.tl.FlushLSN()), zap.Int("segments", n))
 		}
-		if errors.Is(err, walstore.ErrBroken) {
+		if errors.Is(err, walstore.ErrBroken) || errors.Is(err, walstore.ErrNoSpace) {
 			return n > 0, err
 		}
 		if err != nil {
@@ -135,7 +135,7 @@ func (r *Receiver) recoverWAL(ctx context.Context, reason string, cause error) (
 					zap.Stringer("from", before), zap.Stringer("to", r.tl.FlushLSN()))
 				break
 			}
-			if errors.Is(err, walstore.ErrBroken) {
+			if errors.Is(err, walstore.ErrBroken) || errors.Is(err, walstore.ErrNoSpace) {
 				return false, err
 			}
 			if err != nil {

@@ -20,7 +20,10 @@ const (
 	// StateRecovering: fetching the WAL the upstream no longer has from
 	// the archive or a peer safekeeper.
 	StateRecovering = "recovering"
-	StateNone       = "not configured"
+	// StateDiskFull: a WAL write found the disk full; ingest is paused
+	// until space frees, the durable WAL is still served.
+	StateDiskFull = "paused: disk full"
+	StateNone     = "not configured"
 )
 
 type state struct {

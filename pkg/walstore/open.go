@@ -20,6 +20,9 @@ type Opened struct {
 	SetAside    []string       // files moved to DivergedDir (an interrupted switch completed)
 	RemovedOld  []string       // files below the local start (an interrupted removal completed)
 	RemovedTemp []string       // temp files of interrupted atomic writes
+	// ControlNotSaved is why the recovered end could not be recorded in
+	// the control file (only a full disk is tolerated).
+	ControlNotSaved error
 }
 
 // Open creates or loads the timeline directory path of (tenant, timeline)
@@ -86,8 +89,14 @@ func Open(path, tenant, timeline string) (*Opened, error) {
 	}
 	ctl.FlushLSN = end
 	if err := d.WriteControl(ctl); err != nil {
-		w.Close()
-		return nil, err
+		if !IsNoSpace(err) {
+			w.Close()
+			return nil, err
+		}
+		// The control file only has to trail the true end, which the
+		// next Open recovers again: on a full disk, start with the old
+		// one and serve what is held. WriteControl left no temp file.
+		o.ControlNotSaved = err
 	}
 	o.Control, o.Writer = ctl, w
 	return o, nil

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
@@ -65,12 +66,13 @@ type Writer struct {
 	segSize uint64
 
 	mu      sync.Mutex
-	cur     *os.File // current .partial segment
-	curSeg  uint64
+	cur     *os.File // current .partial segment; nil until opened (see Write)
+	curSeg  uint64   // segment holding the end of written WAL
+	closed  bool
 	written wal.LSN   // end of bytes written (not necessarily durable)
 	sealed  []*sealed // complete segments awaiting fsync + rename
 	durable wal.LSN
-	broken  error // set by a failed write or fsync; the writer refuses all further work
+	broken  error // set by a failed write or fsync (not by a full disk); the writer refuses all further work
 
 	syncMu sync.Mutex // serializes Sync
 }
@@ -81,16 +83,32 @@ type Writer struct {
 // on is a restart, whose recovery rescans what is really on disk.
 var ErrBroken = errors.New("WAL writer failed; restart required")
 
+// ErrNoSpace is returned by Write when the file system is full (ENOSPC,
+// or EDQUOT for a quota). Unlike other write errors it leaves the writer
+// usable: the written end stays where it was, the bytes of the failed
+// write are truncated away, and a later Write of the same bytes carries
+// on once space has been freed. Nothing durable is touched: only a failed
+// fsync loses the guarantee that written pages reach the disk.
+var ErrNoSpace = errors.New("no space left on device for WAL")
+
+// IsNoSpace reports whether err is a file system running out of space.
+func IsNoSpace(err error) bool {
+	return errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
 type sealed struct {
 	f    *os.File
 	name string // final name (without .partial)
 }
 
 // OpenWriter positions a writer at end, which must be the true end of valid
-// WAL as returned by Recover (or a segment start for a new timeline).
+// WAL as returned by Recover (or a segment start for a new timeline). When
+// end is a segment start whose file cannot be created for lack of space,
+// the writer opens anyway: the first Write creates the file, or reports
+// ErrNoSpace, so that a node on a full disk still starts and serves.
 func OpenWriter(dir string, tli uint32, segSize uint64, end wal.LSN) (*Writer, error) {
-	w := &Writer{dir: dir, tli: tli, segSize: segSize, written: end, durable: end}
-	if err := w.openSegment(wal.SegmentNo(end, segSize), int64(wal.SegmentOffset(end, segSize))); err != nil {
+	w := &Writer{dir: dir, tli: tli, segSize: segSize, written: end, durable: end, curSeg: wal.SegmentNo(end, segSize)}
+	if err := w.openSegment(w.curSeg, int64(wal.SegmentOffset(end, segSize))); err != nil && !IsNoSpace(err) {
 		return nil, err
 	}
 	return w, nil
@@ -118,7 +136,7 @@ func (w *Writer) openSegment(segno uint64, size int64) error {
 			return err
 		}
 	}
-	w.cur, w.curSeg = f, segno
+	w.cur = f
 	return nil
 }
 
@@ -148,7 +166,7 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 	if w.broken != nil {
 		return w.broken
 	}
-	if w.cur == nil {
+	if w.closed {
 		return errors.New("writer is closed")
 	}
 	if start > w.written {
@@ -162,12 +180,29 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 	}
 	for len(data) > 0 {
 		off := wal.SegmentOffset(w.written, w.segSize)
+		if w.cur == nil {
+			// The segment's file could not be created earlier (a full
+			// disk), or the previous segment was just sealed.
+			if err := w.openSegment(w.curSeg, int64(off)); err != nil {
+				if IsNoSpace(err) {
+					return fmt.Errorf("%w: create segment %s: %w", ErrNoSpace, w.segName(w.curSeg), err)
+				}
+				w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
+				return w.broken
+			}
+		}
 		n := uint64(len(data))
 		if room := w.segSize - off; n > room {
 			n = room
 		}
 		// Positioned writes: a short write cannot shift later bytes.
 		if _, err := w.cur.WriteAt(data[:n], int64(off)); err != nil {
+			if IsNoSpace(err) {
+				// Give back the blocks of the partial write; the end of
+				// written WAL has not moved, so nothing refers to them.
+				_ = w.cur.Truncate(int64(off))
+				return fmt.Errorf("%w: write segment %s at offset %d: %w", ErrNoSpace, w.segName(w.curSeg), off, err)
+			}
 			w.broken = fmt.Errorf("%w: write segment %s at offset %d: %w", ErrBroken, w.segName(w.curSeg), off, err)
 			return w.broken
 		}
@@ -176,10 +211,7 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 		if off+n == w.segSize {
 			w.sealed = append(w.sealed, &sealed{f: w.cur, name: w.segName(w.curSeg)})
 			w.cur = nil
-			if err := w.openSegment(w.curSeg+1, 0); err != nil {
-				w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
-				return w.broken
-			}
+			w.curSeg++
 		}
 	}
 	return nil
@@ -252,6 +284,7 @@ func (w *Writer) Close() error {
 	_, err := w.Sync()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.closed = true
 	if w.cur != nil {
 		if cerr := w.cur.Close(); err == nil {
 			err = cerr
