@@ -255,6 +255,36 @@ func TestTimelineSwitch(t *testing.T) {
 	compareWithPrimary(t, primary, dir, tli1)
 	compareWithPrimary(t, promoted, dir, tli2)
 	t.Logf("byte-identical: TLI 1 %v, TLI 2 %v", tli1, tli2)
+
+	// Once retention removed the segment holding the switch point, a
+	// request on TLI 1 inside it gets PostgreSQL's 58P01 naming the
+	// segment as the walsender reads it: the new timeline's file.
+	sk.Stop()
+	sk.Extra = append(sk.Extra, "--wal-keep-size", "0")
+	sk.Start()
+	switchSeg := wal.SegmentNo(sp, 1<<20)
+	generateSegments(t, promoted, 2)
+	pgtest.WaitFor(t, 60*time.Second, "retention to remove the switch segment", func() bool {
+		st, err := timelineStatus[struct {
+			LocalStart string `json:"local_start_lsn"`
+		}](t, http.DefaultClient, sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, err := wal.ParseLSN(st.LocalStart)
+		return err == nil && wal.SegmentNo(ls, 1<<20) > switchSeg
+	})
+	ctx = ctxTimeout(t, 10*time.Second)
+	rc, err = pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rc.Exec(ctx, fmt.Sprintf("START_REPLICATION %s TIMELINE 1", wal.SegmentStart(sp, 1<<20))).ReadAll()
+	rc.Close(ctx)
+	wantGone := fmt.Sprintf("requested WAL segment %s has already been removed", wal.SegmentFileName(2, switchSeg, 1<<20))
+	if pe, ok := err.(*pgconn.PgError); !ok || pe.Code != "58P01" || pe.Message != wantGone {
+		t.Fatalf("START_REPLICATION on TLI 1 in the removed switch segment: %v; want 58P01 %q", err, wantGone)
+	}
 }
 
 // Issue 3 acceptance 4: a standby streaming from the safekeeper with
