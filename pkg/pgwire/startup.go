@@ -179,7 +179,8 @@ func ParseBool(v string) (bool, bool) {
 }
 
 // ParseOptions splits a libpq "options" value ("-c a=b -c c=d", "--a=b",
-// "-ca=b") into settings. Backslash escapes a space, as in PostgreSQL.
+// "-ca=b", and Neon's "-c a=b c=d") into settings. Backslash escapes a
+// space, as in PostgreSQL.
 func ParseOptions(s string) map[string]string {
 	var words []string
 	var cur strings.Builder
@@ -217,6 +218,10 @@ func ParseOptions(s string) map[string]string {
 			kv = w[2:]
 		case strings.HasPrefix(w, "--"):
 			kv = w[2:]
+		case !strings.HasPrefix(w, "-"):
+			// Neon's walproposer and pageserver send one -c followed by
+			// several key=value words: "-c timeline_id=... tenant_id=...".
+			kv = w
 		default:
 			continue
 		}

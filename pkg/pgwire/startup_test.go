@@ -88,6 +88,11 @@ func TestParseOptions(t *testing.T) {
 	if got["tenant_id"] != "aa" || got["timeline_id"] != "bb" || got["foo_bar"] != "x y" || len(got) != 3 {
 		t.Fatalf("got %v", got)
 	}
+	// Neon's form: one -c, several settings.
+	got = ParseOptions("-c timeline_id=bb tenant_id=aa")
+	if got["tenant_id"] != "aa" || got["timeline_id"] != "bb" || len(got) != 2 {
+		t.Fatalf("Neon's form: got %v", got)
+	}
 }
 
 // FuzzReadPacket feeds arbitrary bytes to the startup packet reader: it
