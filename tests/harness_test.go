@@ -92,6 +92,9 @@ type SK struct {
 	Env      []string // extra environment, e.g. AWS settings of an S3 archive
 	logPath  string
 
+	// HTTPToken, when set, is sent as a bearer token by apiCall.
+	HTTPToken string
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan error

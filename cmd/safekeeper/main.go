@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/pgsafekeeper/safekeeper/pkg/election"
 	"github.com/pgsafekeeper/safekeeper/pkg/httpapi"
+	"github.com/pgsafekeeper/safekeeper/pkg/manager"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/replconn"
 	"github.com/pgsafekeeper/safekeeper/pkg/slots"
@@ -305,6 +307,9 @@ func localTimelineID(cfg config) (id timeline.ID, known bool, err error) {
 	var found []timeline.ID
 	for _, p := range existing {
 		tlDir := filepath.Dir(p)
+		if _, err := os.Stat(filepath.Join(tlDir, manager.DefinitionFile)); err == nil {
+			continue // defined through the HTTP API, not by the command line
+		}
 		t, err1 := timeline.ParseHexID(filepath.Base(filepath.Dir(tlDir)))
 		l, err2 := timeline.ParseHexID(filepath.Base(tlDir))
 		if err1 == nil && err2 == nil {
@@ -322,9 +327,12 @@ func localTimelineID(cfg config) (id timeline.ID, known bool, err error) {
 	if id.TenantID != "" && id.TimelineID != "" {
 		return id, true, nil
 	}
-	if cfg.upstream == "" {
-		return id, false, errors.New("--tenant-id and --timeline-id are required for a new timeline without --upstream")
+	if cfg.upstream == "" && (id.TenantID != "" || id.TimelineID != "") {
+		return id, false, errors.New("--tenant-id and --timeline-id go together for a timeline without --upstream")
 	}
+	// Without --upstream and without ids the command line defines no
+	// timeline: the process hosts what the data directory and the HTTP
+	// API define.
 	return id, false, nil
 }
 
@@ -415,7 +423,8 @@ func serve(cfg config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	if _, err := timelineConfig(cfg, id); err != nil {
+	flagDef := flagDefinition(cfg, id)
+	if _, err := timelineConfig(cfg, flagDef); err != nil {
 		return err // flag errors, before anything listens
 	}
 	promReg := prometheus.NewRegistry()
@@ -437,30 +446,40 @@ func serve(cfg config, log *zap.Logger) error {
 		}
 		cluster, electionMetrics = &cc, election.NewMetrics(promReg)
 	}
-	open := func(id timeline.ID) (*supervisor.Supervisor, error) {
-		tlCfg, err := timelineConfig(cfg, id)
+	open := func(def manager.Definition, dir string) (*supervisor.Supervisor, error) {
+		tlCfg, err := timelineConfig(cfg, def)
 		if err != nil {
 			return nil, err
 		}
+		tlCfg.Dir = dir
 		tlCfg.Cluster, tlCfg.ElectionMetrics = cluster, electionMetrics
 		return supervisor.Open(tlCfg, log, m)
 	}
 
 	pending := &pendingReason{}
-	// A timeline already on disk, or named by the flags, is opened before
-	// anything listens: a failure to open it ends the process at once.
 	reg := supervisor.NewRegistry()
-	var sup *supervisor.Supervisor
+	mgr := manager.New(manager.Config{DataDir: cfg.dataDir, Open: open}, reg, log)
+	defs, err := mgr.Scan()
+	if err != nil {
+		return fmt.Errorf("scan data directory: %w", err)
+	}
+	// The timeline the command line defines replaces what is stored for
+	// it. When it is already on disk or named by the flags, it is opened
+	// before anything listens: a failure to open it ends the process at
+	// once, as a bad flag would.
+	pre := map[timeline.ID]*supervisor.Supervisor{}
 	if known {
-		if sup, err = open(id); err != nil {
+		defs = slices.DeleteFunc(defs, func(d manager.Definition) bool { return d.ID() == id })
+		defs = append(defs, flagDef)
+		sup, err := open(flagDef, mgr.Dir(id))
+		if err != nil {
 			return err
 		}
-		reg.Add(sup)
-		m.FlushLSN.Set(float64(sup.FlushLSN()))
+		pre[id] = sup
 	}
-	closeSup := func() {
-		if sup != nil {
-			sup.Close()
+	closePre := func() {
+		for _, s := range pre {
+			s.Close()
 		}
 	}
 	promReg.MustRegister(metrics.NewTimelineCollector(func() []metrics.TimelineSample {
@@ -489,22 +508,25 @@ func serve(cfg config, log *zap.Logger) error {
 
 	wcfg := walsender.Config{WalSenderTimeout: cfg.walSenderTimeout}
 	if err := applySecurity(cfg.security, &wcfg); err != nil {
-		closeSup()
+		closePre()
 		return configError{err}
 	}
 	pgLn, err := net.Listen("tcp", cfg.listenPG)
 	if err != nil {
-		closeSup()
+		closePre()
 		return fmt.Errorf("listen on %s: %w", cfg.listenPG, err)
 	}
 	httpLn, err := net.Listen("tcp", cfg.listenHTTP)
 	if err != nil {
 		pgLn.Close()
-		closeSup()
+		closePre()
 		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
 	}
 
-	httpSrv := &http.Server{Handler: httpapi.Handler(cfg.name, buildVersion(), reg, promReg, httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail, Pending: pending.get}), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: httpapi.Handler(httpapi.Config{
+		Node: cfg.name, Version: buildVersion(), Registry: reg, Timelines: mgr, Gatherer: promReg,
+		Ready: httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail, Pending: pending.get},
+	}), ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -523,37 +545,27 @@ func serve(cfg config, log *zap.Logger) error {
 	}()
 	log.Info("safekeeper started",
 		zap.String("version", buildVersion()), zap.String("data_dir", cfg.dataDir),
-		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()))
+		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()),
+		zap.Int("timelines", len(defs)))
+	mgr.Start(ctx, defs, pre)
 
 	fatal := make(chan error, 1) // a failure that must end the process
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s := sup
-		if s == nil {
+	if !known && cfg.upstream != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			// A new timeline without ids: they derive from the upstream's
 			// system identifier, which may take a while to learn.
 			id, err := identifyTimeline(ctx, cfg, id, log, pending)
 			if err == nil {
-				s, err = open(id)
+				err = mgr.Host(flagDefinition(cfg, id))
 			}
-			if err != nil {
-				if ctx.Err() == nil {
-					fatal <- err
-					stop()
-				}
-				return
+			if err != nil && ctx.Err() == nil {
+				fatal <- err
+				stop()
 			}
-			sup = s // read by the code below only after wg.Wait
-			reg.Add(s)
-		}
-		log.Info("hosting timeline", zap.String("tenant_id", s.ID().TenantID), zap.String("timeline_id", s.ID().TimelineID),
-			zap.Stringer("flush_lsn", s.FlushLSN()))
-		if err := s.Run(ctx); err != nil {
-			fatal <- err
-			stop()
-		}
-	}()
+		}()
+	}
 
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -561,30 +573,35 @@ func serve(cfg config, log *zap.Logger) error {
 	defer cancel()
 	_ = httpSrv.Shutdown(shCtx)
 	wg.Wait()
+	mgr.Stop()
 	select {
 	case err := <-fatal:
-		closeSup()
 		return err
 	default:
 	}
-	if sup == nil {
-		log.Info("shut down before the timeline was known")
-		return nil
-	}
-	if err := sup.Close(); err != nil {
-		return fmt.Errorf("final flush: %w", err)
-	}
-	log.Info("shut down cleanly", zap.Stringer("flush_lsn", sup.FlushLSN()))
+	log.Info("shut down cleanly")
 	return nil
 }
 
-// timelineConfig turns the flags into the hosted timeline's configuration.
-func timelineConfig(cfg config, id timeline.ID) (supervisor.Config, error) {
+// flagDefinition is the timeline the command line defines: --upstream and
+// its options (none without --upstream).
+func flagDefinition(cfg config, id timeline.ID) manager.Definition {
+	d := manager.Definition{TenantID: id.TenantID, TimelineID: id.TimelineID, FromFlags: true}
+	if cfg.upstream != "" {
+		d.Upstream = &manager.Upstream{ConnInfo: cfg.upstream, Slot: cfg.upstreamSlot, PasswordFile: cfg.upstreamPasswordFile, StartLSN: cfg.startLSN}
+	}
+	return d
+}
+
+// timelineConfig turns a timeline's definition and the process-wide flags
+// into the timeline's configuration.
+func timelineConfig(cfg config, def manager.Definition) (supervisor.Config, error) {
 	var c supervisor.Config
 	keep, err := parseSize(cfg.maxSlotKeep)
 	if err != nil {
 		return c, fmt.Errorf("--max-slot-wal-keep-size: %w", err)
 	}
+	id := def.ID()
 	c = supervisor.Config{
 		Dir:          filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID),
 		ID:           id,
@@ -593,14 +610,14 @@ func timelineConfig(cfg config, id timeline.ID) (supervisor.Config, error) {
 		Archive:      cfg.archiveCfg,
 		WalKeepBytes: cfg.walKeepBytes,
 	}
-	if cfg.upstream != "" {
+	if u := def.Upstream; u != nil {
 		var startLSN wal.LSN
-		if cfg.startLSN != "" {
-			if startLSN, err = wal.ParseLSN(cfg.startLSN); err != nil {
+		if u.StartLSN != "" {
+			if startLSN, err = wal.ParseLSN(u.StartLSN); err != nil {
 				return c, fmt.Errorf("--start-lsn: %w", err)
 			}
 		}
-		slot := cfg.upstreamSlot
+		slot := u.Slot
 		switch slot {
 		case "":
 			slot = upstream.SlotName(cfg.name)
@@ -608,7 +625,7 @@ func timelineConfig(cfg config, id timeline.ID) (supervisor.Config, error) {
 			slot = ""
 		}
 		c.Upstream = &upstream.Config{
-			ConnString: cfg.upstream, PasswordFile: cfg.upstreamPasswordFile, Slot: slot, ApplicationName: cfg.name, StartLSN: startLSN,
+			ConnString: u.ConnInfo, PasswordFile: u.PasswordFile, Slot: slot, ApplicationName: cfg.name, StartLSN: startLSN,
 		}
 		if cfg.reserve != nil {
 			c.Upstream.Space = cfg.reserve

@@ -2,13 +2,19 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/manager"
 	"github.com/pgsafekeeper/safekeeper/pkg/supervisor"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
 
 // Status is the body of GET /v1/status.
@@ -18,18 +24,37 @@ type Status struct {
 	Timelines []supervisor.Status `json:"timelines"`
 }
 
+// Timelines is the timeline management the API exposes (manager.Manager).
+type Timelines interface {
+	Create(def manager.Definition) (manager.Info, error)
+	Get(id timeline.ID) (manager.Info, bool)
+	List(tenant string) []manager.Info
+	SetUpstream(id timeline.ID, up *manager.Upstream) (manager.Info, error)
+	Detach(id timeline.ID) (manager.Info, error)
+	Delete(id timeline.ID) error
+}
+
+// Config configures the HTTP handler.
+type Config struct {
+	Node, Version string
+	// Registry holds the running timelines (status, readiness).
+	Registry *supervisor.Registry
+	// Timelines, when set, serves the timeline management API.
+	Timelines Timelines
+	Gatherer  prometheus.Gatherer
+	Ready     Readiness
+}
+
 // Handler returns the HTTP handler.
-func Handler(node, version string, reg *supervisor.Registry, gatherer prometheus.Gatherer, ready Readiness) http.Handler {
+func Handler(cfg Config) http.Handler {
+	reg := cfg.Registry
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		st := Status{Node: node, Version: version, Timelines: []supervisor.Status{}}
+		st := Status{Node: cfg.Node, Version: cfg.Version, Timelines: []supervisor.Status{}}
 		for _, s := range reg.All() {
 			st.Timelines = append(st.Timelines, s.Status())
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
+		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -42,14 +67,175 @@ func Handler(node, version string, reg *supervisor.Registry, gatherer prometheus
 		for _, s := range reg.All() {
 			tls = append(tls, s.Status())
 		}
-		body := Ready{Reasons: notReady(tls, ready, time.Now())}
+		body := Ready{Reasons: notReady(tls, cfg.Ready, time.Now())}
 		body.Ready = len(body.Reasons) == 0
-		w.Header().Set("Content-Type", "application/json")
+		code := http.StatusOK
 		if !body.Ready {
-			w.WriteHeader(http.StatusServiceUnavailable)
+			code = http.StatusServiceUnavailable
 		}
-		_ = json.NewEncoder(w).Encode(body)
+		writeJSON(w, code, body)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	if cfg.Timelines != nil {
+		timelineRoutes(mux, cfg.Timelines)
+	}
 	return mux
+}
+
+// apiError is the body of every error answer of the API.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
+}
+
+// CreateRequest is the body of POST /v1/tenant/{tenant_id}/timeline.
+type CreateRequest struct {
+	TimelineID string            `json:"timeline_id"`
+	Upstream   *manager.Upstream `json:"upstream"`
+}
+
+// PatchRequest is the body of PATCH /v1/tenant/{tenant_id}/timeline/{timeline_id}:
+// the new upstream (null: none).
+type PatchRequest struct {
+	Upstream *manager.Upstream `json:"upstream"`
+}
+
+// maxBody bounds request bodies.
+const maxBody = 1 << 20
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid request body: %v", err)
+		return false
+	}
+	return true
+}
+
+// pathID reads and checks the ids of the path.
+func pathID(w http.ResponseWriter, r *http.Request, withTimeline bool) (timeline.ID, bool) {
+	var id timeline.ID
+	var err error
+	if id.TenantID, err = timeline.ParseHexID(r.PathValue("tenant_id")); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid tenant_id %q: want 32 hexadecimal characters", r.PathValue("tenant_id"))
+		return id, false
+	}
+	if withTimeline {
+		if id.TimelineID, err = timeline.ParseHexID(r.PathValue("timeline_id")); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid timeline_id %q: want 32 hexadecimal characters", r.PathValue("timeline_id"))
+			return id, false
+		}
+	}
+	return id, true
+}
+
+// managerError answers a failed management operation.
+func managerError(w http.ResponseWriter, id timeline.ID, err error) {
+	switch {
+	case errors.Is(err, manager.ErrNotFound):
+		writeError(w, http.StatusNotFound, "timeline %s/%s not found", id.TenantID, id.TimelineID)
+	case errors.Is(err, manager.ErrExists):
+		writeError(w, http.StatusConflict, "timeline %s/%s already exists", id.TenantID, id.TimelineID)
+	case errors.Is(err, manager.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "%s", strings.TrimPrefix(err.Error(), manager.ErrInvalid.Error()+": "))
+	default:
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	}
+}
+
+// timelineRoutes serves the timeline management API.
+func timelineRoutes(mux *http.ServeMux, tls Timelines) {
+	mux.HandleFunc("GET /v1/timeline", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, tls.List(""))
+	})
+	mux.HandleFunc("GET /v1/tenant/{tenant_id}/timeline", func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r, false)
+		if !ok {
+			return
+		}
+		writeJSON(w, http.StatusOK, tls.List(id.TenantID))
+	})
+	mux.HandleFunc("POST /v1/tenant/{tenant_id}/timeline", func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r, false)
+		if !ok {
+			return
+		}
+		var req CreateRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		if id.TimelineID, _ = timeline.ParseHexID(req.TimelineID); id.TimelineID == "" {
+			writeError(w, http.StatusBadRequest, "invalid timeline_id %q: want 32 hexadecimal characters", req.TimelineID)
+			return
+		}
+		info, err := tls.Create(manager.Definition{TenantID: id.TenantID, TimelineID: id.TimelineID, Upstream: req.Upstream})
+		if err != nil {
+			managerError(w, id, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, info)
+	})
+	mux.HandleFunc("GET /v1/tenant/{tenant_id}/timeline/{timeline_id}", func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r, true)
+		if !ok {
+			return
+		}
+		info, ok := tls.Get(id)
+		if !ok {
+			managerError(w, id, manager.ErrNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, info)
+	})
+	mux.HandleFunc("PATCH /v1/tenant/{tenant_id}/timeline/{timeline_id}", func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r, true)
+		if !ok {
+			return
+		}
+		var req PatchRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		info, err := tls.SetUpstream(id, req.Upstream)
+		if err != nil {
+			managerError(w, id, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, info)
+	})
+	mux.HandleFunc("POST /v1/tenant/{tenant_id}/timeline/{timeline_id}/detach", func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r, true)
+		if !ok {
+			return
+		}
+		info, err := tls.Detach(id)
+		if err != nil {
+			managerError(w, id, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, info)
+	})
+	mux.HandleFunc("DELETE /v1/tenant/{tenant_id}/timeline/{timeline_id}", func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r, true)
+		if !ok {
+			return
+		}
+		if err := tls.Delete(id); err != nil {
+			managerError(w, id, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"deleted": id.TenantID + "/" + id.TimelineID})
+	})
 }

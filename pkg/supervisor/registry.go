@@ -56,3 +56,10 @@ func (r *Registry) All() []*Supervisor {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID().String() < out[j].ID().String() })
 	return out
 }
+
+// Remove unregisters timeline id.
+func (r *Registry) Remove(id timeline.ID) {
+	r.mu.Lock()
+	delete(r.m, id)
+	r.mu.Unlock()
+}

@@ -1,0 +1,197 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// apiCall sends a JSON request to the safekeeper's HTTP API and decodes
+// the answer into out (when not nil); it returns the status code.
+func (s *SK) apiCall(t testing.TB, method, path string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.url(path), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HTTPToken != "" {
+		req.Header.Set("Authorization", "Bearer "+s.HTTPToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// timelineInfo is the subset of GET /v1/tenant/{t}/timeline/{l} the tests read.
+type timelineInfo struct {
+	State  string `json:"state"`
+	Error  string `json:"error"`
+	Status *struct {
+		FlushLSN string `json:"flush_lsn"`
+		Upstream struct {
+			State string `json:"state"`
+		} `json:"upstream"`
+	} `json:"status"`
+}
+
+func (s *SK) timelineFlush(t testing.TB, id timeline.ID) wal.LSN {
+	t.Helper()
+	var info timelineInfo
+	if code := s.apiCall(t, "GET", "/v1/tenant/"+id.TenantID+"/timeline/"+id.TimelineID, nil, &info); code != 200 {
+		t.Fatalf("GET timeline %s: %d", id, code)
+	}
+	if info.Status == nil {
+		return 0
+	}
+	lsn, _ := wal.ParseLSN(info.Status.FlushLSN)
+	return lsn
+}
+
+func (s *SK) waitTimelineFlush(t testing.TB, id timeline.ID, lsn wal.LSN, timeout time.Duration) {
+	t.Helper()
+	pgtest.WaitFor(t, timeout, fmt.Sprintf("timeline %s to reach %s", id, lsn), func() bool {
+		return s.timelineFlush(t, id) >= lsn
+	})
+}
+
+// optionsFor is the startup option that chooses timeline id.
+func optionsFor(id timeline.ID) string {
+	return fmt.Sprintf("options='-c tenant_id=%s timeline_id=%s'", id.TenantID, id.TimelineID)
+}
+
+// Issue 9, acceptance 1 and 2: two primaries with different system
+// identifiers attached to one safekeeper through the API; pg_receivewal
+// for each, choosing its timeline with startup options, gets segments
+// byte-identical to its own primary's; a consumer naming no timeline gets
+// the error with the HINT; a restart brings both back; deleting one
+// removes its directory and leaves the other streaming.
+func TestManyTimelinesThroughTheAPI(t *testing.T) {
+	pgtest.Require(t)
+	p1 := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	p2 := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	if sysID(t, p1) == sysID(t, p2) {
+		t.Fatal("the two primaries share a system identifier")
+	}
+	sk := StartSK(t, "")
+	ids := []timeline.ID{
+		{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()},
+		{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()},
+	}
+	prims := []*pgtest.Cluster{p1, p2}
+	for i, id := range ids {
+		body := map[string]any{"timeline_id": id.TimelineID, "upstream": map[string]string{"conninfo": prims[i].ConnString(), "slot": "none"}}
+		var info timelineInfo
+		if code := sk.apiCall(t, "POST", "/v1/tenant/"+id.TenantID+"/timeline", body, &info); code != 201 {
+			t.Fatalf("create timeline %d: %d %+v", i, code, info)
+		}
+		if code := sk.apiCall(t, "POST", "/v1/tenant/"+id.TenantID+"/timeline", body, nil); code != 409 {
+			t.Fatalf("create timeline %d again: %d, want 409", i, code)
+		}
+	}
+	var list []json.RawMessage
+	if code := sk.apiCall(t, "GET", "/v1/timeline", nil, &list); code != 200 || len(list) != 2 {
+		t.Fatalf("list: %d, %d timelines", code, len(list))
+	}
+	for i, id := range ids {
+		sk.waitTimelineFlush(t, id, flushLSNOfPrimary(t, prims[i]), 60*time.Second)
+	}
+
+	// Without options: PostgreSQL's FATAL with a HINT naming them.
+	ctx := ctxTimeout(t, 10*time.Second)
+	_, err := pgconn.Connect(ctx, sk.ConnString())
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != "22023" || pe.Hint == "" {
+		t.Fatalf("consumer without options: %v; want FATAL 22023 with a HINT", err)
+	}
+
+	dirs := make([]string, 2)
+	rws := make([]*receivewal, 2)
+	for i, id := range ids {
+		dirs[i] = t.TempDir()
+		rws[i] = startReceivewal(t, prims[i].Bins, sk.PGPort, dirs[i], "-d", optionsFor(id))
+	}
+	for i := range ids {
+		generateSegments(t, prims[i], 3)
+	}
+	for i, id := range ids {
+		sk.waitTimelineFlush(t, id, flushLSNOfPrimary(t, prims[i]), 60*time.Second)
+	}
+	for i := range ids {
+		pgtest.WaitFor(t, 60*time.Second, "pg_receivewal to complete 3 segments", func() bool {
+			return len(completeSegments(t, dirs[i])) >= 3
+		})
+		rws[i].stop(t)
+		compareWithPrimary(t, prims[i], dirs[i], completeSegments(t, dirs[i]))
+	}
+
+	// A restart brings both back, and both continue.
+	sk.Stop()
+	sk.Start()
+	for i, id := range ids {
+		prims[i].Exec(t, "INSERT INTO filler(payload) VALUES ('after the restart')")
+		sk.waitTimelineFlush(t, id, flushLSNOfPrimary(t, prims[i]), 60*time.Second)
+	}
+
+	// Delete the first: its directory goes, the second goes on.
+	gone := filepath.Join(sk.DataDir, ids[0].TenantID, ids[0].TimelineID)
+	if _, err := os.Stat(gone); err != nil {
+		t.Fatal(err)
+	}
+	if code := sk.apiCall(t, "DELETE", "/v1/tenant/"+ids[0].TenantID+"/timeline/"+ids[0].TimelineID, nil, nil); code != 200 {
+		t.Fatalf("delete: %d", code)
+	}
+	if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("deleted timeline's directory: %v", err)
+	}
+	if code := sk.apiCall(t, "GET", "/v1/tenant/"+ids[0].TenantID+"/timeline/"+ids[0].TimelineID, nil, nil); code != 404 {
+		t.Fatalf("GET deleted timeline: %d, want 404", code)
+	}
+	generateSegments(t, p2, 1)
+	sk.waitTimelineFlush(t, ids[1], flushLSNOfPrimary(t, p2), 60*time.Second)
+	// With one timeline left, a consumer without options gets it.
+	conn, err := pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatalf("consumer without options with one timeline hosted: %v", err)
+	}
+	conn.Close(ctx)
+	sk.Stop()
+	sk.Start()
+	if code := sk.apiCall(t, "GET", "/v1/timeline", nil, &list); code != 200 || len(list) != 1 {
+		t.Fatalf("after the restart: %d, %d timelines; want 1", code, len(list))
+	}
+}
+
+func sysID(t testing.TB, c *pgtest.Cluster) string {
+	t.Helper()
+	return c.QueryValue(t, "SELECT system_identifier FROM pg_control_system()")
+}
