@@ -356,11 +356,14 @@ func TestHTTPEndpoints(t *testing.T) {
 	resp.Body.Close()
 	for _, name := range []string{
 		"safekeeper_wal_received_bytes_total", "safekeeper_wal_sent_bytes_total", "safekeeper_flush_lsn",
-		"safekeeper_wal_fsync_seconds_bucket", "safekeeper_consumers", "safekeeper_upstream_connected 1",
+		"safekeeper_wal_fsync_seconds_bucket", "safekeeper_consumers", "safekeeper_upstream_connected{",
 	} {
 		if !strings.Contains(string(body), name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+	if v, ok := sk.metric(t, "safekeeper_upstream_connected{"); !ok || v != 1 {
+		t.Errorf("safekeeper_upstream_connected = %v (exported %v), want 1", v, ok)
 	}
 	st := sk.Status(t)
 	tl := st.Timelines[0]

@@ -224,7 +224,7 @@ func TestRetentionSlotHoldsUntilCap(t *testing.T) {
 	if st.slot("holder") != "lost" {
 		t.Fatalf("slot past its cap reports %q, want lost", st.slot("holder"))
 	}
-	if v, ok := sk.metric(t, `safekeeper_slot_lost{slot="holder"}`); !ok || v != 1 {
+	if v, ok := sk.metricWith(t, `safekeeper_slot_lost{`, `slot="holder"`); !ok || v != 1 {
 		t.Fatalf("safekeeper_slot_lost = %v", v)
 	}
 	t.Logf("slot held WAL from %s until it was lost; local start now %s, %d segments removed", restart, st.LocalStart, st.Retention.Removed)

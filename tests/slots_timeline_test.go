@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -389,13 +388,10 @@ func TestSlotLostIsReported(t *testing.T) {
 	if got := slotState(); got != "lost" {
 		t.Fatalf("slot 4 segments behind a 2MB cap: wal_status %q, want lost", got)
 	}
-	resp, err := http.Get(sk.url("/metrics"))
-	if err != nil {
-		t.Fatal(err)
+	if v, ok := sk.metricWith(t, "safekeeper_slot_lost{", `slot="lagging"`); !ok || v != 1 {
+		t.Fatalf("/metrics does not report the lost slot: %v %v", v, ok)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), `safekeeper_slot_lost{slot="lagging"} 1`) {
-		t.Fatalf("/metrics does not report the lost slot")
+	if _, ok := sk.metricWith(t, "safekeeper_slot_lost{", `tenant_id="`); !ok {
+		t.Fatal("safekeeper_slot_lost lacks the timeline's labels")
 	}
 }

@@ -499,8 +499,10 @@ func serve(cfg config, log *zap.Logger) error {
 	promReg.MustRegister(metrics.NewSlotCollector(func() []metrics.SlotSample {
 		var out []metrics.SlotSample
 		for _, t := range reg.All() {
+			id := t.ID()
 			for _, s := range t.Slots().List() {
-				out = append(out, metrics.SlotSample{Name: s.Name, Lost: s.WALStatus == "lost", BehindBytes: s.BehindBytes})
+				out = append(out, metrics.SlotSample{TenantID: id.TenantID, TimelineID: id.TimelineID,
+					Name: s.Name, Lost: s.WALStatus == "lost", BehindBytes: s.BehindBytes})
 			}
 		}
 		return out
@@ -638,7 +640,7 @@ func timelineConfig(cfg config, def manager.Definition) (supervisor.Config, erro
 type resolver struct{ reg *supervisor.Registry }
 
 func target(s *supervisor.Supervisor) walsender.Target {
-	return walsender.Target{WAL: s, Slots: s.Slots(), Consumers: s.Consumers()}
+	return walsender.Target{WAL: s, Slots: s.Slots(), Consumers: s.Consumers(), Metrics: s.Metrics()}
 }
 
 func (r resolver) Lookup(id timeline.ID) (walsender.Target, bool) {

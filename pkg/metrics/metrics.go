@@ -6,47 +6,64 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics holds every collector the process exports.
+// Metrics holds the collectors the process exports itself (the rest are
+// read from the timelines at scrape time, see the collectors below).
+// Per-timeline series carry tenant_id and timeline_id; ForTimeline gives a
+// timeline its children and DeleteTimeline drops them when it goes, so
+// the series count follows the hosted timelines. Histograms and
+// connection counters are process-wide: their cardinality stays bounded
+// however many timelines there are.
 type Metrics struct {
+	FsyncSeconds     prometheus.Histogram
+	UploadSeconds    prometheus.Histogram
+	ConnectionsTotal prometheus.Counter
+	ProtocolErrors   *prometheus.CounterVec
+
+	bytesReceived      *prometheus.CounterVec
+	bytesSent          *prometheus.CounterVec
+	flushLSN           *prometheus.GaugeVec
+	consumers          *prometheus.GaugeVec
+	upstreamConnected  *prometheus.GaugeVec
+	upstreamReconnects *prometheus.CounterVec
+	needsRebootstrap   *prometheus.CounterVec
+	storageFull        *prometheus.GaugeVec
+}
+
+// Timeline is one timeline's series.
+type Timeline struct {
 	BytesReceived      prometheus.Counter
 	BytesSent          prometheus.Counter
 	FlushLSN           prometheus.Gauge
-	FsyncSeconds       prometheus.Histogram
 	Consumers          prometheus.Gauge
 	UpstreamConnected  prometheus.Gauge
 	UpstreamReconnects prometheus.Counter
-	ConnectionsTotal   prometheus.Counter
-	ProtocolErrors     *prometheus.CounterVec
 	NeedsRebootstrap   prometheus.Counter
-	UploadSeconds      prometheus.Histogram
 	StorageFull        prometheus.Gauge
+	// Process-wide, shared by every timeline.
+	FsyncSeconds  prometheus.Observer
+	UploadSeconds prometheus.Observer
 }
+
+// timelineLabels are the labels of per-timeline series.
+var timelineLabels = []string{"tenant_id", "timeline_id"}
 
 // New creates the collectors and registers them with reg (which may be nil
 // for tests that do not export them).
 func New(reg prometheus.Registerer) *Metrics {
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, timelineLabels)
+	}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, timelineLabels)
+	}
 	m := &Metrics{
-		BytesReceived: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "safekeeper_wal_received_bytes_total", Help: "WAL bytes received from the upstream.",
-		}),
-		BytesSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "safekeeper_wal_sent_bytes_total", Help: "WAL bytes sent to consumers.",
-		}),
-		FlushLSN: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "safekeeper_flush_lsn", Help: "Durable end of WAL, as a byte position.",
-		}),
 		FsyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "safekeeper_wal_fsync_seconds", Help: "Latency of one group fsync of received WAL.",
+			Name: "safekeeper_wal_fsync_seconds", Help: "Latency of one group fsync of received WAL (all timelines).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
-		Consumers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "safekeeper_consumers", Help: "Consumers currently streaming WAL.",
-		}),
-		UpstreamConnected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "safekeeper_upstream_connected", Help: "1 while streaming from the upstream, else 0.",
-		}),
-		UpstreamReconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "safekeeper_upstream_reconnects_total", Help: "Upstream connection attempts after the first.",
+		UploadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "safekeeper_archive_upload_seconds", Help: "Duration of one successful segment upload to the archive, compression included (all timelines).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 		ConnectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "safekeeper_connections_total", Help: "Client connections accepted.",
@@ -54,27 +71,60 @@ func New(reg prometheus.Registerer) *Metrics {
 		ProtocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "safekeeper_client_errors_total", Help: "Errors sent to clients, by SQLSTATE.",
 		}, []string{"sqlstate"}),
-		NeedsRebootstrap: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "safekeeper_consumers_needs_rebootstrap_total",
-			Help: "Consumers refused because they asked for WAL no tier (memory, local files, archive) holds any more.",
-		}),
-		UploadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "safekeeper_archive_upload_seconds", Help: "Duration of one successful segment upload to the archive (compression included).",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
-		}),
-		StorageFull: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "safekeeper_wal_storage_full", Help: "1 while WAL ingest is paused because the disk is full, else 0.",
-		}),
+		bytesReceived:      counter("safekeeper_wal_received_bytes_total", "WAL bytes received from the upstream."),
+		bytesSent:          counter("safekeeper_wal_sent_bytes_total", "WAL bytes sent to consumers."),
+		flushLSN:           gauge("safekeeper_flush_lsn", "Durable end of WAL, as a byte position."),
+		consumers:          gauge("safekeeper_consumers", "Consumers currently streaming WAL."),
+		upstreamConnected:  gauge("safekeeper_upstream_connected", "1 while streaming from the upstream, else 0."),
+		upstreamReconnects: counter("safekeeper_upstream_reconnects_total", "Upstream connection attempts after the first."),
+		needsRebootstrap: counter("safekeeper_consumers_needs_rebootstrap_total",
+			"Consumers refused because they asked for WAL no tier (memory, local files, archive) holds any more."),
+		storageFull: gauge("safekeeper_wal_storage_full", "1 while WAL ingest is paused because the disk is full, else 0."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.StorageFull, m.BytesReceived, m.BytesSent, m.FlushLSN, m.FsyncSeconds, m.Consumers,
-			m.UpstreamConnected, m.UpstreamReconnects, m.ConnectionsTotal, m.ProtocolErrors, m.NeedsRebootstrap, m.UploadSeconds)
+		reg.MustRegister(m.FsyncSeconds, m.UploadSeconds, m.ConnectionsTotal, m.ProtocolErrors,
+			m.bytesReceived, m.bytesSent, m.flushLSN, m.consumers, m.upstreamConnected, m.upstreamReconnects,
+			m.needsRebootstrap, m.storageFull)
 	}
 	return m
 }
 
+// ForTimeline returns the series of one timeline, created at zero.
+func (m *Metrics) ForTimeline(tenantID, timelineID string) *Timeline {
+	l := prometheus.Labels{"tenant_id": tenantID, "timeline_id": timelineID}
+	return &Timeline{
+		BytesReceived:      m.bytesReceived.With(l),
+		BytesSent:          m.bytesSent.With(l),
+		FlushLSN:           m.flushLSN.With(l),
+		Consumers:          m.consumers.With(l),
+		UpstreamConnected:  m.upstreamConnected.With(l),
+		UpstreamReconnects: m.upstreamReconnects.With(l),
+		NeedsRebootstrap:   m.needsRebootstrap.With(l),
+		StorageFull:        m.storageFull.With(l),
+		FsyncSeconds:       m.FsyncSeconds,
+		UploadSeconds:      m.UploadSeconds,
+	}
+}
+
+// Unexported returns series of a timeline that are not registered
+// anywhere, for code paths (tests, tools) that export nothing.
+func Unexported() *Timeline {
+	return New(nil).ForTimeline("", "")
+}
+
+// DeleteTimeline drops the series of a timeline that is no longer hosted.
+func (m *Metrics) DeleteTimeline(tenantID, timelineID string) {
+	l := prometheus.Labels{"tenant_id": tenantID, "timeline_id": timelineID}
+	for _, v := range []interface{ Delete(prometheus.Labels) bool }{m.bytesReceived, m.bytesSent, m.flushLSN,
+		m.consumers, m.upstreamConnected, m.upstreamReconnects, m.needsRebootstrap, m.storageFull} {
+		v.Delete(l)
+	}
+}
+
 // SlotSample is one replication slot as the slot collector reports it.
 type SlotSample struct {
+	TenantID    string
+	TimelineID  string
 	Name        string
 	Lost        bool
 	BehindBytes uint64
@@ -92,8 +142,8 @@ type slotCollector struct {
 func NewSlotCollector(src func() []SlotSample) prometheus.Collector {
 	return &slotCollector{
 		src:    src,
-		lost:   prometheus.NewDesc("safekeeper_slot_lost", "1 when the replication slot is further behind than --max-slot-wal-keep-size.", []string{"slot"}, nil),
-		behind: prometheus.NewDesc("safekeeper_slot_behind_bytes", "WAL bytes between the slot's restart_lsn and the end of WAL.", []string{"slot"}, nil),
+		lost:   prometheus.NewDesc("safekeeper_slot_lost", "1 when the replication slot is further behind than --max-slot-wal-keep-size.", []string{"tenant_id", "timeline_id", "slot"}, nil),
+		behind: prometheus.NewDesc("safekeeper_slot_behind_bytes", "WAL bytes between the slot's restart_lsn and the end of WAL.", []string{"tenant_id", "timeline_id", "slot"}, nil),
 	}
 }
 
@@ -105,8 +155,8 @@ func (c *slotCollector) Collect(ch chan<- prometheus.Metric) {
 		if s.Lost {
 			lost = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.GaugeValue, lost, s.Name)
-		ch <- prometheus.MustNewConstMetric(c.behind, prometheus.GaugeValue, float64(s.BehindBytes), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.GaugeValue, lost, s.TenantID, s.TimelineID, s.Name)
+		ch <- prometheus.MustNewConstMetric(c.behind, prometheus.GaugeValue, float64(s.BehindBytes), s.TenantID, s.TimelineID, s.Name)
 	}
 }
 

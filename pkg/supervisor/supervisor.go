@@ -61,6 +61,7 @@ type Supervisor struct {
 	cfg Config
 	log *zap.Logger
 	m   *metrics.Metrics
+	tm  *metrics.Timeline // this timeline's series
 
 	tl        *timeline.Timeline
 	slots     *slots.Set
@@ -81,7 +82,9 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &Supervisor{cfg: cfg, log: log, m: m, tl: tl, consumers: consumers.NewRegistry(), started: time.Now()}
+	s := &Supervisor{cfg: cfg, log: log, m: m, tm: m.ForTimeline(cfg.ID.TenantID, cfg.ID.TimelineID), tl: tl,
+		consumers: consumers.NewRegistry(), started: time.Now()}
+	s.tm.FlushLSN.Set(float64(tl.FlushLSN()))
 	if s.slots, err = slots.Open(tl.Dir().File(slots.FileName), cfg.Slots, s, log); err != nil {
 		tl.Close()
 		return nil, err
@@ -123,7 +126,7 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 		if s.member != nil {
 			ucfg.InitialStart = s.initialStart
 		}
-		s.rcv = upstream.New(ucfg, src, tl, s.consumers, log.Named("upstream"), m)
+		s.rcv = upstream.New(ucfg, src, tl, s.consumers, log.Named("upstream"), s.tm)
 	}
 	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes, Interval: cfg.RetentionInterval},
 		tl, s.slots, s.consumers, log.Named("retention"))
@@ -184,8 +187,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // final position. Call it after Run has returned.
 func (s *Supervisor) Close() error {
 	s.slots.Persist()
+	s.m.DeleteTimeline(s.cfg.ID.TenantID, s.cfg.ID.TimelineID)
 	return s.tl.Close()
 }
+
+// Metrics returns the timeline's series.
+func (s *Supervisor) Metrics() *metrics.Timeline { return s.tm }
 
 func (s *Supervisor) name() string { return s.cfg.NodeName }
 

@@ -77,7 +77,7 @@ type Receiver struct {
 	tl    *timeline.Timeline
 	hs    HotStandby
 	log   *zap.Logger
-	m     *metrics.Metrics
+	m     *metrics.Timeline
 	state state
 	// lostAt is when streaming from the upstream last stopped (zero
 	// while streaming); only Run's goroutine uses it.
@@ -85,7 +85,7 @@ type Receiver struct {
 }
 
 // New returns a receiver; call Run.
-func New(cfg Config, src Sources, tl *timeline.Timeline, hs HotStandby, log *zap.Logger, m *metrics.Metrics) *Receiver {
+func New(cfg Config, src Sources, tl *timeline.Timeline, hs HotStandby, log *zap.Logger, m *metrics.Timeline) *Receiver {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
 	"github.com/pgsafekeeper/safekeeper/pkg/replcmd"
@@ -38,6 +39,7 @@ type conn struct {
 	tempSlots bool // this connection created temporary slots
 	pid       uint32
 	tl        Timeline
+	tm        *metrics.Timeline // the chosen timeline's series
 	slots     *slots.Set
 	consumers *consumers.Registry
 
@@ -252,6 +254,10 @@ func (c *conn) startup() error {
 
 func (c *conn) setTarget(tg Target) {
 	c.tl, c.slots, c.consumers = tg.WAL, tg.Slots, tg.Consumers
+	c.tm = tg.Metrics
+	if c.tm == nil {
+		c.tm = metrics.Unexported()
+	}
 }
 
 func (c *conn) serverVersion() string {

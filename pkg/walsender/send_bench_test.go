@@ -61,7 +61,7 @@ func BenchmarkSendXLogData(b *testing.B) {
 	tl := newTestTimeline(b, segSize, segSize)
 	dc := &discardConn{}
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: dc, log: zap.NewNop(), frame: make([]byte, frameHeader+MaxSendSize)}
+	c := &conn{s: s, nc: dc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
 	consumer := consumers.NewRegistry().Add(consumers.Info{})
 	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
 	defer rd.Close()
@@ -88,7 +88,7 @@ func TestSendAllocatesNothing(t *testing.T) {
 	tl := newTestTimeline(t, segSize, segSize)
 	dc := &discardConn{}
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: dc, log: zap.NewNop(), frame: make([]byte, frameHeader+MaxSendSize)}
+	c := &conn{s: s, nc: dc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
 	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
 	defer rd.Close()
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}

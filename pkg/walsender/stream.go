@@ -180,10 +180,10 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 
 	consumer := c.consumers.Add(consumers.Info{ApplicationName: c.appName, Addr: c.nc.RemoteAddr().String(), PID: c.pid, Slot: cmd.Slot})
 	consumer.SetStart(startLSN)
-	c.s.m.Consumers.Inc()
+	c.tm.Consumers.Inc()
 	defer func() {
 		c.consumers.Remove(consumer)
-		c.s.m.Consumers.Dec()
+		c.tm.Consumers.Dec()
 	}()
 	c.streaming.Store(true)
 	defer c.streaming.Store(false)
@@ -211,7 +211,7 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 	if errors.Is(err, walreader.ErrUnavailable) {
 		// No tier holds the WAL: the consumer needs a new base backup.
 		c.consumers.NoteRebootstrap(consumer.Info, s.sent, c.tl.OldestLSN())
-		c.s.m.NeedsRebootstrap.Inc()
+		c.tm.NeedsRebootstrap.Inc()
 		log.Warn("consumer asked for WAL no tier holds; it needs a new base backup",
 			zap.Stringer("requested_lsn", s.sent), zap.Stringer("oldest_available_lsn", c.tl.OldestLSN()))
 	}
@@ -406,7 +406,7 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	}
 	s.sent += wal.LSN(got)
 	s.st.consumer.SetSent(s.sent)
-	s.c.s.m.BytesSent.Add(float64(got))
+	s.c.tm.BytesSent.Add(float64(got))
 	return nil
 }
 

@@ -2,6 +2,7 @@ package walsender
 
 import (
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/slots"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
@@ -39,6 +40,7 @@ type Target struct {
 	WAL       Timeline
 	Slots     *slots.Set
 	Consumers *consumers.Registry
+	Metrics   *metrics.Timeline // the timeline's series (nil: not exported)
 }
 
 // Resolver finds the timeline a connection asks for.
