@@ -180,6 +180,9 @@ func ParseBool(v string) (bool, bool) {
 
 // ParseOptions splits a libpq "options" value ("-c a=b -c c=d", "--a=b",
 // "-ca=b") into settings. Backslash escapes a space, as in PostgreSQL.
+// A bare "a=b" word is a setting too, as in Neon's safekeeper, which
+// splits the value on spaces and strips "-c": its walproposer and
+// pageservers send "-c timeline_id=X tenant_id=Y" with one "-c".
 func ParseOptions(s string) map[string]string {
 	var words []string
 	var cur strings.Builder
@@ -217,6 +220,8 @@ func ParseOptions(s string) map[string]string {
 			kv = w[2:]
 		case strings.HasPrefix(w, "--"):
 			kv = w[2:]
+		case !strings.HasPrefix(w, "-"):
+			kv = w
 		default:
 			continue
 		}

@@ -88,6 +88,16 @@ func TestParseOptions(t *testing.T) {
 	if got["tenant_id"] != "aa" || got["timeline_id"] != "bb" || got["foo_bar"] != "x y" || len(got) != 3 {
 		t.Fatalf("got %v", got)
 	}
+	// Neon's form: one "-c" for both ids (walproposer.c, pageservers).
+	got = ParseOptions(`-c timeline_id=bb tenant_id=aa`)
+	if got["tenant_id"] != "aa" || got["timeline_id"] != "bb" || len(got) != 2 {
+		t.Fatalf("one -c for two settings: got %v", got)
+	}
+	// Words that are neither settings nor -c/-- are ignored.
+	got = ParseOptions(`-B 100 plain -c a=b`)
+	if got["a"] != "b" || len(got) != 1 {
+		t.Fatalf("got %v", got)
+	}
 }
 
 // FuzzReadPacket feeds arbitrary bytes to the startup packet reader: it
