@@ -248,3 +248,109 @@ func TestZConsumerHoldsLocalWAL(t *testing.T) {
 	}
 	t.Logf("consumer stored %s..%s across two runs (%d complete segments), byte-identical to the primary", first, final, len(names))
 }
+
+// examples/zconsumer follows a timeline switch as pg_receivewal does: the
+// old timeline's last segment stays .partial, the new timeline is stored
+// from the start of the segment holding the switch point, and what it
+// stored on both timelines is byte-identical to the primaries' WAL.
+func TestZConsumerFollowsTimelineSwitch(t *testing.T) {
+	const seg = 1 << 20
+	const app = "zconsumer_switch"
+	primary, sk := startPair(t, 1, nil)
+	st := sk.zStatus(t)
+	dir := filepath.Join(t.TempDir(), "zconsumer")
+	z := startZConsumer(t, sk, st.TenantID, st.TimelineID, dir, app, "--reconnect-max", "500ms")
+	pgtest.WaitFor(t, 30*time.Second, "the consumer to stream", func() bool {
+		c := sk.zStatus(t).consumer(app)
+		return c != nil && c.Pageserver != nil
+	})
+	first := st.lsn(t, sk.zStatus(t).consumer(app).StartLSN)
+	promoted := pgtest.StartStandby(t, primary, primary.ConnString(), pgtest.Options{})
+	generateSegments(t, primary, 2)
+	end1 := flushLSNOfPrimary(t, primary)
+	sk.WaitFlush(t, end1, 60*time.Second)
+	promoted.WaitForQuery(t, fmt.Sprintf("SELECT pg_last_wal_replay_lsn() >= '%s'", end1), "t", 60*time.Second)
+
+	primary.Stop(t, "fast")
+	promoted.Promote(t)
+	promoted.WaitForQuery(t, "SELECT timeline_id FROM pg_control_checkpoint()", "2", 60*time.Second)
+	sk.Stop()
+	sk.Upstream = promoted.ConnString()
+	sk.Start()
+	pgtest.WaitFor(t, 60*time.Second, "safekeeper on timeline 2", func() bool {
+		return sk.Status(t).Timelines[0].TLI == 2
+	})
+	generateSegments(t, promoted, 2)
+	end2 := flushLSNOfPrimary(t, promoted)
+	sk.WaitFlush(t, end2, 60*time.Second)
+	pgtest.WaitFor(t, 60*time.Second, "the consumer to store timeline 2 up to "+end2.String(), func() bool {
+		c := sk.zStatus(t).consumer(app)
+		return c != nil && c.Pageserver != nil && st.lsn(t, c.Pageserver.DiskConsistentLSN) >= end2
+	})
+	z.stop(t)
+	tli, final := zState(t, dir)
+	if tli != 2 || final < end2 {
+		t.Fatalf("state after the switch: tli %d consistent_lsn %s; want tli 2 and at least %s", tli, final, end2)
+	}
+	if !strings.Contains(z.out.String(), "timeline switch") {
+		t.Fatalf("the consumer did not log a timeline switch:\n%s", z.out.String())
+	}
+	hist, err := os.ReadFile(filepath.Join(promoted.WalDir(), "00000002.history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := wal.ParseLSN(strings.Fields(string(hist))[1])
+	if err != nil {
+		t.Fatalf("history %q: %v", hist, err)
+	}
+
+	// Complete segments: TLI 1 from the first segment to the one holding
+	// the switch point, TLI 2 from that one to the one holding the end.
+	var tli1, tli2 []string
+	for _, name := range completeSegments(t, dir) {
+		if strings.HasPrefix(name, "00000001") {
+			tli1 = append(tli1, name)
+		} else {
+			tli2 = append(tli2, name)
+		}
+	}
+	for _, c := range []struct {
+		names    []string
+		tli      uint32
+		from, to uint64
+	}{
+		{tli1, 1, wal.SegmentNo(first, seg), wal.SegmentNo(sp, seg)},
+		{tli2, 2, wal.SegmentNo(sp, seg), wal.SegmentNo(final, seg)},
+	} {
+		var want []string
+		for n := c.from; n < c.to; n++ {
+			want = append(want, wal.SegmentFileName(c.tli, n, seg))
+		}
+		if strings.Join(c.names, " ") != strings.Join(want, " ") {
+			t.Fatalf("complete segments on TLI %d: %v, want %v", c.tli, c.names, want)
+		}
+	}
+	if len(tli1) < 2 || len(tli2) < 2 {
+		t.Fatalf("too few segments to show anything: TLI 1 %v, TLI 2 %v", tli1, tli2)
+	}
+	compareWithPrimary(t, primary, dir, tli1)
+	compareWithPrimary(t, promoted, dir, tli2)
+	for _, p := range []struct {
+		c     *pgtest.Cluster
+		tli   uint32
+		until wal.LSN
+	}{{primary, 1, sp}, {promoted, 2, final}} {
+		if wal.SegmentOffset(p.until, seg) == 0 {
+			continue
+		}
+		name := wal.SegmentFileName(p.tli, wal.SegmentNo(p.until, seg), seg) + ".partial"
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := primaryBytes(t, p.c, p.tli, seg, wal.SegmentStart(p.until, seg), p.until); !bytes.Equal(got, want) {
+			t.Fatalf("%s (%d bytes) differs from the server's first %d bytes", name, len(got), len(want))
+		}
+	}
+	t.Logf("switch at %s: TLI 1 %v + .partial, TLI 2 %v up to %s, byte-identical", sp, tli1, tli2, final)
+}
