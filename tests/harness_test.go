@@ -20,6 +20,7 @@ import (
 )
 
 type builtBinary struct {
+	pkg  string // the package to build, relative to tests/; "" is ../cmd/safekeeper
 	once sync.Once
 	path string
 	err  error
@@ -28,13 +29,15 @@ type builtBinary struct {
 var (
 	raceBinary  builtBinary
 	plainBinary builtBinary
+	// zconsumerBinary is examples/zconsumer, a pageserver-style consumer.
+	zconsumerBinary = builtBinary{pkg: "../examples/zconsumer"}
 )
 
 // TestMain removes the binaries the run built, so that a test run leaves
 // nothing behind in the temporary directory.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, b := range []*builtBinary{&raceBinary, &plainBinary} {
+	for _, b := range []*builtBinary{&raceBinary, &plainBinary, &zconsumerBinary} {
 		if b.path != "" {
 			os.RemoveAll(filepath.Dir(b.path))
 		}
@@ -66,8 +69,12 @@ func buildBinary(t testing.TB, b *builtBinary, flags ...string) string {
 			b.err = err
 			return
 		}
-		b.path = filepath.Join(dir, "safekeeper")
-		args := append(append([]string{"build"}, flags...), "-o", b.path, "../cmd/safekeeper")
+		pkg := b.pkg
+		if pkg == "" {
+			pkg = "../cmd/safekeeper"
+		}
+		b.path = filepath.Join(dir, filepath.Base(pkg))
+		args := append(append([]string{"build"}, flags...), "-o", b.path, pkg)
 		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build: %v\n%s", err, out)

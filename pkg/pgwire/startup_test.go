@@ -93,6 +93,11 @@ func TestParseOptions(t *testing.T) {
 	if got["tenant_id"] != "aa" || got["timeline_id"] != "bb" || len(got) != 2 {
 		t.Fatalf("Neon's form: got %v", got)
 	}
+	// Words that are neither settings nor -c/-- are ignored.
+	got = ParseOptions(`-B 100 plain -c a=b`)
+	if got["a"] != "b" || len(got) != 1 {
+		t.Fatalf("got %v", got)
+	}
 }
 
 // FuzzReadPacket feeds arbitrary bytes to the startup packet reader: it
