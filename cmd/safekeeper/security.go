@@ -24,20 +24,51 @@ const mockSecretFile = "auth_mock_secret"
 
 // securityConfig holds the authentication and TLS flags.
 type securityConfig struct {
-	usersFile     string
-	hbaFile       string
-	tlsCert       string
-	tlsKey        string
-	tlsMinVersion string
+	usersFile       string
+	hbaFile         string
+	pgAuthPublicKey string
+	tlsCert         string
+	tlsKey          string
+	tlsMinVersion   string
+
+	// httpTokens verifies bearer tokens for the HTTP API: the keys of
+	// --http-auth-public-key, nil without it. It is loaded while the flags
+	// are parsed (httpKeyFlag), because applySecurity gets a copy of this
+	// struct; httpTokensErr keeps a load error for applySecurity to report
+	// as a configuration error.
+	httpTokens    *auth.TokenVerifier
+	httpKeyFile   string
+	httpTokensErr error
 
 	fs *flag.FlagSet // to find --data-dir
+}
+
+// httpKeyFlag is --http-auth-public-key: Set loads the key file into the
+// securityConfig the flags were registered with.
+type httpKeyFlag struct{ c *securityConfig }
+
+func (f httpKeyFlag) String() string {
+	if f.c == nil {
+		return ""
+	}
+	return f.c.httpKeyFile
+}
+
+func (f httpKeyFlag) Set(path string) error {
+	f.c.httpKeyFile, f.c.httpTokens, f.c.httpTokensErr = path, nil, nil
+	if path != "" {
+		f.c.httpTokens, f.c.httpTokensErr = auth.LoadTokenVerifier(path)
+	}
+	return nil
 }
 
 // registerSecurityFlags adds the authentication and TLS flags to fs.
 func registerSecurityFlags(fs *flag.FlagSet, c *securityConfig) {
 	c.fs = fs
 	fs.StringVar(&c.usersFile, "users-file", "", "file of user:verifier lines (SCRAM-SHA-256 or md5, as in pg_authid); maintain it with 'safekeeper passwd'")
-	fs.StringVar(&c.hbaFile, "hba-file", "", "host rules (host|hostssl|hostnossl user CIDR trust|scram-sha-256|md5|reject), first match wins; default with --users-file: host all all scram-sha-256")
+	fs.StringVar(&c.hbaFile, "hba-file", "", "host rules (host|hostssl|hostnossl user CIDR trust|scram-sha-256|md5|jwt|reject), first match wins; default with --users-file: host all all scram-sha-256, with --pg-auth-public-key: host all all jwt")
+	fs.StringVar(&c.pgAuthPublicKey, "pg-auth-public-key", "", "PEM `FILE` of Ed25519 public keys (one or more \"PUBLIC KEY\" blocks): replication clients give a JWT (EdDSA, Neon's {scope, tenant_id}) as their password")
+	fs.Var(httpKeyFlag{c}, "http-auth-public-key", "PEM `FILE` of Ed25519 public keys for bearer tokens on the HTTP API (loaded and checked; the HTTP API does not ask for tokens yet)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) for TLS; with --tls-key, SSLRequest is answered 'S'")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.tlsMinVersion, "tls-min-version", "1.2", "lowest TLS version accepted: 1.2 or 1.3")
@@ -46,6 +77,9 @@ func registerSecurityFlags(fs *flag.FlagSet, c *securityConfig) {
 // applySecurity fills the walsender configuration's authentication and TLS
 // settings from the flags.
 func applySecurity(c securityConfig, wc *walsender.Config) error {
+	if c.httpTokensErr != nil {
+		return fmt.Errorf("--http-auth-public-key: %w", c.httpTokensErr)
+	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key must be given together")
 	}
@@ -61,8 +95,18 @@ func applySecurity(c securityConfig, wc *walsender.Config) error {
 		}
 		wc.TLS = cfg
 	}
-	if c.usersFile == "" && c.hbaFile == "" {
+	var tokens *auth.TokenVerifier
+	if c.pgAuthPublicKey != "" {
+		var err error
+		if tokens, err = auth.LoadTokenVerifier(c.pgAuthPublicKey); err != nil {
+			return fmt.Errorf("--pg-auth-public-key: %w", err)
+		}
+	}
+	if c.usersFile == "" && c.hbaFile == "" && tokens == nil {
 		return nil
+	}
+	if c.usersFile != "" && tokens != nil && c.hbaFile == "" {
+		return errors.New("--users-file and --pg-auth-public-key need an --hba-file that says which connections use scram-sha-256 (or md5) and which jwt")
 	}
 	if c.usersFile != "" {
 		warnAccess(c.usersFile, "users file")
@@ -71,12 +115,25 @@ func applySecurity(c securityConfig, wc *walsender.Config) error {
 	if err != nil {
 		return err
 	}
-	a, err := auth.New(auth.Config{UsersFile: c.usersFile, RulesFile: c.hbaFile, MockSecret: secret})
+	a, err := auth.New(auth.Config{UsersFile: c.usersFile, RulesFile: c.hbaFile, Tokens: tokens, MockSecret: secret})
 	if err != nil {
-		return fmt.Errorf("--users-file/--hba-file: %w", err)
+		return fmt.Errorf("%s: %w", authFlags(c), err)
 	}
 	wc.Auth = a
 	return nil
+}
+
+// authFlags names the authentication flags given, for an error message.
+func authFlags(c securityConfig) string {
+	var given []string
+	for _, f := range []struct{ name, value string }{
+		{"--users-file", c.usersFile}, {"--hba-file", c.hbaFile}, {"--pg-auth-public-key", c.pgAuthPublicKey},
+	} {
+		if f.value != "" {
+			given = append(given, f.name)
+		}
+	}
+	return strings.Join(given, "/")
 }
 
 func loadMockSecret(c securityConfig) ([]byte, error) {

@@ -12,8 +12,13 @@ type Config struct {
 	// UsersFile is the users file; "" means no user has a password.
 	UsersFile string
 	// RulesFile is the rules file; "" means DefaultRules (SCRAM-SHA-256
-	// for everyone).
+	// for everyone) with a users file, DefaultTokenRules (a JWT from
+	// everyone) with Tokens alone. With both a users file and Tokens it is
+	// required: it says which connections use which.
 	RulesFile string
+	// Tokens verifies the JWTs of jwt rules; nil means no rule may ask
+	// for one.
+	Tokens *TokenVerifier
 	// MockSecret seeds the salts shown for users without an entry. Keep it
 	// stable across restarts (see LoadOrCreateSecret) so that a restart does
 	// not reveal which users exist.
@@ -25,20 +30,29 @@ type Config struct {
 // (checked at each connection); a changed file that does not parse is
 // ignored with an error in the log and the previous contents stay in force.
 type Authenticator struct {
-	secret []byte
-	users  *watchedFile[Users]
-	rules  *watchedFile[Rules]
+	secret       []byte
+	users        *watchedFile[Users]
+	rules        *watchedFile[Rules]
+	tokens       *TokenVerifier
+	defaultRules Rules // in force without a rules file
 }
 
-// New loads the files named in cfg; either may be empty, not both.
+// New loads the files named in cfg; at least one of UsersFile, RulesFile
+// and Tokens must be given.
 func New(cfg Config) (*Authenticator, error) {
-	if cfg.UsersFile == "" && cfg.RulesFile == "" {
-		return nil, errors.New("auth: neither a users file nor a rules file given")
+	if cfg.UsersFile == "" && cfg.RulesFile == "" && cfg.Tokens == nil {
+		return nil, errors.New("auth: neither a users file, a rules file nor token keys given")
+	}
+	if cfg.UsersFile != "" && cfg.Tokens != nil && cfg.RulesFile == "" {
+		return nil, errors.New("auth: with both a users file and token keys, a rules file must say which connections use scram-sha-256 or md5 and which jwt")
 	}
 	if len(cfg.MockSecret) < 16 {
 		return nil, errors.New("auth: mock secret must be at least 16 bytes")
 	}
-	a := &Authenticator{secret: append([]byte(nil), cfg.MockSecret...)}
+	a := &Authenticator{secret: append([]byte(nil), cfg.MockSecret...), tokens: cfg.Tokens, defaultRules: DefaultRules}
+	if cfg.UsersFile == "" && cfg.Tokens != nil {
+		a.defaultRules = DefaultTokenRules
+	}
 	if cfg.UsersFile != "" {
 		w, err := newWatchedFile(cfg.UsersFile, LoadUsers)
 		if err != nil {
@@ -47,7 +61,16 @@ func New(cfg Config) (*Authenticator, error) {
 		a.users = w
 	}
 	if cfg.RulesFile != "" {
-		w, err := newWatchedFile(cfg.RulesFile, LoadRules)
+		// A changed rules file asking for jwt without keys is refused like
+		// one that does not parse: the version before stays in force.
+		load := func(path string) (Rules, error) {
+			rs, err := LoadRules(path)
+			if err == nil && a.tokens == nil && rs.usesTokens() {
+				err = fmt.Errorf("%s asks for jwt but no token public key is configured", path)
+			}
+			return rs, err
+		}
+		w, err := newWatchedFile(cfg.RulesFile, load)
 		if err != nil {
 			return nil, err
 		}
@@ -70,7 +93,7 @@ func (a *Authenticator) current() (Users, Rules, []error) {
 			errs = append(errs, err)
 		}
 	}
-	rules := DefaultRules
+	rules := a.defaultRules
 	if a.rules != nil {
 		var err error
 		if rules, err = a.rules.get(); err != nil {

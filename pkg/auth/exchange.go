@@ -53,8 +53,11 @@ type Session struct {
 // Authenticate applies the first matching rule to the session. It returns
 // nil when the client may proceed (the caller then sends AuthenticationOk),
 // a FATAL *pgerr.Error to send before closing, or an error wrapping
-// ErrClosed when the client went away.
-func (a *Authenticator) Authenticate(s Session) error {
+// ErrClosed when the client went away. Under a jwt rule it also returns
+// the verified token's claims, which the caller must check against what
+// the connection asks for (Claims.Allows); under any other rule the
+// claims are nil.
+func (a *Authenticator) Authenticate(s Session) (*Claims, error) {
 	log := s.Log
 	if log == nil {
 		log = zap.NewNop()
@@ -74,7 +77,7 @@ func (a *Authenticator) Authenticate(s Session) error {
 	rule, ok := rules.Match(s.User, addr, s.TLS != nil)
 	if !ok {
 		log.Info("authentication failed: no rule matches", zap.String("host", host), zap.Bool("tls", s.TLS != nil))
-		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
+		return nil, pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
 			"no pg_hba.conf entry for replication connection from host \"%s\", user \"%s\", %s", host, s.User, enc)
 	}
 	log = log.With(zap.Int("rule_line", rule.Line), zap.String("rule", rule.String()))
@@ -82,17 +85,19 @@ func (a *Authenticator) Authenticate(s Session) error {
 	switch rule.Method {
 	case MethodTrust:
 		log.Debug("connection trusted by rule")
-		return nil
+		return nil, nil
 	case MethodReject:
 		log.Info("authentication failed: rule rejects the connection")
-		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
+		return nil, pgerr.Fatal(pgerr.InvalidAuthorizationSpec,
 			"pg_hba.conf rejects replication connection for host \"%s\", user \"%s\", %s", host, s.User, enc)
+	case MethodJWT:
+		return a.tokenExchange(s, log)
 	case MethodMD5:
 		// As in PostgreSQL: an md5 rule runs SCRAM for a user whose stored
 		// verifier is SCRAM, and for a user without one (so that unknown
 		// users look like the default kind of user).
 		if known && v.SCRAM == nil {
-			return a.md5Exchange(s, log, v.MD5)
+			return nil, a.md5Exchange(s, log, v.MD5)
 		}
 	}
 	var cred *SCRAMVerifier
@@ -105,7 +110,7 @@ func (a *Authenticator) Authenticate(s Session) error {
 	default:
 		cred = v.SCRAM
 	}
-	return a.scramExchange(s, log, cred, reason)
+	return nil, a.scramExchange(s, log, cred, reason)
 }
 
 func remoteHost(a net.Addr) (string, netip.Addr) {
@@ -328,4 +333,40 @@ func (a *Authenticator) md5Exchange(s Session, log *zap.Logger, v MD5Verifier) e
 	}
 	log.Debug("md5 authentication succeeded")
 	return nil
+}
+
+// tokenExchange asks for the password with AuthenticationCleartextPassword,
+// as Neon's safekeeper does, and verifies it as a JWT. Every failure is
+// PostgreSQL's 28P01 for a wrong password: the client learns nothing
+// about why; the log says.
+func (a *Authenticator) tokenExchange(s Session, log *zap.Logger) (*Claims, error) {
+	be := s.Backend
+	be.Send(&pgproto3.AuthenticationCleartextPassword{})
+	if err := flush(be); err != nil {
+		return nil, err
+	}
+	msg, err := receivePassword(be, pgproto3.AuthTypeCleartextPassword, "password")
+	if err != nil {
+		return nil, err
+	}
+	pw, ok := msg.(*pgproto3.PasswordMessage)
+	if !ok {
+		return nil, pgerr.Fatal(pgerr.ProtocolViolation, "expected password response, got message type %d", 'p')
+	}
+	if a.tokens == nil {
+		// New and the rules reload refuse jwt rules without keys.
+		log.Error("authentication failed: the rule asks for jwt but no token public key is configured")
+		return nil, passwordFailed(s.User)
+	}
+	if pw.Password == "" {
+		log.Info("authentication failed: empty token (password) from the client")
+		return nil, passwordFailed(s.User)
+	}
+	claims, err := a.tokens.Verify(pw.Password)
+	if err != nil {
+		log.Info("authentication failed: token rejected", zap.Error(err))
+		return nil, passwordFailed(s.User)
+	}
+	log.Debug("token authentication succeeded", zap.String("scope", string(claims.Scope)), zap.String("token_tenant_id", claims.TenantID))
+	return &claims, nil
 }

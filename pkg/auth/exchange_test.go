@@ -36,7 +36,12 @@ type testServer struct {
 	a       *Authenticator
 	tls     *tls.Config
 	addr    string
-	results chan error // one Authenticate result per connection
+	results chan authResult // one Authenticate result per connection
+}
+
+type authResult struct {
+	claims *Claims
+	err    error
 }
 
 func startTestServer(t *testing.T, a *Authenticator, tlsCfg *tls.Config) *testServer {
@@ -45,7 +50,7 @@ func startTestServer(t *testing.T, a *Authenticator, tlsCfg *tls.Config) *testSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &testServer{t: t, a: a, tls: tlsCfg, addr: ln.Addr().String(), results: make(chan error, 100)}
+	s := &testServer{t: t, a: a, tls: tlsCfg, addr: ln.Addr().String(), results: make(chan authResult, 100)}
 	t.Cleanup(func() { ln.Close() })
 	log := zaptest.NewLogger(t)
 	go func() {
@@ -70,7 +75,7 @@ func (s *testServer) serve(nc net.Conn, log *zap.Logger) {
 	for startup == nil {
 		msg, err := be.ReceiveStartupMessage()
 		if err != nil {
-			s.results <- err
+			s.results <- authResult{err: err}
 			return
 		}
 		switch m := msg.(type) {
@@ -82,7 +87,7 @@ func (s *testServer) serve(nc net.Conn, log *zap.Logger) {
 			conn.Write([]byte{'S'})
 			tc := tls.Server(nc, s.tls)
 			if err := tc.Handshake(); err != nil {
-				s.results <- err
+				s.results <- authResult{err: err}
 				return
 			}
 			cs := tc.ConnectionState()
@@ -92,7 +97,7 @@ func (s *testServer) serve(nc net.Conn, log *zap.Logger) {
 		case *pgproto3.StartupMessage:
 			startup = m
 		default:
-			s.results <- fmt.Errorf("unexpected %T", msg)
+			s.results <- authResult{err: fmt.Errorf("unexpected %T", msg)}
 			return
 		}
 	}
@@ -100,7 +105,7 @@ func (s *testServer) serve(nc net.Conn, log *zap.Logger) {
 	if st != nil {
 		sess.ServerCert = s.tls.Certificates[0].Leaf
 	}
-	err := s.a.Authenticate(sess)
+	claims, err := s.a.Authenticate(sess)
 	if err == nil {
 		be.Send(&pgproto3.AuthenticationOk{})
 		be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"})
@@ -111,7 +116,7 @@ func (s *testServer) serve(nc net.Conn, log *zap.Logger) {
 		be.Send(&pgproto3.ErrorResponse{Severity: pe.Severity, SeverityUnlocalized: pe.Severity, Code: pe.Code, Message: pe.Message, Detail: pe.Detail})
 		be.Flush()
 	}
-	s.results <- err
+	s.results <- authResult{claims, err}
 	if err == nil {
 		// Wait for the client's Terminate.
 		be.Receive()
@@ -120,12 +125,19 @@ func (s *testServer) serve(nc net.Conn, log *zap.Logger) {
 
 func (s *testServer) result(t *testing.T) error {
 	t.Helper()
+	_, err := s.resultClaims(t)
+	return err
+}
+
+// resultClaims is result with the claims Authenticate returned.
+func (s *testServer) resultClaims(t *testing.T) (*Claims, error) {
+	t.Helper()
 	select {
-	case err := <-s.results:
-		return err
+	case r := <-s.results:
+		return r.claims, r.err
 	case <-time.After(20 * time.Second):
 		t.Fatal("server did not finish authentication")
-		return nil
+		return nil, nil
 	}
 }
 

@@ -20,6 +20,10 @@ const (
 	MethodSCRAM  Method = "scram-sha-256"
 	MethodMD5    Method = "md5"
 	MethodReject Method = "reject"
+	// MethodJWT asks for the password as PostgreSQL's cleartext exchange
+	// does and takes it as a JWT (Neon's storage tokens), verified with
+	// the configured public keys.
+	MethodJWT Method = "jwt"
 )
 
 // ConnType is the first column of a rule.
@@ -62,6 +66,10 @@ type Rules []Rule
 // file: every connection must authenticate with SCRAM-SHA-256.
 var DefaultRules = Rules{{Type: Host, AllIPs: true, Method: MethodSCRAM}}
 
+// DefaultTokenRules are used when token keys are configured without a
+// users file or a rules file: every connection must present a JWT.
+var DefaultTokenRules = Rules{{Type: Host, AllIPs: true, Method: MethodJWT}}
+
 // Match returns the first rule matching a connection of user from addr,
 // encrypted or not.
 func (rs Rules) Match(user string, addr netip.Addr, tls bool) (*Rule, bool) {
@@ -100,7 +108,7 @@ func containsString(list []string, s string) bool {
 
 // ParseRules reads a rules file. Each non-blank line is
 //
-//	host|hostssl|hostnossl  <user|all>  <CIDR|IP|all>  <trust|scram-sha-256|md5|reject>
+//	host|hostssl|hostnossl  <user|all>  <CIDR|IP|all>  <trust|scram-sha-256|md5|jwt|reject>
 //
 // or, as in pg_hba.conf, with a database column (replication or all)
 // after the connection type. Users may be a comma-separated list.
@@ -148,7 +156,7 @@ func parseRule(f []string) (Rule, error) {
 		}
 		f = append(f[:1:1], f[2:]...)
 	default:
-		return r, errors.New("expected: <host|hostssl|hostnossl> <user|all> <CIDR|all> <trust|scram-sha-256|md5|reject>")
+		return r, errors.New("expected: <host|hostssl|hostnossl> <user|all> <CIDR|all> <trust|scram-sha-256|md5|jwt|reject>")
 	}
 	if f[1] != "all" {
 		for _, u := range strings.Split(f[1], ",") {
@@ -186,10 +194,10 @@ func parseRule(f []string) (Rule, error) {
 		r.Prefix = netip.PrefixFrom(a, a.BitLen())
 	}
 	switch m := Method(f[3]); m {
-	case MethodTrust, MethodSCRAM, MethodMD5, MethodReject:
+	case MethodTrust, MethodSCRAM, MethodMD5, MethodJWT, MethodReject:
 		r.Method = m
 	default:
-		return r, fmt.Errorf("invalid authentication method %q (want trust, scram-sha-256, md5 or reject)", f[3])
+		return r, fmt.Errorf("invalid authentication method %q (want trust, scram-sha-256, md5, jwt or reject)", f[3])
 	}
 	return r, nil
 }
@@ -211,6 +219,16 @@ func LoadRules(path string) (Rules, error) {
 func (rs Rules) usesPasswords() bool {
 	for _, r := range rs {
 		if r.Method == MethodSCRAM || r.Method == MethodMD5 {
+			return true
+		}
+	}
+	return false
+}
+
+// usesTokens reports whether any rule asks for a JWT.
+func (rs Rules) usesTokens() bool {
+	for _, r := range rs {
+		if r.Method == MethodJWT {
 			return true
 		}
 	}

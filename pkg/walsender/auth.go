@@ -49,7 +49,8 @@ func (c *conn) negotiateTLS() error {
 
 // authenticate runs the authentication exchange for the startup user
 // before AuthenticationOk is sent. Without configured rules every
-// replication connection is trusted.
+// replication connection is trusted. A token's claims are kept in
+// c.claims for authorize.
 func (c *conn) authenticate(database string) error {
 	a := c.s.cfg.Auth
 	if a == nil {
@@ -65,12 +66,46 @@ func (c *conn) authenticate(database string) error {
 			sess.ServerCert = cfg.Certificates[0].Leaf
 		}
 	}
-	err := a.Authenticate(sess)
+	claims, err := a.Authenticate(sess)
 	if errors.Is(err, auth.ErrClosed) {
 		// libpq without a password closes the socket when asked for one;
 		// PostgreSQL sends nothing and logs nothing at the default level.
 		c.log.Debug("client closed the connection during authentication", zap.String("user", c.user), zap.Error(err))
 		return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, io.EOF)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	c.claims = claims
+	return nil
+}
+
+// authorize checks a token-authenticated connection's claims against the
+// tenant it asks for; connections authenticated otherwise (no claims) may
+// use any timeline. tenant is "" when the connection named none and is
+// served the only hosted timeline, whose tenant is hostedTenant: the
+// refusal then names no tenant, so that a token for one tenant does not
+// learn another's id. The refusal is FATAL 28000 in either case; the
+// reason is logged.
+func (c *conn) authorize(tenant, hostedTenant string) error {
+	if c.claims == nil {
+		return nil
+	}
+	want := tenant
+	if want == "" {
+		want = hostedTenant
+	}
+	err := c.claims.Allows(want)
+	if err == nil {
+		return nil
+	}
+	c.log.Info("authorization failed: the token does not grant the tenant",
+		zap.String("user", c.user), zap.String("scope", string(c.claims.Scope)),
+		zap.String("token_tenant_id", c.claims.TenantID), zap.String("tenant_id", want),
+		zap.Bool("named_in_options", tenant != ""), zap.Error(err))
+	if tenant == "" {
+		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec, "permission denied for the hosted timeline").
+			WithHint("Name the tenant and timeline the token is for: options='-c tenant_id=... timeline_id=...'.")
+	}
+	return pgerr.Fatal(pgerr.InvalidAuthorizationSpec, "permission denied for tenant %s", tenant)
 }

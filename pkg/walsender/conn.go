@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/auth"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
@@ -34,7 +35,8 @@ type conn struct {
 
 	user    string
 	appName string
-	tls     bool // the connection is encrypted
+	tls     bool         // the connection is encrypted
+	claims  *auth.Claims // the token's claims under a jwt rule, else nil
 
 	tempSlots bool // this connection created temporary slots
 	pid       uint32
@@ -216,6 +218,11 @@ func (c *conn) startup() error {
 			return pgerr.Fatal(pgerr.InvalidParameterValue, "invalid tenant_id or timeline_id in options: \"%s\"", pkt.Params["options"]).
 				WithHint("Pass both as 32 hexadecimal characters: options='-c tenant_id=... timeline_id=...'.")
 		}
+		// Before the lookup: a token for another tenant learns nothing
+		// about what this tenant has here, not even "does not exist".
+		if err := c.authorize(t, ""); err != nil {
+			return err
+		}
 		tg, ok := c.s.tls.Lookup(timeline.ID{TenantID: t, TimelineID: l})
 		if !ok {
 			return pgerr.Fatal("3D000", "timeline %s/%s does not exist", t, l)
@@ -231,6 +238,9 @@ func (c *conn) startup() error {
 		if !ok {
 			return pgerr.Fatal(pgerr.InvalidParameterValue, "this safekeeper hosts several timelines; choose one").
 				WithHint("Pass options='-c tenant_id=... timeline_id=...'.")
+		}
+		if err := c.authorize("", tg.WAL.Control().TenantID); err != nil {
+			return err
 		}
 		c.setTarget(tg)
 	}

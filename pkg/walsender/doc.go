@@ -3,7 +3,9 @@
 // replication=true, a hot standby's walreceiver and pageserver-style
 // consumers. It owns the listener, each connection's startup, the command
 // loop (IDENTIFY_SYSTEM, SHOW, TIMELINE_HISTORY, START_REPLICATION), and the
-// streaming loop with its feedback reader.
+// streaming loop with its feedback reader. A connection authenticated with
+// a token (auth.MethodJWT) may open only the tenants its claims allow; the
+// check comes before the timeline is looked up.
 //
 // Errors travel as *pgerr.Error and become ErrorResponses only here, at the
 // connection edge. The streaming loop writes XLogData frames straight to the
