@@ -195,3 +195,107 @@ func sysID(t testing.TB, c *pgtest.Cluster) string {
 	t.Helper()
 	return c.QueryValue(t, "SELECT system_identifier FROM pg_control_system()")
 }
+
+// Issue 9, acceptance 3: with tokens on both ports and two timelines fed
+// by two primaries, a tenant token reaches its own timeline and is refused
+// on the other's (replication: FATAL 28000; HTTP: 403, the same whether
+// the timeline exists or not); a safekeeperdata token reaches both and
+// manages timelines; expired or foreign-signed tokens are refused (28P01,
+// 401); probes and metrics need no token.
+func TestTokensAcrossTimelines(t *testing.T) {
+	pgtest.Require(t)
+	key, pub := jwtKey(t)
+	other, _ := jwtKey(t)
+	p1 := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	p2 := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	sk := StartSK(t, "", "--pg-auth-public-key", pub, "--http-auth-public-key", pub)
+	exp := time.Now().Add(time.Hour).Unix()
+	admin := jwtSign(t, key, map[string]any{"scope": "safekeeperdata", "exp": exp})
+	ids := []timeline.ID{
+		{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()},
+		{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()},
+	}
+	tenantTok := []string{
+		jwtSign(t, key, map[string]any{"scope": "tenant", "tenant_id": ids[0].TenantID, "exp": exp}),
+		jwtSign(t, key, map[string]any{"scope": "tenant", "tenant_id": ids[1].TenantID, "exp": exp}),
+	}
+	expired := jwtSign(t, key, map[string]any{"scope": "safekeeperdata", "exp": time.Now().Add(-time.Hour).Unix()})
+	foreign := jwtSign(t, other, map[string]any{"scope": "safekeeperdata", "exp": exp})
+
+	prims := []*pgtest.Cluster{p1, p2}
+	for i, id := range ids {
+		body := map[string]any{"timeline_id": id.TimelineID, "upstream": map[string]string{"conninfo": prims[i].ConnString(), "slot": "none"}}
+		sk.HTTPToken = tenantTok[i]
+		if code := sk.apiCall(t, "POST", "/v1/tenant/"+id.TenantID+"/timeline", body, nil); code != 403 {
+			t.Fatalf("create with a tenant token: %d, want 403", code)
+		}
+		sk.HTTPToken = admin
+		if code := sk.apiCall(t, "POST", "/v1/tenant/"+id.TenantID+"/timeline", body, nil); code != 201 {
+			t.Fatalf("create with a safekeeperdata token: %d", code)
+		}
+	}
+	for i, id := range ids {
+		sk.waitTimelineFlush(t, id, flushLSNOfPrimary(t, prims[i]), 60*time.Second)
+	}
+
+	// HTTP.
+	path := func(id timeline.ID) string { return "/v1/tenant/" + id.TenantID + "/timeline/" + id.TimelineID }
+	missing := timeline.ID{TenantID: ids[1].TenantID, TimelineID: timeline.NewHexID()}
+	for _, c := range []struct {
+		token, method, path string
+		want                int
+	}{
+		{"", "GET", "/v1/status", 401},
+		{"", "GET", path(ids[0]), 401},
+		{expired, "GET", path(ids[0]), 401},
+		{foreign, "GET", path(ids[0]), 401},
+		{"", "GET", "/healthz", 200},
+		{"", "GET", "/metrics", 200},
+		{tenantTok[0], "GET", path(ids[0]), 200},
+		{tenantTok[0], "GET", "/v1/tenant/" + ids[0].TenantID + "/timeline", 200},
+		{tenantTok[0], "GET", path(ids[1]), 403},
+		{tenantTok[0], "GET", path(missing), 403}, // same answer: nothing leaks
+		{tenantTok[0], "GET", "/v1/status", 403},
+		{tenantTok[0], "GET", "/v1/timeline", 403},
+		{tenantTok[0], "DELETE", path(ids[0]), 403},
+		{tenantTok[0], "POST", path(ids[0]) + "/detach", 403},
+		{admin, "GET", path(ids[1]), 200},
+		{admin, "GET", path(missing), 404},
+		{admin, "GET", "/v1/status", 200},
+	} {
+		sk.HTTPToken = c.token
+		if code := sk.apiCall(t, c.method, c.path, nil, nil); code != c.want {
+			t.Errorf("%s %s with token %.12s…: %d, want %d", c.method, c.path, c.token, code, c.want)
+		}
+	}
+	if code, _ := sk.readyz(t); code != 200 {
+		t.Errorf("/readyz without a token: %d, want 200", code)
+	}
+
+	// Replication.
+	base := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable", sk.PGPort)
+	conn := func(token string, id timeline.ID) string {
+		return base + " password=" + token + jwtOptions(id.TenantID, id.TimelineID)
+	}
+	for i, id := range ids {
+		want := sysID(t, prims[i])
+		if got, err := jwtIdentify(t, conn(tenantTok[i], id)); err != nil || got != want {
+			t.Errorf("tenant token on its own timeline %d: %q, %v; want system %s", i, got, err, want)
+		}
+		if got, err := jwtIdentify(t, conn(admin, id)); err != nil || got != want {
+			t.Errorf("safekeeperdata token on timeline %d: %q, %v; want system %s", i, got, err, want)
+		}
+		_, err := jwtIdentify(t, conn(tenantTok[1-i], id))
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != "28000" {
+			t.Errorf("tenant token on another tenant's timeline %d: %v; want FATAL 28000", i, err)
+		}
+	}
+	for _, tok := range []string{expired, foreign} {
+		_, err := jwtIdentify(t, conn(tok, ids[0]))
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "28P01" {
+			t.Errorf("bad token: %v; want 28P01", err)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/auth"
+	"github.com/pgsafekeeper/safekeeper/pkg/httpapi"
 	"github.com/pgsafekeeper/safekeeper/pkg/walsender"
 )
 
@@ -303,4 +304,13 @@ func promptPassword() (string, error) {
 		return "", errors.New("empty password")
 	}
 	return pw, nil
+}
+
+// httpTokens is the HTTP API's token verifier, nil (no check) without
+// --http-auth-public-key.
+func httpTokens(c securityConfig) httpapi.Tokens {
+	if c.httpTokens == nil {
+		return nil
+	}
+	return c.httpTokens
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/manager"
 	"github.com/pgsafekeeper/safekeeper/pkg/supervisor"
@@ -43,6 +44,11 @@ type Config struct {
 	Timelines Timelines
 	Gatherer  prometheus.Gatherer
 	Ready     Readiness
+	// Tokens, when set, requires a bearer token on every path but
+	// /healthz, /readyz and /metrics: scope safekeeperdata for everything,
+	// scope tenant for reading its own tenant's timelines.
+	Tokens Tokens
+	Log    *zap.Logger
 }
 
 // Handler returns the HTTP handler.
@@ -50,6 +56,9 @@ func Handler(cfg Config) http.Handler {
 	reg := cfg.Registry
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		if !allowed(w, r, "") {
+			return
+		}
 		st := Status{Node: cfg.Node, Version: cfg.Version, Timelines: []supervisor.Status{}}
 		for _, s := range reg.All() {
 			st.Timelines = append(st.Timelines, s.Status())
@@ -78,6 +87,13 @@ func Handler(cfg Config) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	if cfg.Timelines != nil {
 		timelineRoutes(mux, cfg.Timelines)
+	}
+	if cfg.Tokens != nil {
+		log := cfg.Log
+		if log == nil {
+			log = zap.NewNop()
+		}
+		return requireToken(cfg.Tokens, log, mux)
 	}
 	return mux
 }
@@ -158,18 +174,21 @@ func managerError(w http.ResponseWriter, id timeline.ID, err error) {
 // timelineRoutes serves the timeline management API.
 func timelineRoutes(mux *http.ServeMux, tls Timelines) {
 	mux.HandleFunc("GET /v1/timeline", func(w http.ResponseWriter, r *http.Request) {
+		if !allowed(w, r, "") {
+			return
+		}
 		writeJSON(w, http.StatusOK, tls.List(""))
 	})
 	mux.HandleFunc("GET /v1/tenant/{tenant_id}/timeline", func(w http.ResponseWriter, r *http.Request) {
 		id, ok := pathID(w, r, false)
-		if !ok {
+		if !ok || !allowed(w, r, id.TenantID) {
 			return
 		}
 		writeJSON(w, http.StatusOK, tls.List(id.TenantID))
 	})
 	mux.HandleFunc("POST /v1/tenant/{tenant_id}/timeline", func(w http.ResponseWriter, r *http.Request) {
 		id, ok := pathID(w, r, false)
-		if !ok {
+		if !ok || !allowed(w, r, "") {
 			return
 		}
 		var req CreateRequest
@@ -189,7 +208,7 @@ func timelineRoutes(mux *http.ServeMux, tls Timelines) {
 	})
 	mux.HandleFunc("GET /v1/tenant/{tenant_id}/timeline/{timeline_id}", func(w http.ResponseWriter, r *http.Request) {
 		id, ok := pathID(w, r, true)
-		if !ok {
+		if !ok || !allowed(w, r, id.TenantID) {
 			return
 		}
 		info, ok := tls.Get(id)
@@ -201,7 +220,7 @@ func timelineRoutes(mux *http.ServeMux, tls Timelines) {
 	})
 	mux.HandleFunc("PATCH /v1/tenant/{tenant_id}/timeline/{timeline_id}", func(w http.ResponseWriter, r *http.Request) {
 		id, ok := pathID(w, r, true)
-		if !ok {
+		if !ok || !allowed(w, r, "") {
 			return
 		}
 		var req PatchRequest
@@ -217,7 +236,7 @@ func timelineRoutes(mux *http.ServeMux, tls Timelines) {
 	})
 	mux.HandleFunc("POST /v1/tenant/{tenant_id}/timeline/{timeline_id}/detach", func(w http.ResponseWriter, r *http.Request) {
 		id, ok := pathID(w, r, true)
-		if !ok {
+		if !ok || !allowed(w, r, "") {
 			return
 		}
 		info, err := tls.Detach(id)
@@ -229,7 +248,7 @@ func timelineRoutes(mux *http.ServeMux, tls Timelines) {
 	})
 	mux.HandleFunc("DELETE /v1/tenant/{tenant_id}/timeline/{timeline_id}", func(w http.ResponseWriter, r *http.Request) {
 		id, ok := pathID(w, r, true)
-		if !ok {
+		if !ok || !allowed(w, r, "") {
 			return
 		}
 		if err := tls.Delete(id); err != nil {
