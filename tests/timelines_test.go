@@ -162,13 +162,30 @@ func TestManyTimelinesThroughTheAPI(t *testing.T) {
 		sk.waitTimelineFlush(t, id, flushLSNOfPrimary(t, prims[i]), 60*time.Second)
 	}
 
-	// Delete the first: its directory goes, the second goes on.
+	// Delete the first: its consumer's stream ends, its directory goes,
+	// the second goes on.
 	gone := filepath.Join(sk.DataDir, ids[0].TenantID, ids[0].TimelineID)
 	if _, err := os.Stat(gone); err != nil {
 		t.Fatal(err)
 	}
+	follower := startReceivewal(t, p1.Bins, sk.PGPort, t.TempDir(), "-d", optionsFor(ids[0]))
+	pgtest.WaitFor(t, 30*time.Second, "pg_receivewal to stream the first timeline", func() bool {
+		var info struct {
+			Status *struct {
+				Consumers []json.RawMessage `json:"consumers"`
+			} `json:"status"`
+		}
+		sk.apiCall(t, "GET", "/v1/tenant/"+ids[0].TenantID+"/timeline/"+ids[0].TimelineID, nil, &info)
+		return info.Status != nil && len(info.Status.Consumers) == 1
+	})
 	if code := sk.apiCall(t, "DELETE", "/v1/tenant/"+ids[0].TenantID+"/timeline/"+ids[0].TimelineID, nil, nil); code != 200 {
 		t.Fatalf("delete: %d", code)
+	}
+	select {
+	case <-follower.done:
+		follower.done <- nil
+	case <-time.After(30 * time.Second):
+		t.Fatalf("pg_receivewal still streams the deleted timeline:\n%s", follower.out.String())
 	}
 	if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("deleted timeline's directory: %v", err)

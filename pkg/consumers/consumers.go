@@ -165,14 +165,23 @@ type Registry struct {
 	nextID    uint64
 	m         map[uint64]*Consumer
 	hsChanged chan struct{}
+	closed    chan struct{} // closed when the timeline stops being hosted
+	closeOnce sync.Once
 
 	rebootstrap []Rebootstrap
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{m: make(map[uint64]*Consumer), hsChanged: make(chan struct{}, 1)}
+	return &Registry{m: make(map[uint64]*Consumer), hsChanged: make(chan struct{}, 1), closed: make(chan struct{})}
 }
+
+// Close tells every consumer of the timeline to end its stream: the
+// timeline is no longer hosted (shut down, detached, deleted, reopened).
+func (r *Registry) Close() { r.closeOnce.Do(func() { close(r.closed) }) }
+
+// Closed is closed by Close.
+func (r *Registry) Closed() <-chan struct{} { return r.closed }
 
 // HotStandbyChanged is signalled when the aggregated hot standby feedback
 // may have changed (feedback arrived, or a consumer that sent some left).

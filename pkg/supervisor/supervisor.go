@@ -186,6 +186,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // Close persists slot positions, makes everything durable and records the
 // final position. Call it after Run has returned.
 func (s *Supervisor) Close() error {
+	s.consumers.Close()
 	s.slots.Persist()
 	s.m.DeleteTimeline(s.cfg.ID.TenantID, s.cfg.ID.TimelineID)
 	return s.tl.Close()

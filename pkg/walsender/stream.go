@@ -178,6 +178,17 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 		return pgerr.New(pgerr.InternalError, "requested starting point %s is ahead of the WAL flush position of this server %s", startLSN, flush)
 	}
 
+	// The stream also ends, as at a shutdown, when the timeline stops
+	// being hosted.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-c.consumers.Closed():
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	consumer := c.consumers.Add(consumers.Info{ApplicationName: c.appName, Addr: c.nc.RemoteAddr().String(), PID: c.pid, Slot: cmd.Slot})
 	consumer.SetStart(startLSN)
 	c.tm.Consumers.Inc()
