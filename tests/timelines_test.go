@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,8 @@ type timelineInfo struct {
 	Status *struct {
 		FlushLSN string `json:"flush_lsn"`
 		Upstream struct {
-			State string `json:"state"`
+			State     string `json:"state"`
+			LastError string `json:"last_error"`
 		} `json:"upstream"`
 	} `json:"status"`
 }
@@ -315,4 +317,85 @@ func TestTokensAcrossTimelines(t *testing.T) {
 			t.Errorf("bad token: %v; want 28P01", err)
 		}
 	}
+}
+
+// Issue 9, acceptance 6: a timeline whose upstream refuses to
+// authenticate it, and one whose directory is taken away while it
+// streams, disturb neither the process nor a third timeline streaming at
+// the same time; the second comes back by itself once its directory does.
+func TestTimelineIsolation(t *testing.T) {
+	pgtest.Require(t)
+	p1 := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	p2 := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	p3 := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	sk := StartSK(t, "")
+	pid := sk.PID()
+	refused := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+	broken := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+	healthy := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+	for _, c := range []struct {
+		id   timeline.ID
+		conn string
+	}{
+		{refused, p1.ConnString() + " user=no_such_role"},
+		{broken, p2.ConnString()},
+		{healthy, p3.ConnString()},
+	} {
+		body := map[string]any{"timeline_id": c.id.TimelineID, "upstream": map[string]string{"conninfo": c.conn, "slot": "none"}}
+		if code := sk.apiCall(t, "POST", "/v1/tenant/"+c.id.TenantID+"/timeline", body, nil); code != 201 {
+			t.Fatalf("create: %d", code)
+		}
+	}
+	sk.waitTimelineFlush(t, broken, flushLSNOfPrimary(t, p2), 60*time.Second)
+	sk.waitTimelineFlush(t, healthy, flushLSNOfPrimary(t, p3), 60*time.Second)
+	dir := t.TempDir()
+	rw := startReceivewal(t, p3.Bins, sk.PGPort, dir, "-d", optionsFor(healthy))
+	pgtest.WaitFor(t, 30*time.Second, "the refused timeline to say why", func() bool {
+		var info timelineInfo
+		sk.apiCall(t, "GET", "/v1/tenant/"+refused.TenantID+"/timeline/"+refused.TimelineID, nil, &info)
+		return info.Status != nil && info.Status.Upstream.State != "streaming" && info.Status.Upstream.LastError != "" &&
+			strings.Contains(info.Status.Upstream.LastError, "no_such_role")
+	})
+
+	// Take the second timeline's directory away: its next segment cannot
+	// be created, the timeline fails and is retried alone.
+	bdir := filepath.Join(sk.DataDir, broken.TenantID, broken.TimelineID)
+	if err := os.Rename(bdir, bdir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bdir, []byte("not a directory\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	generateSegments(t, p2, 2)
+	generateSegments(t, p3, 3)
+	var failed timelineInfo
+	pgtest.WaitFor(t, 60*time.Second, "the broken timeline to be reported failed", func() bool {
+		sk.apiCall(t, "GET", "/v1/tenant/"+broken.TenantID+"/timeline/"+broken.TimelineID, nil, &failed)
+		return failed.State == "failed" && failed.Error != ""
+	})
+	t.Logf("the broken timeline failed: %s", failed.Error)
+	sk.waitTimelineFlush(t, healthy, flushLSNOfPrimary(t, p3), 60*time.Second)
+	pgtest.WaitFor(t, 60*time.Second, "pg_receivewal to complete 3 segments of the healthy timeline", func() bool {
+		return len(completeSegments(t, dir)) >= 3
+	})
+	rw.stop(t)
+	compareWithPrimary(t, p3, dir, completeSegments(t, dir))
+	var info timelineInfo
+	sk.apiCall(t, "GET", "/v1/tenant/"+healthy.TenantID+"/timeline/"+healthy.TimelineID, nil, &info)
+	if info.State != "active" || info.Status == nil || info.Status.Upstream.State != "streaming" {
+		t.Fatalf("the healthy timeline: %+v", info)
+	}
+	if sk.PID() != pid {
+		t.Fatal("the safekeeper process restarted")
+	}
+
+	// The directory comes back: the timeline reopens by itself and
+	// catches up.
+	if err := os.Remove(bdir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bdir+".away", bdir); err != nil {
+		t.Fatal(err)
+	}
+	sk.waitTimelineFlush(t, broken, flushLSNOfPrimary(t, p2), 90*time.Second)
 }
