@@ -73,9 +73,11 @@ demo: build
 ## PostgreSQL's own walsender, alternating, with pg_receivewal and a minimal
 ## Go client; then offload ~512 MiB (zstd and none) against the ingest rate
 ## and compare catch-up reads from the archive with reads from local files.
+## Then host 1000 idle timelines (BENCH_TIMELINES) in one process: start-up
+## time, resident memory per idle timeline, idle CPU, file descriptors.
 ## Prints medians and ratios.
 bench:
-	$(GO) test -run '^$$' -bench 'BenchmarkStreamComparison|BenchmarkArchive' -benchtime 1x -timeout 60m -v ./tests/
+	$(GO) test -run '^$$' -bench 'BenchmarkStreamComparison|BenchmarkArchive|BenchmarkManyTimelines' -benchtime 1x -timeout 60m -v ./tests/
 
 clean:
 	rm -rf bin demo-data
