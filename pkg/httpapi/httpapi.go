@@ -1,11 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,7 +34,7 @@ type Timelines interface {
 	List(tenant string) []manager.Info
 	SetUpstream(id timeline.ID, up *manager.Upstream) (manager.Info, error)
 	Detach(id timeline.ID) (manager.Info, error)
-	Delete(id timeline.ID) error
+	Delete(ctx context.Context, id timeline.ID, archive bool) error
 }
 
 // Config configures the HTTP handler.
@@ -251,7 +253,16 @@ func timelineRoutes(mux *http.ServeMux, tls Timelines) {
 		if !ok || !allowed(w, r, "") {
 			return
 		}
-		if err := tls.Delete(id); err != nil {
+		archive := false
+		if v := r.URL.Query().Get("archive"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "invalid archive=%q: want true or false", v)
+				return
+			}
+			archive = b
+		}
+		if err := tls.Delete(r.Context(), id, archive); err != nil {
 			managerError(w, id, err)
 			return
 		}

@@ -55,6 +55,9 @@ type Config struct {
 	// OpenWorkers bounds how many timelines open at once at start
 	// (default 8).
 	OpenWorkers int
+	// DeleteArchive, when set, deletes a timeline's archived WAL (Delete
+	// with archive=true); nil: no archive is configured.
+	DeleteArchive func(ctx context.Context, id timeline.ID) (deleted int, err error)
 }
 
 // Manager hosts timelines; see the package documentation.
@@ -407,8 +410,10 @@ func (m *Manager) redefine(id timeline.ID, change func(*Definition) error) (Info
 	return info, nil
 }
 
-// Delete stops timeline id and removes its directory.
-func (m *Manager) Delete(id timeline.ID) error {
+// Delete stops timeline id and removes its directory; with archive, its
+// archived WAL too (first, so that a failure leaves the timeline as it
+// was, only stopped and started again).
+func (m *Manager) Delete(ctx context.Context, id timeline.ID, archive bool) error {
 	m.mu.Lock()
 	h, ok := m.hosted[id]
 	m.mu.Unlock()
@@ -418,7 +423,24 @@ func (m *Manager) Delete(id timeline.ID) error {
 	if h.def.FromFlags {
 		return fmt.Errorf("%w: the command line (--upstream) defines this timeline", ErrInvalid)
 	}
+	if archive && m.cfg.DeleteArchive == nil {
+		return fmt.Errorf("%w: no archive is configured (--archive)", ErrInvalid)
+	}
 	h.stop()
+	if archive {
+		n, err := m.cfg.DeleteArchive(ctx, id)
+		if err != nil {
+			m.mu.Lock()
+			delete(m.hosted, id)
+			m.mu.Unlock()
+			if herr := m.host(h.def, false, nil); herr != nil {
+				m.log.Error("hosting the timeline again after a failed archive deletion", zap.Error(herr))
+			}
+			return fmt.Errorf("delete the archive (%d objects deleted): %w", n, err)
+		}
+		m.log.Info("deleted the timeline's archive", zap.String("tenant_id", id.TenantID),
+			zap.String("timeline_id", id.TimelineID), zap.Int("objects", n))
+	}
 	m.mu.Lock()
 	delete(m.hosted, id)
 	m.mu.Unlock()
