@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +106,9 @@ func TestManyTimelinesThroughTheAPI(t *testing.T) {
 		t.Fatal("the two primaries share a system identifier")
 	}
 	sk := StartSK(t, "")
+	if code, reasons := sk.readyz(t); code != 200 {
+		t.Fatalf("/readyz of a node hosting no timeline (none asked for): %d %q", code, reasons)
+	}
 	ids := []timeline.ID{
 		{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()},
 		{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()},
@@ -374,6 +378,12 @@ func TestTimelineIsolation(t *testing.T) {
 		return failed.State == "failed" && failed.Error != ""
 	})
 	t.Logf("the broken timeline failed: %s", failed.Error)
+	code, reasons := sk.readyz(t)
+	if code != 503 || !slices.ContainsFunc(reasons, func(r string) bool {
+		return strings.HasPrefix(r, broken.TenantID+"/"+broken.TimelineID+": failed")
+	}) {
+		t.Fatalf("/readyz with a failed timeline: %d %q", code, reasons)
+	}
 	sk.waitTimelineFlush(t, healthy, flushLSNOfPrimary(t, p3), 60*time.Second)
 	pgtest.WaitFor(t, 60*time.Second, "pg_receivewal to complete 3 segments of the healthy timeline", func() bool {
 		return len(completeSegments(t, dir)) >= 3

@@ -527,7 +527,8 @@ func serve(cfg config, log *zap.Logger) error {
 
 	httpSrv := &http.Server{Handler: httpapi.Handler(httpapi.Config{
 		Node: cfg.name, Version: buildVersion(), Registry: reg, Timelines: mgr, Gatherer: promReg,
-		Ready:  httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail, Pending: pending.get},
+		Ready: httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail, Pending: pending.get,
+			NoTimelineOK: cfg.upstream == ""},
 		Tokens: httpTokens(cfg.security), Log: log.Named("http"),
 	}), ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup

@@ -79,6 +79,19 @@ func Handler(cfg Config) http.Handler {
 			tls = append(tls, s.Status())
 		}
 		body := Ready{Reasons: notReady(tls, cfg.Ready, time.Now())}
+		if cfg.Timelines != nil {
+			// Timelines not running: still opening, or failed and waiting
+			// to be opened again.
+			for _, i := range cfg.Timelines.List("") {
+				id := i.Definition.TenantID + "/" + i.Definition.TimelineID
+				switch i.State {
+				case manager.StateFailed:
+					body.Reasons = append(body.Reasons, fmt.Sprintf("%s: failed, opened again after a backoff: %s", id, i.Error))
+				case manager.StateStarting:
+					body.Reasons = append(body.Reasons, id+": opening")
+				}
+			}
+		}
 		body.Ready = len(body.Reasons) == 0
 		code := http.StatusOK
 		if !body.Ready {

@@ -19,6 +19,9 @@ type Readiness struct {
 	// Pending, when set, says why no timeline is hosted yet (the last
 	// error asking the upstream for its system identifier).
 	Pending func() string
+	// NoTimelineOK: hosting no timeline is not a reason to be unready (a
+	// node without --upstream, whose timelines come from the API).
+	NoTimelineOK bool
 }
 
 // Ready is the body of GET /readyz.
@@ -32,6 +35,9 @@ type Ready struct {
 // provide, a lag past the limit, and an archive failing for too long.
 func notReady(tls []supervisor.Status, opt Readiness, now time.Time) []string {
 	reasons := []string{}
+	if len(tls) == 0 && opt.NoTimelineOK {
+		return reasons
+	}
 	if len(tls) == 0 {
 		why := "no timeline yet: waiting for the upstream to learn the timeline's ids"
 		if opt.Pending != nil {
