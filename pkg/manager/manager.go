@@ -397,14 +397,18 @@ func (m *Manager) redefine(id timeline.ID, change func(*Definition) error) (Info
 		return Info{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	h.stop()
-	if err := writeDefinition(h.dir, def); err != nil {
-		return Info{}, err
+	werr := writeDefinition(h.dir, def)
+	if werr != nil {
+		def = h.def // host it again as it was
 	}
 	m.mu.Lock()
 	delete(m.hosted, id)
 	m.mu.Unlock()
 	if err := m.host(def, false, nil); err != nil {
 		return Info{}, err
+	}
+	if werr != nil {
+		return Info{}, werr
 	}
 	info, _ := m.Get(id)
 	return info, nil
