@@ -183,7 +183,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // Close persists slot positions, makes everything durable and records the
 // final position. Call it after Run has returned.
 func (s *Supervisor) Close() error {
-	s.slots.Persist()
+	s.slots.Close()
 	return s.tl.Close()
 }
 
