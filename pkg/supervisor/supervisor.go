@@ -37,8 +37,6 @@ type Config struct {
 	Archive *ArchiveConfig
 	// WalKeepBytes is --wal-keep-size.
 	WalKeepBytes uint64
-	// RetentionInterval is how often retention runs (default 1s).
-	RetentionInterval time.Duration
 	// Cluster, when set, makes the timeline a member of a safekeeper
 	// cluster (etcd): peers, an elected offloader, a shared backup_lsn.
 	// Without it the node is always its own offloader.
@@ -125,7 +123,7 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 		}
 		s.rcv = upstream.New(ucfg, src, tl, s.consumers, log.Named("upstream"), m)
 	}
-	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes, Interval: cfg.RetentionInterval},
+	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes},
 		tl, s.slots, s.consumers, log.Named("retention"))
 	return s, nil
 }
