@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/internal/notify"
 	"github.com/pgsafekeeper/safekeeper/pkg/archive"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/election"
@@ -69,6 +70,9 @@ type Supervisor struct {
 	ret       *retention.Retainer // always
 	member    *election.Member    // nil without a cluster
 	started   time.Time
+	// clusterChanged wakes the election when this node's NodeInfo may
+	// have changed (see relayClusterChanges).
+	clusterChanged notify.Broadcast
 }
 
 // Open opens (or creates) the timeline's directory, recovering the end of
@@ -151,7 +155,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.off != nil {
 			s.off.SetFollower()
 		}
-		svcs = append(svcs, service{"cluster membership", s.member.Run}, service{"shared backup_lsn", s.readoptOnSwitch})
+		svcs = append(svcs, service{"cluster membership", s.member.Run}, service{"shared backup_lsn", s.readoptOnSwitch},
+			service{"cluster change relay", s.relayClusterChanges})
 	case s.off != nil:
 		svcs = append(svcs, service{"offloader", s.off.Run})
 	}
