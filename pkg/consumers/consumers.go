@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgsafekeeper/safekeeper/internal/notify"
 	"github.com/pgsafekeeper/safekeeper/pkg/feedback"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
@@ -28,7 +29,8 @@ type Consumer struct {
 	sent      atomic.Uint64
 	connected time.Time
 
-	hsChanged chan struct{} // the timeline's hot standby aggregate may have changed
+	hsChanged chan struct{}     // the timeline's hot standby aggregate may have changed
+	psChanged *notify.Broadcast // the timeline's pageserver horizon may have changed
 
 	mu       sync.Mutex
 	standby  feedback.StandbyStatus
@@ -45,7 +47,22 @@ const (
 )
 
 // SetStart records where streaming started.
-func (c *Consumer) SetStart(lsn wal.LSN) { c.startLSN.Store(uint64(lsn)); c.sent.Store(uint64(lsn)) }
+func (c *Consumer) SetStart(lsn wal.LSN) {
+	c.startLSN.Store(uint64(lsn))
+	c.sent.Store(uint64(lsn))
+	c.mu.Lock()
+	ps := c.kinds&seenPageserver != 0
+	c.mu.Unlock()
+	if ps {
+		c.notifyHorizon() // the start holds WAL until a remote_consistent_lsn comes
+	}
+}
+
+func (c *Consumer) notifyHorizon() {
+	if c.psChanged != nil {
+		c.psChanged.Notify()
+	}
+}
 
 // SetSent records the end of WAL sent so far.
 func (c *Consumer) SetSent(lsn wal.LSN) { c.sent.Store(uint64(lsn)) }
@@ -81,10 +98,14 @@ func (c *Consumer) RecordHotStandby(h feedback.HotStandby) {
 // RecordPageserver stores pageserver feedback.
 func (c *Consumer) RecordPageserver(p feedback.Pageserver) {
 	c.mu.Lock()
+	moved := c.kinds&seenPageserver == 0 || c.ps.RemoteConsistentLSN != p.RemoteConsistentLSN
 	c.ps = p
 	c.kinds |= seenPageserver
 	c.lastFeed = time.Now()
 	c.mu.Unlock()
+	if moved {
+		c.notifyHorizon()
+	}
 }
 
 // Status is a snapshot of a consumer for the status API.
@@ -165,6 +186,7 @@ type Registry struct {
 	nextID    uint64
 	m         map[uint64]*Consumer
 	hsChanged chan struct{}
+	psChanged notify.Broadcast
 	closed    chan struct{} // closed when the timeline stops being hosted
 	closeOnce sync.Once
 
@@ -208,6 +230,12 @@ func (r *Registry) HotStandbyXmin() (xmin, catalogXmin uint64) {
 	return xmin, catalogXmin
 }
 
+// PageserverChanged returns a channel closed when PageserverHorizon may
+// have changed: a consumer sent its first pageserver feedback or a new
+// remote_consistent_lsn, or one that had sent some left. Take it before
+// calling PageserverHorizon.
+func (r *Registry) PageserverChanged() <-chan struct{} { return r.psChanged.C() }
+
 // PageserverHorizon returns the oldest WAL position a connected
 // pageserver-style consumer (one that sent 'z' feedback) still needs
 // locally: its remote_consistent_lsn, or where it started streaming while
@@ -236,7 +264,7 @@ func (r *Registry) Add(info Info) *Consumer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.nextID++
-	c := &Consumer{Info: info, id: r.nextID, connected: time.Now(), hsChanged: r.hsChanged}
+	c := &Consumer{Info: info, id: r.nextID, connected: time.Now(), hsChanged: r.hsChanged, psChanged: &r.psChanged}
 	r.m[c.id] = c
 	return c
 }
@@ -248,7 +276,11 @@ func (r *Registry) Remove(c *Consumer) {
 	r.mu.Unlock()
 	c.mu.Lock()
 	sentHot := c.kinds&seenHot != 0
+	sentPS := c.kinds&seenPageserver != 0
 	c.mu.Unlock()
+	if sentPS {
+		r.psChanged.Notify()
+	}
 	if sentHot {
 		select {
 		case r.hsChanged <- struct{}{}:

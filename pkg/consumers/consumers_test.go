@@ -232,3 +232,41 @@ func TestStatusAndRemove(t *testing.T) {
 		t.Fatalf("id %d reused", e.Status().ID)
 	}
 }
+
+func woke(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// PageserverChanged wakes retention exactly when the pageserver horizon
+// can have moved, not at every message.
+func TestPageserverChanged(t *testing.T) {
+	r := consumers.NewRegistry()
+	step := func(what string, want bool, do func()) {
+		t.Helper()
+		ch := r.PageserverChanged()
+		do()
+		if got := woke(ch); got != want {
+			t.Fatalf("%s: woke %v, want %v", what, got, want)
+		}
+	}
+	var ps, standby *consumers.Consumer
+	step("a consumer connects", false, func() { ps = r.Add(consumers.Info{ApplicationName: "ps"}) })
+	step("its start, before any feedback", false, func() { ps.SetStart(0x1000000) })
+	step("first pageserver feedback", true, func() { ps.RecordPageserver(feedback.Pageserver{LastReceivedLSN: 0x2000000}) })
+	step("feedback without a new remote_consistent_lsn", false, func() {
+		ps.RecordPageserver(feedback.Pageserver{LastReceivedLSN: 0x3000000, DiskConsistentLSN: 0x3000000})
+	})
+	step("a new remote_consistent_lsn", true, func() { ps.RecordPageserver(feedback.Pageserver{RemoteConsistentLSN: 0x2000000}) })
+	step("a standby connects and reports", false, func() {
+		standby = r.Add(consumers.Info{ApplicationName: "standby"})
+		standby.SetStart(0x100)
+		standby.RecordStandby(feedback.StandbyStatus{Flush: 0x100})
+	})
+	step("the standby leaves", false, func() { r.Remove(standby) })
+	step("the pageserver leaves", true, func() { r.Remove(ps) })
+}

@@ -73,25 +73,30 @@ func (m *Member) candidate(ctx context.Context, sess *concurrency.Session, end c
 
 // awaitEligible waits until Local says the node is eligible and any
 // hand-over cooldown has passed. It returns false when ctx ends first.
+// Only a cooldown is waited out with a timer; eligibility changes are
+// signalled.
 func (m *Member) awaitEligible(ctx context.Context) bool {
 	for {
-		changed := m.local.Changed()
-		eligible := m.localInfo().Eligible
-		wait := recheckInterval
-		if eligible {
+		changed, viewChanged := m.local.Changed(), m.viewChanged.C()
+		var cooldown *time.Timer
+		var cooled <-chan time.Time
+		if m.localInfo().Eligible {
 			left := time.Until(m.cooldownUntil)
 			if left <= 0 {
 				return true
 			}
-			wait = min(wait, left)
+			cooldown = time.NewTimer(left)
+			cooled = cooldown.C
 		}
-		t := time.NewTimer(wait)
 		select {
 		case <-changed:
-		case <-t.C:
+		case <-viewChanged:
+		case <-cooled:
 		case <-ctx.Done():
 		}
-		t.Stop()
+		if cooldown != nil {
+			cooldown.Stop()
+		}
 		if ctx.Err() != nil {
 			return false
 		}
@@ -110,19 +115,15 @@ func (m *Member) campaign(ctx context.Context, sess *concurrency.Session) (*Term
 	}()
 	wg.Go(func() {
 		for {
-			changed := m.local.Changed()
+			changed, viewChanged := m.local.Changed(), m.viewChanged.C()
 			if !m.localInfo().Eligible {
 				stop(errNotEligible)
 				return
 			}
-			t := time.NewTimer(recheckInterval)
 			select {
 			case <-changed:
-			case <-t.C:
+			case <-viewChanged:
 			case <-cctx.Done():
-			}
-			t.Stop()
-			if cctx.Err() != nil {
 				return
 			}
 		}
@@ -301,43 +302,60 @@ func (m *Member) resign(ctx context.Context, term *Term) {
 // MaxLag without the backup position advancing for StallTimeout and a peer
 // is eligible to take over. A stall with no eligible peer is only logged:
 // handing over to no one would stop archiving altogether.
+//
+// While the lag is within MaxLag nothing can stall, and it waits for
+// Local.Changed with no timer (only WAL arriving makes the lag grow);
+// beyond it, it looks every stallCheckInterval rather than at every flush.
 func (m *Member) watchStall(ctx context.Context, stop context.CancelCauseFunc) {
-	t := time.NewTicker(stallCheckInterval)
-	defer t.Stop()
 	lastBackup := m.local.Info().BackupLSN
 	since := time.Now() // start of the current stall
 	warned := false
+	lagging := false // the lag exceeded MaxLag at the last look
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+		changed := m.local.Changed()
 		info := m.local.Info()
 		now := time.Now()
 		lag := archiveLag(info)
+		var check *time.Timer
+		var checkC <-chan time.Time
 		if info.BackupLSN != lastBackup || lag <= m.cfg.MaxLag {
-			lastBackup, since, warned = info.BackupLSN, now, false
-			continue
-		}
-		stalled := now.Sub(since)
-		if stalled < m.cfg.StallTimeout {
-			continue
-		}
-		peer, ok := m.anyPeerEligible()
-		if !ok {
-			if !warned {
-				m.log.Warn("archive lag exceeds the maximum with no progress, but no eligible peer can take over",
-					zap.Uint64("lag", lag), zap.Uint64("max_lag", m.cfg.MaxLag), zap.Duration("stalled_for", stalled))
-				warned = true
+			lastBackup, since, warned, lagging = info.BackupLSN, now, false, false
+		} else {
+			if !lagging {
+				// The lag was within MaxLag until the change that
+				// woke us: the stall starts now.
+				since, lagging = now, true
 			}
-			continue
+			if stalled := now.Sub(since); stalled >= m.cfg.StallTimeout {
+				peer, ok := m.anyPeerEligible()
+				if ok {
+					m.log.Warn(fmt.Sprintf("handing over offloading: archive lag %d bytes with no progress for %s", lag, stalled.Round(time.Millisecond)),
+						zap.Uint64("lag", lag), zap.Uint64("max_lag", m.cfg.MaxLag), zap.Stringer("backup_lsn", info.BackupLSN),
+						zap.Duration("stalled_for", stalled), zap.String("eligible_peer", peer))
+					stop(errHandOver)
+					return
+				}
+				if !warned {
+					m.log.Warn("archive lag exceeds the maximum with no progress, but no eligible peer can take over",
+						zap.Uint64("lag", lag), zap.Uint64("max_lag", m.cfg.MaxLag), zap.Duration("stalled_for", stalled))
+					warned = true
+				}
+			}
+			changed = nil
+			check = time.NewTimer(stallCheckInterval)
+			checkC = check.C
 		}
-		m.log.Warn(fmt.Sprintf("handing over offloading: archive lag %d bytes with no progress for %s", lag, stalled.Round(time.Millisecond)),
-			zap.Uint64("lag", lag), zap.Uint64("max_lag", m.cfg.MaxLag), zap.Stringer("backup_lsn", info.BackupLSN),
-			zap.Duration("stalled_for", stalled), zap.String("eligible_peer", peer))
-		stop(errHandOver)
-		return
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		case <-checkC:
+		}
+		if check != nil {
+			check.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 

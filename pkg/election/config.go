@@ -21,10 +21,9 @@ const (
 	// publishInterval is the least time between two puts of a node's
 	// NodeInfo: the flush position changes with every commit upstream.
 	publishInterval = time.Second
-	// recheckInterval is how often Local.Info is re-read even without a
-	// signal on Local.Changed (a safety net; Changed is the prompt path).
-	recheckInterval = 5 * time.Second
-	// stallCheckInterval is how often a leader checks its archive lag.
+	// stallCheckInterval is how often a leader whose archive lag exceeds
+	// MaxLag checks whether it is stalled; within MaxLag it waits for
+	// Local.Changed instead.
 	stallCheckInterval = time.Second
 	// resignTimeout and revokeTimeout bound the clean-up requests of a
 	// term and of a session. Together they keep Run's return after

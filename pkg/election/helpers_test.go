@@ -33,6 +33,7 @@ type fakeLocal struct {
 	info    NodeInfo
 	changed chan struct{}
 	adopted []BackupPos
+	reads   int // calls of Info
 }
 
 func newFakeLocal(eligible bool) *fakeLocal {
@@ -48,7 +49,14 @@ func newFakeLocal(eligible bool) *fakeLocal {
 func (f *fakeLocal) Info() NodeInfo {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	return f.info
+}
+
+func (f *fakeLocal) infoReads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reads
 }
 
 func (f *fakeLocal) Changed() <-chan struct{} {

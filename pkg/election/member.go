@@ -13,6 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/internal/notify"
 )
 
 // errSessionLost is the cause of an epoch's end when its session's lease
@@ -59,6 +61,11 @@ type Member struct {
 	eligible    bool
 	etcdState   string
 	lastErr     string
+
+	// viewChanged wakes the member's own loops when its view of the
+	// cluster changed, which Local.Info may depend on (the shared
+	// backup position makes a node eligible or not).
+	viewChanged notify.Broadcast
 }
 
 // NewMember returns the member of node cfg.Name in the election of timeline

@@ -159,14 +159,16 @@ func (m *Member) applyDelete(v *view, kv *mvccpb.KeyValue) {
 }
 
 // show makes v the member's current view and passes backup_lsn to
-// Local.AdoptBackup when adopt is set.
+// Local.AdoptBackup when adopt is set. A new shared position wakes the
+// member's loops that read Local.Info (see viewChanged).
 func (m *Member) show(v *view, adopt bool) {
 	leader := v.leader()
 	now := time.Now()
 	m.mu.Lock()
 	m.nodes = maps.Clone(v.nodes)
-	if v.haveBackup {
+	if v.haveBackup && (!m.haveShared || m.shared != v.backup) {
 		m.shared, m.haveShared = v.backup, true
+		m.viewChanged.Notify()
 	}
 	changedTo := ""
 	if leader != m.leader {

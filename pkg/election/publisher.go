@@ -11,15 +11,16 @@ import (
 
 // publish keeps the node's key, nodes/<name>, equal to Local.Info: put with
 // the session's lease when the session starts and whenever Info changes,
-// at most once per publishInterval. It ends the epoch (through end) when
-// the lease is gone.
+// at most once per publishInterval. Between changes it waits on
+// Local.Changed and the member's view with no timer. It ends the epoch
+// (through end) when the lease is gone.
 func (m *Member) publish(ctx context.Context, sess *concurrency.Session, end context.CancelCauseFunc) {
 	key := m.keys.nodes + m.cfg.Name
 	retry := backoff{min: retryMin, max: retryMax}
 	var last NodeInfo // last published, UpdatedAt cleared
 	published := false
 	for {
-		changed := m.local.Changed() // before Info: a change after this wakes us
+		changed, viewChanged := m.local.Changed(), m.viewChanged.C() // before Info: a change after this wakes us
 		info := m.localInfo()
 		cmp := info
 		cmp.UpdatedAt = time.Time{}
@@ -50,14 +51,10 @@ func (m *Member) publish(ctx context.Context, sess *concurrency.Session, end con
 				return
 			}
 		}
-		recheck := time.NewTimer(recheckInterval)
 		select {
 		case <-changed:
-		case <-recheck.C:
+		case <-viewChanged:
 		case <-ctx.Done():
-		}
-		recheck.Stop()
-		if ctx.Err() != nil {
 			return
 		}
 	}

@@ -141,8 +141,10 @@ type Local interface {
 	Info() NodeInfo
 	// Changed returns a channel that is closed (or receives) when Info may
 	// have changed. It is called again after every wake-up, like a
-	// broadcast channel that is replaced on each change; Info is re-read
-	// every few seconds even without a signal.
+	// broadcast channel that is replaced on each change, and before Info
+	// is read. Info is not polled: every change of it must be signalled,
+	// except one that follows from a new shared backup position
+	// (Member.Shared), on which the member wakes by itself.
 	Changed() <-chan struct{}
 	// AdoptBackup applies the shared position locally (persist it, remove
 	// WAL it releases). It is called, from one goroutine at a time, with

@@ -54,7 +54,9 @@ func waitState(t *testing.T, mgr *Manager, id timeline.ID, state string) Info {
 	}
 }
 
-func newID() timeline.ID { return timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()} }
+func newID() timeline.ID {
+	return timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+}
 
 func TestLifecycle(t *testing.T) {
 	dir := t.TempDir()

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/internal/notify"
 	"github.com/pgsafekeeper/safekeeper/pkg/archive"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
@@ -97,6 +98,7 @@ type Offloader struct {
 	// failingSince is the first error after the last success.
 	failingSince time.Time
 	conflict     string
+	conflicted   notify.Broadcast // conflict was set
 	histDone     map[uint32]bool
 	bufPool      sync.Pool
 }
@@ -150,6 +152,10 @@ func (o *Offloader) Status() Status {
 	}
 	return s
 }
+
+// ConflictChanged returns a channel closed when offloading stops on a
+// conflicting object (Conflicted turns true).
+func (o *Offloader) ConflictChanged() <-chan struct{} { return o.conflicted.C() }
 
 // Conflicted reports whether offloading stopped on a conflicting object.
 func (o *Offloader) Conflicted() bool {
@@ -255,6 +261,7 @@ func (o *Offloader) run(ctx context.Context) error {
 			o.conflict, o.state = err.Error(), StateStopped
 			o.lastErr, o.lastErrAt = err.Error(), time.Now()
 			o.mu.Unlock()
+			o.conflicted.Notify()
 			o.log.Error("archive holds a different object under a name we must upload; offloading of this timeline stopped, nothing was overwritten; ingest and serving continue",
 				zap.Error(err))
 			<-ctx.Done()

@@ -427,8 +427,16 @@ func TestConflictStopsOffloading(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := offload.New(fastConfig(1), tl, ar, zap.NewNop(), nil)
+	conflicted := o.ConflictChanged()
 	stop, done := start(t, o)
-	waitFor(t, 10*time.Second, "the conflict to be reported", o.Conflicted)
+	select { // the cluster learns it without polling Conflicted
+	case <-conflicted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ConflictChanged not closed within 10s")
+	}
+	if !o.Conflicted() {
+		t.Fatal("ConflictChanged closed while Conflicted is false")
+	}
 	s := o.Status()
 	name := wal.SegmentFileName(tli, 3, segSize)
 	if s.State != offload.StateStopped || !strings.Contains(s.Conflict, name) || s.LastError == "" || s.LastErrorAt == nil {

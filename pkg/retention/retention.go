@@ -20,11 +20,17 @@ type Config struct {
 	// WalKeepBytes keeps this much WAL behind the durable end
 	// (--wal-keep-size; 0 keeps none beyond the other holders).
 	WalKeepBytes uint64
-	// Interval is how often the horizon is re-evaluated at least (default
-	// 1s); it is also re-evaluated when the timeline's positions change,
-	// at most every MinInterval (default 100ms).
-	Interval, MinInterval time.Duration
+	// MinInterval is the least time between two passes (default 100ms):
+	// while WAL streams, the durable end moves at every flush.
+	MinInterval time.Duration
+	// RetryInterval is how soon a pass that failed is repeated when no
+	// change comes first (default 1s).
+	RetryInterval time.Duration
 }
+
+// recountEvery bounds how often the local files are listed only because
+// the partial segment grew (see pass).
+const recountEvery = 10 * time.Second
 
 // Timeline is what retention needs of a timeline.
 type Timeline interface {
@@ -39,15 +45,20 @@ type Timeline interface {
 }
 
 // SlotHorizon is the oldest restart position of slots that are not lost,
-// as saved on disk; Checkpoint saves positions that advanced.
+// as saved on disk; Checkpoint saves positions that advanced. Changed is
+// closed when Horizon may have moved, other than through the timeline's
+// positions (which Timeline.Changed covers).
 type SlotHorizon interface {
 	Horizon() (lsn wal.LSN, slot string, ok bool)
 	Checkpoint()
+	Changed() <-chan struct{}
 }
 
-// PageserverHorizon is what connected pageserver-style consumers need.
+// PageserverHorizon is what connected pageserver-style consumers need;
+// PageserverChanged is closed when it may have moved.
 type PageserverHorizon interface {
 	PageserverHorizon() (lsn wal.LSN, app string, ok bool)
+	PageserverChanged() <-chan struct{}
 }
 
 // Holders reported in Status.HeldBy.
@@ -68,9 +79,11 @@ type Retainer struct {
 	log   *zap.Logger
 
 	removedTotal atomic.Uint64
+	passes       atomic.Uint64 // evaluations run (for tests)
 
-	counted   [2]wal.LSN // (local start, segment of flush) at the last count
-	countedAt time.Time
+	counted      [2]wal.LSN // (local start, segment of flush) at the last count
+	countedFlush wal.LSN    // the durable end at the last count
+	countedAt    time.Time
 
 	mu            sync.Mutex
 	horizon       wal.LSN
@@ -83,8 +96,8 @@ type Retainer struct {
 
 // New returns a retainer; call Run.
 func New(cfg Config, tl Timeline, slots SlotHorizon, ps PageserverHorizon, log *zap.Logger) *Retainer {
-	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = time.Second
 	}
 	if cfg.MinInterval <= 0 {
 		cfg.MinInterval = 100 * time.Millisecond
@@ -123,22 +136,45 @@ func (r *Retainer) Horizon() (wal.LSN, string) {
 	return h, by
 }
 
-// Run re-evaluates the horizon when the timeline's positions change (at
-// most every MinInterval) and at least every Interval (slots and consumers
-// move on their own), and removes what it allows, until ctx ends. Failures
-// (a control file that cannot be written, an unlink that fails) are logged
-// and retried at the next pass.
+// Run re-evaluates the horizon whenever one of its inputs may have changed,
+// and removes what it allows, until ctx ends. The inputs say when they
+// change: the timeline's durable end, local start, backup_lsn and TLI
+// (Timeline.Changed: wal_keep_size, the current segment, the archive, and
+// slots that fall too far behind), the slots (SlotHorizon.Changed:
+// created, dropped, a restart position saved), and the pageserver
+// consumers (PageserverChanged: feedback, a departure). Passes are at
+// least MinInterval apart.
+//
+// Between changes Run sleeps with no timer: an idle timeline costs
+// nothing. A timer is armed only for work a pass left pending: a failure
+// (a control file that cannot be written, an unlink that fails; logged,
+// and retried after RetryInterval or at the next change) or a count of
+// the local files left stale (see pass).
 func (r *Retainer) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
 	for {
-		changed := r.tl.Changed()
-		r.pass()
+		// Taken before the pass reads the inputs: a change made after
+		// the read is not missed.
+		tlChanged, slotsChanged, psChanged := r.tl.Changed(), r.slots.Changed(), r.ps.PageserverChanged()
+		again := r.pass()
+		var due <-chan time.Time
+		var timer *time.Timer
+		if again > 0 {
+			timer = time.NewTimer(again)
+			due = timer.C
+		}
 		select {
 		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
 			return nil
-		case <-t.C:
-		case <-changed:
+		case <-tlChanged:
+		case <-slotsChanged:
+		case <-psChanged:
+		case <-due:
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 		pause := time.NewTimer(r.cfg.MinInterval)
 		select {
@@ -150,10 +186,18 @@ func (r *Retainer) Run(ctx context.Context) error {
 	}
 }
 
-// pass is one evaluation: compute the horizon, remove, recount.
-func (r *Retainer) pass() {
+// pass is one evaluation: compute the horizon, remove, recount. It
+// returns how soon it wants to run again though nothing changes (0:
+// not at all).
+func (r *Retainer) pass() (again time.Duration) {
+	r.passes.Add(1)
 	if !r.tl.Initialized() {
-		return
+		return 0
+	}
+	retryIn := func(d time.Duration) {
+		if again == 0 || d < again {
+			again = d
+		}
 	}
 	r.slots.Checkpoint()
 	h, by := r.Horizon()
@@ -164,11 +208,24 @@ func (r *Retainer) pass() {
 			zap.String("first", removed[0]), zap.String("last", removed[len(removed)-1]),
 			zap.Stringer("local_start_lsn", r.tl.LocalStartLSN()), zap.String("held_by", by))
 	}
-	// Count the local files only when the set can have changed (a removal
-	// or a new segment), or every 10 s for the size of the partial one.
+	if err != nil {
+		retryIn(r.cfg.RetryInterval)
+	}
+	// Count the local files when the set can have changed (a removal or
+	// a new segment), and for the size of the partial segment when the
+	// durable end moved, at most every recountEvery: passes come at
+	// every flush while WAL streams. A count put off that way is made
+	// when due, so that the status of a timeline gone idle ends exact.
 	ctl := r.tl.Control()
 	now := [2]wal.LSN{ctl.StartLSN, wal.SegmentStart(ctl.FlushLSN, ctl.WalSegSize)}
-	count := now != r.counted || time.Since(r.countedAt) >= 10*time.Second
+	count := now != r.counted
+	if !count && ctl.FlushLSN != r.countedFlush {
+		if wait := recountEvery - time.Since(r.countedAt); wait > 0 {
+			retryIn(wait)
+		} else {
+			count = true
+		}
+	}
 	var bytes int64
 	var files []walstore.SegmentFile
 	var lerr error
@@ -178,7 +235,9 @@ func (r *Retainer) pass() {
 			bytes += f.Size
 		}
 		if lerr == nil {
-			r.counted, r.countedAt = now, time.Now()
+			r.counted, r.countedFlush, r.countedAt = now, ctl.FlushLSN, time.Now()
+		} else {
+			retryIn(r.cfg.RetryInterval)
 		}
 	}
 	r.mu.Lock()
@@ -191,6 +250,7 @@ func (r *Retainer) pass() {
 		r.lastErr, r.lastErrAt = err.Error(), time.Now()
 		r.log.Warn("removing local WAL failed; will retry", zap.Error(err))
 	}
+	return again
 }
 
 // Status is a snapshot of retention.

@@ -249,7 +249,7 @@ func waitRemoved(t *testing.T, r *retention.Retainer, first uint64) {
 	})
 }
 
-var fast = retention.Config{Interval: 5 * time.Millisecond, MinInterval: time.Millisecond}
+var fast = retention.Config{RetryInterval: 5 * time.Millisecond, MinInterval: time.Millisecond}
 
 // localSegnos lists the segment numbers of the files in the timeline dir.
 func localSegnos(t *testing.T, tl *timeline.Timeline) []uint64 {
@@ -307,7 +307,8 @@ func TestRunRemovesSegmentsBeforeTheHorizon(t *testing.T) {
 	if s := r.Status(); s.HeldBy != "slot:s" || s.HorizonLSN != wal.LSN(3*segSize+10).String() || s.LastError != "" {
 		t.Errorf("status %+v; want held by slot:s at 0/300000A", s)
 	}
-	// The slot advances: the periodic pass notices.
+	// The slot advances: once its position is saved (within a second),
+	// a pass notices.
 	e.slots.Advance("s", 6*segSize)
 	waitRemoved(t, r, 6)
 	checkLocal(t, e.tl, r, 6)

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/internal/notify"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
@@ -73,7 +74,11 @@ type Set struct {
 	limits      Limits
 	dirty       bool
 	lastPersist time.Time
+	persistAt   *time.Timer // pending write of advanced positions (see checkpointLocked)
+	closed      bool
 	released    chan struct{} // closed and replaced when any slot is released or dropped
+
+	changed notify.Broadcast // what Horizon returns may have changed
 }
 
 // Open loads the permanent slots stored at path (a missing file is an empty
@@ -125,8 +130,15 @@ func (t *Set) persistLocked() error {
 	}
 	t.dirty = false
 	t.lastPersist = time.Now()
+	t.changed.Notify()
 	return nil
 }
+
+// Changed returns a channel closed when the horizon may have moved: a
+// slot was created or dropped, or a restart position that removal
+// honours changed (a temporary slot's in memory, a permanent slot's when
+// written to disk). Take it before calling Horizon.
+func (t *Set) Changed() <-chan struct{} { return t.changed.C() }
 
 // ValidateSlotName applies PostgreSQL's rules: 1-63 characters from
 // [a-z0-9_].
@@ -181,6 +193,7 @@ func (t *Set) Create(name string, temporary, reserveWAL bool, owner uint64) erro
 			return pgerr.New(pgerr.InternalError, "could not write replication slot state: %v", err)
 		}
 	}
+	t.changed.Notify()
 	t.log.Info("created replication slot", zap.String("slot", name), zap.Bool("temporary", temporary), zap.Stringer("restart_lsn", s.RestartLSN))
 	return nil
 }
@@ -215,6 +228,7 @@ func (t *Set) Drop(ctx context.Context, name string, wait bool) error {
 			err = t.persistLocked()
 		}
 		t.releasedLocked()
+		t.changed.Notify()
 		t.mu.Unlock()
 		if err != nil {
 			return pgerr.New(pgerr.InternalError, "could not write replication slot state: %v", err)
@@ -282,14 +296,11 @@ func (t *Set) Advance(name string, flush wal.LSN) {
 	}
 	s.RestartLSN = flush
 	if s.Temporary {
+		t.changed.Notify()
 		return
 	}
 	t.dirty = true
-	if time.Since(t.lastPersist) >= slotPersistInterval {
-		if err := t.persistLocked(); err != nil {
-			t.log.Warn("persisting replication slots", zap.Error(err))
-		}
-	}
+	t.checkpointLocked()
 }
 
 // DropOwned drops the temporary slots created by a connection.
@@ -299,6 +310,7 @@ func (t *Set) DropOwned(owner uint64) {
 	for name, s := range t.m {
 		if s.Temporary && s.owner == owner {
 			delete(t.m, name)
+			t.changed.Notify()
 			t.log.Info("dropped temporary replication slot", zap.String("slot", name))
 		}
 	}
@@ -378,16 +390,40 @@ func (t *Set) Horizon() (lsn wal.LSN, slot string, ok bool) {
 }
 
 // Checkpoint writes advanced slot positions when the last write is older
-// than the persist interval, so that a position reported once and then
-// left alone still reaches the disk (and releases WAL) within a second or
-// so; retention calls it before computing the horizon.
+// than the persist interval. Advance sees to that by itself (see
+// checkpointLocked); retention calls it before computing the horizon.
 func (t *Set) Checkpoint() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.dirty && time.Since(t.lastPersist) >= slotPersistInterval {
-		if err := t.persistLocked(); err != nil {
-			t.log.Warn("persisting replication slots", zap.Error(err))
+	t.checkpointLocked()
+}
+
+// checkpointLocked writes advanced positions when the last write is at
+// least slotPersistInterval old, and otherwise (or when the write fails)
+// arms a one-shot timer for when it is due: a position reported once and
+// then left alone still reaches the disk (and releases WAL) within a
+// second or so, and slots that do not move cost no timer at all. t.mu is
+// held.
+func (t *Set) checkpointLocked() {
+	if !t.dirty || t.closed {
+		return
+	}
+	wait := slotPersistInterval - time.Since(t.lastPersist)
+	if wait <= 0 {
+		err := t.persistLocked()
+		if err == nil {
+			return
 		}
+		t.log.Warn("persisting replication slots; will retry", zap.Error(err))
+		wait = slotPersistInterval
+	}
+	if t.persistAt == nil {
+		t.persistAt = time.AfterFunc(wait, func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.persistAt = nil
+			t.checkpointLocked()
+		})
 	}
 }
 
@@ -395,6 +431,23 @@ func (t *Set) Checkpoint() {
 func (t *Set) Persist() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.dirty {
+		if err := t.persistLocked(); err != nil {
+			t.log.Warn("persisting replication slots", zap.Error(err))
+		}
+	}
+}
+
+// Close writes positions that advanced since the last write, as Persist,
+// and cancels the pending write: call it when the timeline closes.
+func (t *Set) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	if t.persistAt != nil {
+		t.persistAt.Stop()
+		t.persistAt = nil
+	}
 	if t.dirty {
 		if err := t.persistLocked(); err != nil {
 			t.log.Warn("persisting replication slots", zap.Error(err))

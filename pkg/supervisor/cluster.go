@@ -48,7 +48,39 @@ func (l clusterLocal) Info() election.NodeInfo {
 	return info
 }
 
-func (l clusterLocal) Changed() <-chan struct{} { return l.s.tl.Changed() }
+// Changed is closed when Info may have changed: the relay (relayClusterChanges)
+// forwards the timeline's, the receiver's and the offloader's changes.
+// The shared backup position, which eligibility also reads, is the
+// member's own view: it wakes on that by itself.
+func (l clusterLocal) Changed() <-chan struct{} { return l.s.clusterChanged.C() }
+
+// relayClusterChanges wakes clusterLocal.Changed whenever something Info
+// reads changes: the timeline's positions and TLI, the receiver's state,
+// the offloader stopping on a conflict. The election does not poll Info,
+// so each of these must be signalled; the relay is one blocked goroutine
+// per clustered timeline, woken only by those changes.
+func (s *Supervisor) relayClusterChanges(ctx context.Context) error {
+	for {
+		// Taken before the Notify: a change after it closes one of
+		// these, one before it is seen by whoever the Notify wakes.
+		tl := s.tl.Changed()
+		var rcv, off <-chan struct{}
+		if s.rcv != nil {
+			rcv = s.rcv.StateChanged()
+		}
+		if s.off != nil {
+			off = s.off.ConflictChanged()
+		}
+		s.clusterChanged.Notify()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tl:
+		case <-rcv:
+		case <-off:
+		}
+	}
+}
 
 func (l clusterLocal) AdoptBackup(pos election.BackupPos) {
 	if err := l.s.tl.SetBackupLSN(pos.LSN, pos.TLI); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/internal/notify"
 	"github.com/pgsafekeeper/safekeeper/pkg/archive"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/election"
@@ -37,8 +38,6 @@ type Config struct {
 	Archive *ArchiveConfig
 	// WalKeepBytes is --wal-keep-size.
 	WalKeepBytes uint64
-	// RetentionInterval is how often retention runs (default 1s).
-	RetentionInterval time.Duration
 	// Cluster, when set, makes the timeline a member of a safekeeper
 	// cluster (etcd): peers, an elected offloader, a shared backup_lsn.
 	// Without it the node is always its own offloader.
@@ -72,6 +71,9 @@ type Supervisor struct {
 	ret       *retention.Retainer // always
 	member    *election.Member    // nil without a cluster
 	started   time.Time
+	// clusterChanged wakes the election when this node's NodeInfo may
+	// have changed (see relayClusterChanges).
+	clusterChanged notify.Broadcast
 }
 
 // Open opens (or creates) the timeline's directory, recovering the end of
@@ -128,7 +130,7 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 		}
 		s.rcv = upstream.New(ucfg, src, tl, s.consumers, log.Named("upstream"), s.tm)
 	}
-	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes, Interval: cfg.RetentionInterval},
+	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes},
 		tl, s.slots, s.consumers, log.Named("retention"))
 	return s, nil
 }
@@ -156,7 +158,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.off != nil {
 			s.off.SetFollower()
 		}
-		svcs = append(svcs, service{"cluster membership", s.member.Run}, service{"shared backup_lsn", s.readoptOnSwitch})
+		svcs = append(svcs, service{"cluster membership", s.member.Run}, service{"shared backup_lsn", s.readoptOnSwitch},
+			service{"cluster change relay", s.relayClusterChanges})
 	case s.off != nil:
 		svcs = append(svcs, service{"offloader", s.off.Run})
 	}
@@ -187,7 +190,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // final position. Call it after Run has returned.
 func (s *Supervisor) Close() error {
 	s.consumers.Close()
-	s.slots.Persist()
+	s.slots.Close()
 	s.m.DeleteTimeline(s.cfg.ID.TenantID, s.cfg.ID.TimelineID)
 	return s.tl.Close()
 }

@@ -292,6 +292,17 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 	return t.FlushLSN(), nil
 }
 
+// CloseIdle closes the current segment file when everything appended is
+// durable (call it after Flush), so that an idle timeline holds no file
+// descriptor; the next Append opens it again. It does nothing otherwise,
+// or before the first contact.
+func (t *Timeline) CloseIdle() error {
+	if w := t.w.Load(); w != nil {
+		return w.CloseIdle()
+	}
+	return nil
+}
+
 // broadcastLocked wakes everything waiting on Changed. t.mu is held.
 func (t *Timeline) broadcastLocked() {
 	close(t.changed)

@@ -172,6 +172,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 		case recoveryReason(err) == reasonRemoved:
 			state = StateBehind
 		}
+		r.rest()
 		r.setState(state, err)
 		if streamed {
 			r.lostAt = time.Now()
@@ -208,6 +209,7 @@ func (r *Receiver) waitForSpace(ctx context.Context, cause error) error {
 		zap.String("error", OneLine(cause)), zap.Stringer("durable_lsn", r.tl.FlushLSN()),
 		zap.Bool("reserve_released", released), zap.Duration("retry", r.cfg.SpaceRetry))
 	need := 2 * r.tl.Control().WalSegSize
+	r.rest()
 	tick := time.NewTicker(r.cfg.SpaceRetry)
 	defer tick.Stop()
 	for {
@@ -228,6 +230,23 @@ func (r *Receiver) waitForSpace(ctx context.Context, cause error) error {
 			r.log.Info("space available again: resuming WAL ingest", zap.Uint64("free_bytes", free))
 			return nil
 		}
+	}
+}
+
+// rest is called when no session runs (waiting to reconnect, or for
+// space): what was written is made durable, and the timeline's current
+// segment file is closed, so that a timeline whose upstream is away holds
+// no descriptor. A failed flush is left for the next session's, which
+// reports it (and stops ingest).
+func (r *Receiver) rest() {
+	if !r.tl.Initialized() {
+		return
+	}
+	if _, err := r.tl.Flush(); err != nil {
+		return
+	}
+	if err := r.tl.CloseIdle(); err != nil {
+		r.log.Warn("closing the idle WAL segment file", zap.Error(err))
 	}
 }
 
@@ -760,9 +779,18 @@ func readTimelineEnd(ctx context.Context, conn *pgconn.PgConn) (*timelineEnd, er
 
 // flusher makes received WAL durable in groups and reports each new durable
 // position upstream.
+//
+// It also closes the timeline's current segment file when a whole status
+// interval (10s by default) went by without WAL: the upstream is
+// connected but idle, and an idle timeline should hold no descriptor. The
+// status tick is there anyway, so this costs no timer of its own; the
+// file is closed 1 to 2 intervals after the last WAL, long enough that a
+// steady trickle of WAL (a commit every few seconds) does not reopen it
+// each time, and reopening is one open(2) with no fsync.
 func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby, kick <-chan struct{}) error {
 	tick := time.NewTicker(r.cfg.StatusInterval)
 	defer tick.Stop()
+	flushed := false // WAL arrived since the last tick
 	// First status right away, as a walreceiver does.
 	if err := st.send(false); err != nil {
 		return err
@@ -780,6 +808,7 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby,
 			}
 			r.m.FsyncSeconds.Observe(time.Since(t0).Seconds())
 			r.m.FlushLSN.Set(float64(d))
+			flushed = true
 			if err := st.send(false); err != nil {
 				return err
 			}
@@ -790,6 +819,13 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby,
 			if err := st.sendHotStandby(true); err != nil {
 				return err
 			}
+			if !flushed {
+				// Everything received was flushed at its kick.
+				if err := r.tl.CloseIdle(); err != nil {
+					r.log.Warn("closing the idle WAL segment file", zap.Error(err))
+				}
+			}
+			flushed = false
 		case <-hs.HotStandbyChanged():
 			if err := st.sendHotStandby(false); err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgsafekeeper/safekeeper/internal/notify"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
@@ -34,6 +35,7 @@ type state struct {
 	walEnd    wal.LSN // the upstream's reported end of WAL
 	lastMsg   time.Time
 	recovery  *RecoveryStatus
+	changed   notify.Broadcast // the state changed
 }
 
 // Status is a snapshot of the upstream connection.
@@ -71,6 +73,7 @@ func (r *Receiver) setState(state string, err error) {
 	defer u.mu.Unlock()
 	if u.state != state {
 		u.since = time.Now()
+		u.changed.Notify()
 	}
 	u.state = state
 	if err != nil {
@@ -79,6 +82,10 @@ func (r *Receiver) setState(state string, err error) {
 		u.lastError = ""
 	}
 }
+
+// StateChanged returns a channel closed when Status().State changes
+// (the cluster publishes it; nothing polls it).
+func (r *Receiver) StateChanged() <-chan struct{} { return r.state.changed.C() }
 
 // Lag returns the upstream's end of WAL and the lag behind it, ok=false
 // when not known (see Status).

@@ -66,7 +66,7 @@ type Writer struct {
 	segSize uint64
 
 	mu      sync.Mutex
-	cur     *os.File // current .partial segment; nil until opened (see Write)
+	cur     *os.File // current .partial segment; nil while not open (see Write)
 	curSeg  uint64   // segment holding the end of written WAL
 	closed  bool
 	written wal.LSN   // end of bytes written (not necessarily durable)
@@ -102,31 +102,60 @@ type sealed struct {
 }
 
 // OpenWriter positions a writer at end, which must be the true end of valid
-// WAL as returned by Recover (or a segment start for a new timeline). When
-// end is a segment start whose file cannot be created for lack of space,
-// the writer opens anyway: the first Write creates the file, or reports
-// ErrNoSpace, so that a node on a full disk still starts and serves.
+// WAL as returned by Recover (or a segment start for a new timeline).
+//
+// The writer holds no file until WAL arrives: the .partial file of the
+// segment holding end is prepared here (created, or cut to end) and closed
+// again, and the first Write opens it. An idle timeline thus costs no file
+// descriptor, and a directory where the file cannot be made still fails
+// here. When end is a segment start whose file cannot be created for lack
+// of space, the writer opens anyway: the first Write creates the file, or
+// reports ErrNoSpace, so that a node on a full disk still starts and
+// serves.
 func OpenWriter(dir string, tli uint32, segSize uint64, end wal.LSN) (*Writer, error) {
 	w := &Writer{dir: dir, tli: tli, segSize: segSize, written: end, durable: end, curSeg: wal.SegmentNo(end, segSize)}
-	if err := w.openSegment(w.curSeg, int64(wal.SegmentOffset(end, segSize))); err != nil && !IsNoSpace(err) {
-		return nil, err
+	if err := w.openSegment(w.curSeg, int64(wal.SegmentOffset(end, segSize)), false); err != nil {
+		if !IsNoSpace(err) {
+			return nil, err
+		}
+		return w, nil
 	}
+	// Nothing was written through it: closing loses nothing.
+	w.cur.Close()
+	w.cur = nil
 	return w, nil
 }
 
 func (w *Writer) segName(segno uint64) string { return wal.SegmentFileName(w.tli, segno, w.segSize) }
 
-// openSegment opens (creating if needed) the .partial file of segno and
-// truncates it to size bytes.
-func (w *Writer) openSegment(segno uint64, size int64) error {
+// openSegment opens (creating if needed) the .partial file of segno, which
+// is to hold size bytes. Bytes past size are cut off: they are past the
+// end of WAL, never acknowledged. A file shorter than size is extended
+// with zeros (OpenWriter's behaviour for a file Recover found missing)
+// unless strict: when Write reopens a file it wrote itself, a short file
+// means WAL reported durable is gone, and that is an error.
+func (w *Writer) openSegment(segno uint64, size int64, strict bool) error {
 	path := filepath.Join(w.dir, w.segName(segno)+PartialSuffix)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open segment: %w", err)
 	}
-	if err := f.Truncate(size); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		f.Close()
-		return fmt.Errorf("truncate %q: %w", path, err)
+		return fmt.Errorf("stat %q: %w", path, err)
+	}
+	switch have := fi.Size(); {
+	case have < size && strict:
+		f.Close()
+		return fmt.Errorf("segment %q holds %d bytes; WAL up to %d of them was written to it", path, have, size)
+	case have != size:
+		// Reopened files normally hold exactly size bytes: no metadata
+		// write then.
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return fmt.Errorf("truncate %q: %w", path, err)
+		}
 	}
 	if size == 0 {
 		// A new file: make its directory entry durable before we report any
@@ -181,9 +210,12 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 	for len(data) > 0 {
 		off := wal.SegmentOffset(w.written, w.segSize)
 		if w.cur == nil {
-			// The segment's file could not be created earlier (a full
-			// disk), or the previous segment was just sealed.
-			if err := w.openSegment(w.curSeg, int64(off)); err != nil {
+			// Not opened yet (OpenWriter does not keep it open), closed
+			// by CloseIdle, not creatable earlier (a full disk), or the
+			// previous segment was just sealed. The file holds exactly
+			// the bytes written, all durable (CloseIdle closes only
+			// then): reopening it cuts nothing.
+			if err := w.openSegment(w.curSeg, int64(off), true); err != nil {
 				if IsNoSpace(err) {
 					return fmt.Errorf("%w: create segment %s: %w", ErrNoSpace, w.segName(w.curSeg), err)
 				}
@@ -277,6 +309,26 @@ func (w *Writer) fail(err error) error {
 		w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 	}
 	return w.broken
+}
+
+// CloseIdle closes the current segment file when everything written is
+// durable (Sync would have nothing to do), so that a timeline whose
+// ingest went idle holds no file descriptor; the next Write opens the
+// file again. With WAL not yet synced, or complete segments not yet
+// renamed, it does nothing: call it after a Sync. It never blocks a Write
+// for longer than a close.
+func (w *Writer) CloseIdle() error {
+	w.syncMu.Lock() // no Sync is using cur meanwhile
+	defer w.syncMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur == nil || w.broken != nil || w.written != w.durable || len(w.sealed) > 0 {
+		return nil
+	}
+	f := w.cur
+	w.cur = nil
+	// Every byte was fdatasynced: a close error cannot lose WAL.
+	return f.Close()
 }
 
 // Close syncs and closes the writer.

@@ -1,0 +1,155 @@
+package upstream
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
+	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
+	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// openIn lists the files under dir that this process holds open.
+func openIn(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && strings.HasPrefix(target, real+string(filepath.Separator)) {
+			out = append(out, filepath.Base(target))
+		}
+	}
+	return out
+}
+
+// While connected, the flusher closes the current segment file once a
+// whole status interval went by without WAL, and WAL arriving later
+// reopens it. Time is synctest's: the intervals pass at once.
+func TestFlusherClosesIdleSegment(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const seg = 1 << 20
+		id := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+		tl, err := timeline.Open(filepath.Join(t.TempDir(), id.TenantID, id.TimelineID), id, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tl.Close()
+		if err := tl.Initialize(timeline.UpstreamInfo{SystemID: 7, WalSegSize: seg, TLI: 1}, seg); err != nil {
+			t.Fatal(err)
+		}
+		dir := tl.Dir().Path()
+		hs := consumers.NewRegistry()
+		r := New(Config{StatusInterval: 10 * time.Second}, Sources{}, tl, hs, zap.NewNop(), metrics.New(prometheus.NewRegistry()).ForTimeline("t", "l"))
+
+		ours, primary := net.Pipe()
+		defer ours.Close()
+		go io.Copy(io.Discard, primary) // the primary reads our status updates
+		kick := make(chan struct{}, 1)
+		ctx, stop := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- r.flusher(ctx, &statusSender{conn: ours, tl: tl, hs: hs}, hs, kick) }()
+
+		pos := wal.LSN(seg)
+		receive := func() {
+			t.Helper()
+			if err := tl.Append(pos, make([]byte, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			pos += 1000
+			kick <- struct{}{}
+			synctest.Wait()
+			if tl.FlushLSN() != pos {
+				t.Fatalf("flush %s after the kick; want %s", tl.FlushLSN(), pos)
+			}
+		}
+		open := func(want int, when string) {
+			t.Helper()
+			if got := openIn(t, dir); len(got) != want {
+				t.Fatalf("%s: files open %v; want %d", when, got, want)
+			}
+		}
+
+		receive()
+		open(1, "WAL just received")
+		time.Sleep(10 * time.Second) // a tick: WAL came during the interval
+		synctest.Wait()
+		open(1, "after an interval with WAL")
+		time.Sleep(10 * time.Second) // a tick after an interval without WAL
+		synctest.Wait()
+		open(0, "after an interval without WAL")
+		receive()
+		open(1, "WAL after the idle period")
+		if got := tl.FlushLSN(); got != seg+2000 {
+			t.Fatalf("flush %s; want %s", got, wal.LSN(seg+2000))
+		}
+
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		primary.Close()
+	})
+}
+
+// A receiver waiting to reconnect holds no segment file: what was
+// received is flushed and the file closed when the session ends.
+func TestReceiverRestsBetweenSessions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const seg = 1 << 20
+		id := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+		tl, err := timeline.Open(filepath.Join(t.TempDir(), id.TenantID, id.TimelineID), id, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tl.Close()
+		if err := tl.Initialize(timeline.UpstreamInfo{SystemID: 7, WalSegSize: seg, TLI: 1}, seg); err != nil {
+			t.Fatal(err)
+		}
+		// Received before the connection broke, not flushed yet.
+		if err := tl.Append(seg, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		if got := openIn(t, tl.Dir().Path()); len(got) != 1 {
+			t.Fatalf("files open while receiving: %v", got)
+		}
+		// An upstream that cannot be reached (no such socket directory).
+		cfg := Config{ConnString: "host=" + filepath.Join(t.TempDir(), "none") + " user=x sslmode=disable", MinBackoff: time.Minute}
+		r := New(cfg, Sources{}, tl, consumers.NewRegistry(), zap.NewNop(), metrics.New(prometheus.NewRegistry()).ForTimeline("t", "l"))
+		ctx, stop := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		synctest.Wait() // Run waits out its backoff
+		if st := r.Status().State; st != StateWaiting {
+			t.Fatalf("state %q; want %q", st, StateWaiting)
+		}
+		if got := openIn(t, tl.Dir().Path()); len(got) != 0 {
+			t.Fatalf("files open while waiting to reconnect: %v", got)
+		}
+		if got := tl.FlushLSN(); got != seg+1000 {
+			t.Fatalf("flush %s; want what was received, %s", got, wal.LSN(seg+1000))
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
