@@ -366,6 +366,42 @@ func (a *Archive) Check(ctx context.Context, e Entry, id Identity) (int, error) 
 	return len(content), verify(e.Key, content, info, id, !e.History)
 }
 
+// DeleteAll deletes the whole archive of the timeline: every object whose
+// key starts with the archive's prefix (<tenant_id>/<timeline_id>/wal/),
+// segments, history files and whatever else is stored there, in key
+// order, and nothing outside it. It stops at the first error and returns
+// how many objects it deleted before that. An empty or partly deleted
+// archive is not an error: calling DeleteAll again finishes the job.
+//
+// It is meant for an operator's explicit request, the timeline being
+// deleted. The caller stops what writes to the archive (the timeline's
+// offloader) first: an object created after DeleteAll listed the archive
+// survives it.
+func (a *Archive) DeleteAll(ctx context.Context) (deleted int, err error) {
+	infos, err := a.store.List(ctx, a.prefix)
+	if err != nil {
+		return 0, fmt.Errorf("delete %s: %w", a, err)
+	}
+	keys := make([]string, 0, len(infos))
+	for _, in := range infos {
+		// List promises this; a Store that broke the promise must not
+		// make us delete another timeline's WAL. Checked before deleting
+		// anything.
+		if !strings.HasPrefix(in.Key, a.prefix) {
+			return 0, fmt.Errorf("delete %s: the store listed %q, which is outside the archive; nothing deleted", a, in.Key)
+		}
+		keys = append(keys, in.Key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		if err := a.store.Delete(ctx, key); err != nil {
+			return deleted, fmt.Errorf("delete %s: %d of %d objects deleted: %w", a, deleted, len(keys), err)
+		}
+		deleted++
+	}
+	return deleted, nil
+}
+
 // Timelines lists the (tenant_id, timeline_id) pairs that have WAL in store.
 func Timelines(ctx context.Context, store objstore.Store) ([][2]string, error) {
 	infos, err := store.List(ctx, "")

@@ -26,6 +26,12 @@
 // (a retry after a lost response), different is ErrConflict, which the
 // offloader treats as a reason to stop, never to overwrite.
 //
+// An archive is deleted only as a whole and only on an operator's explicit
+// request (deleting the timeline and asking for its archive to go too):
+// DeleteAll removes every object below <tenant_id>/<timeline_id>/wal/, in
+// key order, and nothing else; other timelines in the same store are not
+// touched.
+//
 // Reads verify everything the object records: checksum and size of the
 // decompressed content, and system identifier and segment size against
 // what the caller expects.

@@ -78,6 +78,10 @@ var contractCases = []struct {
 	{"ConcurrentCreateDistinctKeys", testConcurrentDistinct},
 	{"WALSegmentSized", testLarge},
 	{"CanceledContext", testCanceled},
+	{"Delete", testDelete},
+	{"DeleteAbsent", testDeleteAbsent},
+	{"DeleteThenCreate", testDeleteThenCreate},
+	{"ConcurrentDelete", testConcurrentDelete},
 }
 
 func TestContract(t *testing.T) {
@@ -250,6 +254,9 @@ func testBadKeys(t *testing.T, st objstore.Store) {
 		if _, err := st.Head(ctx(t), k); !errors.Is(err, objstore.ErrInvalidKey) {
 			t.Errorf("Head(%q): %v, want ErrInvalidKey", k, err)
 		}
+		if err := st.Delete(ctx(t), k); !errors.Is(err, objstore.ErrInvalidKey) {
+			t.Errorf("Delete(%q): %v, want ErrInvalidKey", k, err)
+		}
 	}
 	for _, p := range []string{"/a", "a//", "../", "a/../", "./x", "a\x00"} {
 		if _, err := st.List(ctx(t), p); !errors.Is(err, objstore.ErrInvalidKey) {
@@ -381,5 +388,159 @@ func testCanceled(t *testing.T, st objstore.Store) {
 	}
 	if _, _, err := st.Get(c, "canceled"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Get with canceled context: %v", err)
+	}
+	mustCreate(t, st, "kept", []byte("x"), nil)
+	if err := st.Delete(c, "kept"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Delete with canceled context: %v", err)
+	}
+	if _, err := st.Head(ctx(t), "kept"); err != nil {
+		t.Fatalf("object deleted despite canceled context: %v", err)
+	}
+}
+
+// listKeys returns the keys List reports for prefix.
+func listKeys(t *testing.T, st objstore.Store, prefix string) []string {
+	t.Helper()
+	infos, err := st.List(ctx(t), prefix)
+	if err != nil {
+		t.Fatalf("List(%q): %v", prefix, err)
+	}
+	var out []string
+	for _, in := range infos {
+		out = append(out, in.Key)
+	}
+	return out
+}
+
+func mustDelete(t *testing.T, st objstore.Store, key string) {
+	t.Helper()
+	if err := st.Delete(ctx(t), key); err != nil {
+		t.Fatalf("Delete(%s): %v", key, err)
+	}
+}
+
+func mustBeGone(t *testing.T, st objstore.Store, key string) {
+	t.Helper()
+	if _, _, err := st.Get(ctx(t), key); !errors.Is(err, objstore.ErrNotFound) {
+		t.Errorf("Get(%s) after Delete: %v, want ErrNotFound", key, err)
+	}
+	if _, err := st.Head(ctx(t), key); !errors.Is(err, objstore.ErrNotFound) {
+		t.Errorf("Head(%s) after Delete: %v, want ErrNotFound", key, err)
+	}
+}
+
+// testDelete: a deleted object is gone for Get, Head and List, and
+// nothing else goes with it: not its neighbours, not keys that merely
+// share its string prefix, not the objects below a prefix that is
+// "deleted" as if it were a key.
+func testDelete(t *testing.T, st objstore.Store) {
+	for _, k := range []string{"t/l/wal/1", "t/l/wal/2", "t/l/wal/10", "t/l/walx", "t/l2/wal/1", "empty"} {
+		body := []byte(k)
+		if k == "empty" {
+			body = nil
+		}
+		mustCreate(t, st, k, body, map[string]string{"k": "v"})
+	}
+	mustDelete(t, st, "t/l/wal/1")
+	mustBeGone(t, st, "t/l/wal/1")
+	mustDelete(t, st, "empty")
+	mustBeGone(t, st, "empty")
+	want := "t/l/wal/10 t/l/wal/2 t/l/walx t/l2/wal/1"
+	if got := strings.Join(listKeys(t, st, ""), " "); got != want {
+		t.Fatalf("List after Delete = %s, want %s", got, want)
+	}
+	// A prefix of objects is not an object: deleting it removes nothing.
+	for _, k := range []string{"t/l/wal", "t/l", "t"} {
+		mustDelete(t, st, k)
+	}
+	if got := strings.Join(listKeys(t, st, ""), " "); got != want {
+		t.Fatalf("List after deleting prefixes = %s, want %s", got, want)
+	}
+	if data, _ := mustGet(t, st, "t/l/wal/10"); string(data) != "t/l/wal/10" {
+		t.Fatalf("neighbour of a deleted object: %q", data)
+	}
+	// Empty the "directory" entirely: List of it is empty, siblings stay.
+	mustDelete(t, st, "t/l/wal/2")
+	mustDelete(t, st, "t/l/wal/10")
+	if got := listKeys(t, st, "t/l/wal/"); len(got) != 0 {
+		t.Fatalf("List of an emptied prefix = %v", got)
+	}
+	if got := strings.Join(listKeys(t, st, "t/"), " "); got != "t/l/walx t/l2/wal/1" {
+		t.Fatalf("List(t/) after emptying t/l/wal/ = %s", got)
+	}
+}
+
+// testDeleteAbsent: deleting what is not there succeeds and changes
+// nothing.
+func testDeleteAbsent(t *testing.T, st objstore.Store) {
+	// Before anything exists (the file backend's root is not even made).
+	for _, k := range []string{"never", "never/was/here"} {
+		mustDelete(t, st, k)
+	}
+	mustCreate(t, st, "dir/obj", []byte("x"), nil)
+	for _, k := range []string{"missing", "dir/missing", "dir/obj/below", "other/dir/obj"} {
+		mustDelete(t, st, k)
+	}
+	// Twice in a row: the second finds nothing.
+	mustDelete(t, st, "dir/obj")
+	mustDelete(t, st, "dir/obj")
+	mustBeGone(t, st, "dir/obj")
+	if got := listKeys(t, st, ""); len(got) != 0 {
+		t.Fatalf("List = %v, want nothing", got)
+	}
+}
+
+// testDeleteThenCreate: after a Delete the key is free: Create-if-absent
+// stores the new object (other content, other metadata) and refuses a
+// second one again. Also in a "directory" the Delete emptied.
+func testDeleteThenCreate(t *testing.T, st objstore.Store) {
+	for _, key := range []string{"re/use/key", "re/use/other"} {
+		mustCreate(t, st, key, []byte("old content"), map[string]string{"gen": "1"})
+	}
+	for _, key := range []string{"re/use/key", "re/use/other"} {
+		mustDelete(t, st, key)
+		mustBeGone(t, st, key)
+	}
+	mustCreate(t, st, "re/use/key", []byte("new"), map[string]string{"gen": "2"})
+	data, info := mustGet(t, st, "re/use/key")
+	if string(data) != "new" || info.Size != 3 || info.Meta["gen"] != "2" || len(info.Meta) != 1 {
+		t.Fatalf("re-created object: %q %+v", data, info)
+	}
+	if err := st.Create(ctx(t), "re/use/key", []byte("third"), nil); !errors.Is(err, objstore.ErrExists) {
+		t.Fatalf("Create over the re-created object: %v, want ErrExists", err)
+	}
+	if got := strings.Join(listKeys(t, st, "re/"), " "); got != "re/use/key" {
+		t.Fatalf("List = %s, want re/use/key", got)
+	}
+}
+
+// testConcurrentDelete: many deleters of one key all succeed, and one of
+// several objects deleted concurrently does not disturb the others.
+func testConcurrentDelete(t *testing.T, st objstore.Store) {
+	const n = 12
+	for i := range n {
+		mustCreate(t, st, fmt.Sprintf("cd/%02d", i), []byte{byte(i)}, nil)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2*n)
+	for i := range 2 * n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := "cd/00" // half of them race on one key
+			if i%2 == 1 && i/2 != 0 {
+				key = fmt.Sprintf("cd/%02d", i/2)
+			}
+			errs[i] = st.Delete(ctx(t), key)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Delete %d: %v", i, err)
+		}
+	}
+	if got := listKeys(t, st, "cd/"); len(got) != 0 {
+		t.Fatalf("List after concurrent deletes = %v", got)
 	}
 }

@@ -1,7 +1,8 @@
 // Package objstore owns the object-store abstraction used to offload WAL and
 // to read it back from an archive: a Store of immutable objects, created
-// once and never overwritten, with a local-directory backend (file://) and
-// an S3 backend (s3://). It is a leaf package: it imports nothing from this
+// once and never overwritten (deleted only on an operator's explicit
+// request), with a local-directory backend (file://) and an S3 backend
+// (s3://). It is a leaf package: it imports nothing from this
 // repository, logs nothing and keeps no global state.
 //
 // # Keys
@@ -45,7 +46,9 @@
 // concurrent Creates exactly one wins), removes the temporary name and
 // fsyncs the directory. Missing directories, the root included, are created
 // with mode 0700; the parent of every directory on the way is fsynced the
-// first time the process uses it. Object files have mode 0600. A crash can
+// first time the process uses it. Object files have mode 0600. Delete
+// removes the object's file and fsyncs its directory (also when the file
+// was already gone); directories are never removed. A crash can
 // leave temporary files behind: List skips them and an operator may delete
 // them; they never become objects. File operations are not interruptible:
 // the file backend checks the context before it starts.
@@ -88,6 +91,7 @@
 // can meet the object its own first attempt stored and report ErrExists;
 // callers that must know compare the stored content or metadata.
 // NoSuchKey, NotFound and 404 become ErrNotFound, except NoSuchBucket.
+// Delete is a DeleteObject; S3 answers an absent key with success too.
 //
 // Requests are retried by the SDK at most 3 attempts (standard mode);
 // connecting is bounded by 5 s and the wait for response headers by 30 s,

@@ -370,9 +370,18 @@ func (s *FileStore) contentSize(p string) (int64, error) {
 	return fi.Size() - hdrLen, nil
 }
 
-// Delete removes the object with key; deleting a missing object is not an
-// error. Objects are immutable in normal operation: this exists for tests
-// and maintenance tools, not for the Store interface.
+// Delete implements Store: it removes the object's file and fsyncs its
+// directory. What counts as the object is what Get sees: the key's path,
+// symlinks followed, must be a regular file; a symlink is removed itself,
+// never its target. A directory is a key prefix, not an object, and is
+// left alone. Directories are never removed, even when a Delete empties
+// them: removing one would race with a Create that has just made it, and
+// makeDirs's record of synced directories would go stale. List skips
+// empty directories.
+//
+// When the object is already absent its directory is still fsynced, as
+// Create does for an object it finds in place: a concurrent Delete may
+// have removed it without syncing yet.
 func (s *FileStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("objstore: delete %s: %w", key, err)
@@ -381,20 +390,30 @@ func (s *FileStore) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("objstore: delete: %w", err)
 	}
 	p := s.path(key)
-	if fi, err := os.Lstat(p); err != nil || fi.IsDir() {
-		if err == nil || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil // a directory is a key prefix, not an object
+	dir := filepath.Dir(p)
+	fi, err := os.Stat(p)
+	switch {
+	case isAbsent(err):
+		if err := syncDir(dir); err != nil && !isAbsent(err) {
+			return fmt.Errorf("objstore: delete %s: %w", key, err)
 		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("objstore: delete %s: %w", key, err)
+	case !fi.Mode().IsRegular():
+		return nil // a directory is a key prefix, not an object
+	}
+	if err := os.Remove(p); err != nil && !isAbsent(err) {
 		return fmt.Errorf("objstore: delete %s: %w", key, err)
 	}
-	if err := os.Remove(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("objstore: delete %s: %w", key, err)
-	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("objstore: delete %s: %w", key, err)
 	}
 	return nil
+}
+
+// isAbsent reports whether err says a path does not exist: a missing
+// entry, or a component on the way that is a file, not a directory.
+func isAbsent(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }

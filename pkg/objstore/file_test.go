@@ -167,6 +167,70 @@ func TestFileConflicts(t *testing.T) {
 	}
 }
 
+// TestFileDeleteStaysInside: Delete removes the object's own directory
+// entry and nothing else: a symlinked object loses its link, not the file
+// it points to (which may be outside the root); a symlink to a directory
+// is a prefix, as for Get, and stays; temporary files and the emptied
+// directories stay (List does not see them).
+func TestFileDeleteStaysInside(t *testing.T) {
+	st, root := newFileStore(t)
+	outside := t.TempDir()
+	target := filepath.Join(outside, "precious")
+	if err := os.WriteFile(target, []byte("outside the store"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(outside, "dir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "dir", "inner"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, st, "tl/wal/seg", []byte("x"), nil)
+	tmp := filepath.Join(root, "tl", "wal", ".seg2.tmp-0123456789abcdef")
+	if err := os.WriteFile(tmp, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, to := range map[string]string{"link": target, "dirlink": filepath.Join(outside, "dir"), "dangling": filepath.Join(outside, "nothing")} {
+		if err := os.Symlink(to, filepath.Join(root, "tl", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if data, _ := mustGet(t, st, "tl/link"); string(data) != "outside the store" {
+		t.Fatalf("Get through the symlink: %q", data)
+	}
+	for _, k := range []string{"tl/link", "tl/dirlink", "tl/dangling", "tl/wal/seg"} {
+		if err := st.Delete(ctx(t), k); err != nil {
+			t.Fatalf("Delete(%s): %v", k, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(root, "tl", "link")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("symlink to a file still there: %v", err)
+	}
+	if data, err := os.ReadFile(target); err != nil || string(data) != "outside the store" {
+		t.Errorf("the symlink's target was touched: %q %v", data, err)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "dir", "inner")); err != nil {
+		t.Errorf("the directory symlink's target was touched: %v", err)
+	}
+	for _, name := range []string{"dirlink", "dangling"} {
+		if _, err := os.Lstat(filepath.Join(root, "tl", name)); err != nil {
+			t.Errorf("Delete removed %s, which is not an object: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Errorf("temporary file removed: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "tl", "wal")); err != nil || !fi.IsDir() {
+		t.Errorf("emptied directory: %v %v", fi, err)
+	}
+	if list, err := st.List(ctx(t), "tl/wal/"); err != nil || len(list) != 0 {
+		t.Fatalf("List of the emptied directory: %+v %v", list, err)
+	}
+	// The kept directory serves the next Create (makeDirs remembers it
+	// as synced: it must still be there).
+	mustCreate(t, st, "tl/wal/seg", []byte("again"), nil)
+}
+
 // TestFileRootStates: a missing root lists as empty and is created on the
 // first Create; a root that is a file is refused at Open.
 func TestFileRootStates(t *testing.T) {

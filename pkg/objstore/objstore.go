@@ -17,8 +17,8 @@ var (
 	// stored. Nothing was changed.
 	ErrExists = errors.New("objstore: object already exists")
 
-	// ErrNotFound is wrapped by Get, Head (and the test-only Delete of the
-	// file backend) when no object has the key.
+	// ErrNotFound is wrapped by Get and Head when no object has the key.
+	// Delete of an absent key is not an error and does not return it.
 	ErrNotFound = errors.New("objstore: object not found")
 
 	// ErrInvalidKey is wrapped when a key, a list prefix or metadata breaks
@@ -54,8 +54,10 @@ type Info struct {
 }
 
 // Store is an object store holding immutable objects: an object is created
-// once and never overwritten. All implementations are safe for concurrent
-// use.
+// once and never overwritten. It can be deleted, on an operator's explicit
+// request only (a timeline's archive going with the timeline); after that
+// the key is free for Create again. All implementations are safe for
+// concurrent use.
 type Store interface {
 	// Create stores body under key only if no object has that key;
 	// otherwise it returns an error wrapping ErrExists and changes nothing.
@@ -79,6 +81,13 @@ type Store interface {
 	// string prefix, not necessarily ending in "/"), sorted by key. Only
 	// Key and Size are filled in.
 	List(ctx context.Context, prefix string) ([]Info, error)
+
+	// Delete removes the object with key, durably (the file backend
+	// fsyncs the directory). Deleting an absent key is not an error:
+	// retries and concurrent deletes need no special case. A key that is
+	// only a prefix of other keys ("a" of "a/b") names no object; deleting
+	// it removes nothing.
+	Delete(ctx context.Context, key string) error
 
 	// String returns the URL the store was opened with, without
 	// credentials, for logs.

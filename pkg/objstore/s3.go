@@ -229,9 +229,9 @@ func (s *S3Store) List(ctx context.Context, prefix string) ([]Info, error) {
 	return out, nil
 }
 
-// Delete removes the object with key; deleting a missing object is not an
-// error. Objects are immutable in normal operation: this exists for tests
-// and maintenance tools, not for the Store interface.
+// Delete implements Store with DeleteObject. S3 answers 204 for an
+// absent key as well; a 404 other than NoSuchBucket (some compatible
+// servers) is taken as "already gone".
 func (s *S3Store) Delete(ctx context.Context, key string) error {
 	if err := ValidateKey(key); err != nil {
 		return fmt.Errorf("objstore: delete: %w", err)

@@ -88,13 +88,25 @@ func TestS3RealObjects(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "412") {
 		t.Fatalf("raw conditional put over an existing object: %v, want 412", err)
 	}
-	// Delete exists for tests; deleting twice is fine.
-	s3st := st.(*objstore.S3Store)
-	if err := s3st.Delete(ctx(t), "tl/seg"); err != nil {
-		t.Fatal(err)
+	// Delete removes the object on the server, below the store's prefix
+	// only; deleting twice is fine.
+	for _, k := range []string{"tl/seg", "archive/tl/seg"} {
+		if _, err := raw.PutObject(ctx(t), &s3.PutObjectInput{Bucket: aws.String(srv.Bucket()), Key: aws.String("outside/" + k), Body: strings.NewReader("x")}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := s3st.Delete(ctx(t), "tl/seg"); err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if err := st.Delete(ctx(t), "tl/seg"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := raw.HeadObject(ctx(t), &s3.HeadObjectInput{Bucket: aws.String(srv.Bucket()), Key: aws.String("archive/tl/seg")}); err == nil {
+		t.Fatal("object still on the server after Delete")
+	}
+	for _, k := range []string{"tl/seg", "archive/tl/seg"} {
+		if _, err := raw.HeadObject(ctx(t), &s3.HeadObjectInput{Bucket: aws.String(srv.Bucket()), Key: aws.String("outside/" + k)}); err != nil {
+			t.Fatalf("Delete touched outside/%s: %v", k, err)
+		}
 	}
 	if _, err := st.Head(ctx(t), "tl/seg"); !errors.Is(err, objstore.ErrNotFound) {
 		t.Fatalf("Head after Delete: %v", err)
