@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -408,4 +409,52 @@ func TestTimelineIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	sk.waitTimelineFlush(t, broken, flushLSNOfPrimary(t, p2), 90*time.Second)
+}
+
+// Deleting a timeline keeps its archive unless asked: with archive=true
+// its archived WAL goes too, and another timeline's archive is untouched.
+func TestDeleteTimelineArchive(t *testing.T) {
+	pgtest.Require(t)
+	ae := fileArchive(t)
+	primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+	sk := StartSK(t, "", "--archive", ae.url)
+	a := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+	b := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
+	for _, id := range []timeline.ID{a, b} {
+		body := map[string]any{"timeline_id": id.TimelineID, "upstream": map[string]string{"conninfo": primary.ConnString(), "slot": "none"}}
+		if code := sk.apiCall(t, "POST", "/v1/tenant/"+id.TenantID+"/timeline", body, nil); code != 201 {
+			t.Fatalf("create: %d", code)
+		}
+		sk.waitTimelineFlush(t, id, flushLSNOfPrimary(t, primary), 60*time.Second)
+	}
+	generateSegments(t, primary, 3)
+	objects := func(id timeline.ID) int {
+		list, err := ae.store.List(context.Background(), id.TenantID+"/"+id.TimelineID+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+	for _, id := range []timeline.ID{a, b} {
+		pgtest.WaitFor(t, 60*time.Second, "3 segments archived", func() bool { return objects(id) >= 3 })
+	}
+	nb := objects(b)
+	if code := sk.apiCall(t, "DELETE", "/v1/tenant/"+a.TenantID+"/timeline/"+a.TimelineID+"?archive=yes-please", nil, nil); code != 400 {
+		t.Fatalf("DELETE with a bad archive value: %d, want 400", code)
+	}
+	if code := sk.apiCall(t, "DELETE", "/v1/tenant/"+a.TenantID+"/timeline/"+a.TimelineID+"?archive=true", nil, nil); code != 200 {
+		t.Fatalf("DELETE ?archive=true: %d", code)
+	}
+	if n := objects(a); n != 0 {
+		t.Fatalf("%d archive objects left after DELETE ?archive=true", n)
+	}
+	if n := objects(b); n < nb {
+		t.Fatalf("the other timeline's archive lost objects: %d, had %d", n, nb)
+	}
+	if code := sk.apiCall(t, "DELETE", "/v1/tenant/"+b.TenantID+"/timeline/"+b.TimelineID, nil, nil); code != 200 {
+		t.Fatalf("DELETE: %d", code)
+	}
+	if n := objects(b); n < nb {
+		t.Fatalf("DELETE without archive=true removed archive objects: %d, had %d", n, nb)
+	}
 }

@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/pgsafekeeper/safekeeper/pkg/archive"
 	"github.com/pgsafekeeper/safekeeper/pkg/election"
 	"github.com/pgsafekeeper/safekeeper/pkg/httpapi"
 	"github.com/pgsafekeeper/safekeeper/pkg/manager"
@@ -458,7 +459,17 @@ func serve(cfg config, log *zap.Logger) error {
 
 	pending := &pendingReason{}
 	reg := supervisor.NewRegistry()
-	mgr := manager.New(manager.Config{DataDir: cfg.dataDir, Open: open}, reg, log)
+	mcfg := manager.Config{DataDir: cfg.dataDir, Open: open}
+	if a := cfg.archiveCfg; a != nil {
+		mcfg.DeleteArchive = func(ctx context.Context, id timeline.ID) (int, error) {
+			ar, err := archive.New(a.Store, id.TenantID, id.TimelineID, a.Compression)
+			if err != nil {
+				return 0, err
+			}
+			return ar.DeleteAll(ctx)
+		}
+	}
+	mgr := manager.New(mcfg, reg, log)
 	defs, err := mgr.Scan()
 	if err != nil {
 		return fmt.Errorf("scan data directory: %w", err)
