@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -15,34 +14,13 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
-// openIn lists the files under dir that this process holds open.
-func openIn(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count open files: %v", err)
-	}
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
-		if err == nil && strings.HasPrefix(target, real+string(filepath.Separator)) {
-			out = append(out, filepath.Base(target))
-		}
-	}
-	return out
-}
-
 // An idle timeline holds no file: after Initialize, and after CloseIdle
 // once appended WAL is flushed. A timeline switch and Close work with the
 // file closed, and WAL reads back whole after a reopen.
 func TestIdleTimelineHoldsNoFile(t *testing.T) {
 	tl := openTest(t)
 	dir := tl.Dir().Path()
-	if got := openIn(t, dir); len(got) != 0 {
+	if got := testenv.OpenFilesIn(t, dir); len(got) != 0 {
 		t.Fatalf("files open after Initialize: %v", got)
 	}
 	chunk := make([]byte, 3000)
@@ -61,13 +39,13 @@ func TestIdleTimelineHoldsNoFile(t *testing.T) {
 		}
 	}
 	appendFlush()
-	if got := openIn(t, dir); len(got) != 1 {
+	if got := testenv.OpenFilesIn(t, dir); len(got) != 1 {
 		t.Fatalf("files open while ingesting: %v; want the current segment", got)
 	}
 	if err := tl.CloseIdle(); err != nil {
 		t.Fatal(err)
 	}
-	if got := openIn(t, dir); len(got) != 0 {
+	if got := testenv.OpenFilesIn(t, dir); len(got) != 0 {
 		t.Fatalf("files open after CloseIdle: %v", got)
 	}
 	appendFlush() // reopens
@@ -83,7 +61,7 @@ func TestIdleTimelineHoldsNoFile(t *testing.T) {
 	if err := tl.SwitchTimeline(context.Background(), 2, sp); err != nil {
 		t.Fatal(err)
 	}
-	if got := openIn(t, dir); len(got) != 0 {
+	if got := testenv.OpenFilesIn(t, dir); len(got) != 0 {
 		t.Fatalf("files open after the switch: %v", got)
 	}
 	pos = sp

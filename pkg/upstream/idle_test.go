@@ -2,11 +2,10 @@ package upstream
 
 import (
 	"context"
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -19,27 +18,6 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
-
-// openIn lists the files under dir that this process holds open.
-func openIn(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count open files: %v", err)
-	}
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
-		if err == nil && strings.HasPrefix(target, real+string(filepath.Separator)) {
-			out = append(out, filepath.Base(target))
-		}
-	}
-	return out
-}
 
 // While connected, the flusher closes the current segment file once a
 // whole status interval went by without WAL, and WAL arriving later
@@ -83,7 +61,7 @@ func TestFlusherClosesIdleSegment(t *testing.T) {
 		}
 		open := func(want int, when string) {
 			t.Helper()
-			if got := openIn(t, dir); len(got) != want {
+			if got := testenv.OpenFilesIn(t, dir); len(got) != want {
 				t.Fatalf("%s: files open %v; want %d", when, got, want)
 			}
 		}
@@ -128,7 +106,7 @@ func TestReceiverRestsBetweenSessions(t *testing.T) {
 		if err := tl.Append(seg, make([]byte, 1000)); err != nil {
 			t.Fatal(err)
 		}
-		if got := openIn(t, tl.Dir().Path()); len(got) != 1 {
+		if got := testenv.OpenFilesIn(t, tl.Dir().Path()); len(got) != 1 {
 			t.Fatalf("files open while receiving: %v", got)
 		}
 		// An upstream that cannot be reached (no such socket directory).
@@ -141,7 +119,7 @@ func TestReceiverRestsBetweenSessions(t *testing.T) {
 		if st := r.Status().State; st != StateWaiting {
 			t.Fatalf("state %q; want %q", st, StateWaiting)
 		}
-		if got := openIn(t, tl.Dir().Path()); len(got) != 0 {
+		if got := testenv.OpenFilesIn(t, tl.Dir().Path()); len(got) != 0 {
 			t.Fatalf("files open while waiting to reconnect: %v", got)
 		}
 		if got := tl.FlushLSN(); got != seg+1000 {

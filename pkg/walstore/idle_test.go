@@ -3,39 +3,17 @@ package walstore
 import (
 	"bytes"
 	"errors"
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
-// openIn lists the files under dir that this process holds open, from
-// /proc/self/fd.
-func openIn(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count open files: %v", err)
-	}
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
-		if err == nil && strings.HasPrefix(target, real+string(filepath.Separator)) {
-			out = append(out, filepath.Base(target))
-		}
-	}
-	return out
-}
-
 func wantOpen(t *testing.T, dir string, n int, when string) {
 	t.Helper()
-	if got := openIn(t, dir); len(got) != n {
+	if got := testenv.OpenFilesIn(t, dir); len(got) != n {
 		t.Fatalf("%s: files open in the timeline directory %v; want %d", when, got, n)
 	}
 }
