@@ -408,12 +408,7 @@ func runArchiveTimelineSwitch(t *testing.T, ae archiveEnv) {
 	end1 := flushLSNOfPrimary(t, primary)
 	sk.WaitFlush(t, end1, 60*time.Second)
 	promoted.WaitForQuery(t, fmt.Sprintf("SELECT pg_last_wal_replay_lsn() >= '%s'", end1), "t", 60*time.Second)
-	primary.Stop(t, "fast")
-	promoted.Promote(t)
-	promoted.WaitForQuery(t, "SELECT timeline_id FROM pg_control_checkpoint()", "2", 60*time.Second)
-	sk.Stop()
-	sk.Upstream = promoted.ConnString()
-	sk.Start()
+	promoteAndRepoint(t, primary, promoted, sk)
 	generateSegments(t, promoted, 3)
 	target := waitArchived(t, sk, promoted, seg)
 	st = sk.archStatus(t)
@@ -475,14 +470,7 @@ func runArchiveTimelineSwitch(t *testing.T, ae archiveEnv) {
 	if err != nil || !strings.Contains(out, "switched to timeline 2") {
 		t.Fatalf("pg_receivewal across the switch from the archive: %v\n%s", err, out)
 	}
-	var got1, got2 []string
-	for _, name := range completeSegments(t, dir) {
-		if strings.HasPrefix(name, "00000001") {
-			got1 = append(got1, name)
-		} else {
-			got2 = append(got2, name)
-		}
-	}
+	got1, got2 := segmentsByTLI(t, dir)
 	if len(got1) != len(tli1) || len(got2) < len(tli2) {
 		t.Fatalf("pg_receivewal wrote TLI 1 %v, TLI 2 %v", got1, got2)
 	}

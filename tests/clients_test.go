@@ -211,3 +211,17 @@ func primaryBytes(t testing.TB, primary *pgtest.Cluster, tli uint32, segSize uin
 	}
 	return out
 }
+
+// segmentsByTLI lists dir's complete segments of timeline 1 and of the
+// later ones (after one switch).
+func segmentsByTLI(t testing.TB, dir string) (tli1, later []string) {
+	t.Helper()
+	for _, name := range completeSegments(t, dir) {
+		if strings.HasPrefix(name, "00000001") {
+			tli1 = append(tli1, name)
+		} else {
+			later = append(later, name)
+		}
+	}
+	return tli1, later
+}

@@ -422,3 +422,16 @@ func compareSKFiles(t testing.TB, primary *pgtest.Cluster, sk *SK, segSize uint6
 	compareWithPrimary(t, primary, dir, names)
 	t.Logf("safekeeper's %d complete segments are byte-identical to the primary's", len(names))
 }
+
+// promoteAndRepoint fails over: the old primary stops (fast, so that its
+// walsenders ship the shutdown checkpoint first), standby is promoted to
+// timeline 2, and sk restarts pointed at it.
+func promoteAndRepoint(t testing.TB, old, standby *pgtest.Cluster, sk *SK) {
+	t.Helper()
+	old.Stop(t, "fast")
+	standby.Promote(t)
+	standby.WaitForQuery(t, "SELECT timeline_id FROM pg_control_checkpoint()", "2", 60*time.Second)
+	sk.Stop()
+	sk.Upstream = standby.ConnString()
+	sk.Start()
+}

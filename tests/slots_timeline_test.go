@@ -165,12 +165,7 @@ func TestTimelineSwitch(t *testing.T) {
 
 	// The old primary goes away; the standby is promoted to TLI 2 and the
 	// safekeeper is pointed at it.
-	primary.Stop(t, "fast")
-	promoted.Promote(t)
-	promoted.WaitForQuery(t, "SELECT timeline_id FROM pg_control_checkpoint()", "2", 60*time.Second)
-	sk.Stop()
-	sk.Upstream = promoted.ConnString()
-	sk.Start()
+	promoteAndRepoint(t, primary, promoted, sk)
 	pgtest.WaitFor(t, 60*time.Second, "safekeeper on timeline 2", func() bool {
 		return sk.Status(t).Timelines[0].TLI == 2
 	})
@@ -240,14 +235,7 @@ func TestTimelineSwitch(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("history file %q (%v), want %q", got, err, want)
 	}
-	var tli1, tli2 []string
-	for _, name := range completeSegments(t, dir) {
-		if strings.HasPrefix(name, "00000001") {
-			tli1 = append(tli1, name)
-		} else {
-			tli2 = append(tli2, name)
-		}
-	}
+	tli1, tli2 := segmentsByTLI(t, dir)
 	if len(tli1) < 2 || len(tli2) < 2 {
 		t.Fatalf("complete segments: TLI 1 %v, TLI 2 %v", tli1, tli2)
 	}

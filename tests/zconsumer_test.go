@@ -273,12 +273,7 @@ func TestZConsumerFollowsTimelineSwitch(t *testing.T) {
 	sk.WaitFlush(t, end1, 60*time.Second)
 	promoted.WaitForQuery(t, fmt.Sprintf("SELECT pg_last_wal_replay_lsn() >= '%s'", end1), "t", 60*time.Second)
 
-	primary.Stop(t, "fast")
-	promoted.Promote(t)
-	promoted.WaitForQuery(t, "SELECT timeline_id FROM pg_control_checkpoint()", "2", 60*time.Second)
-	sk.Stop()
-	sk.Upstream = promoted.ConnString()
-	sk.Start()
+	promoteAndRepoint(t, primary, promoted, sk)
 	pgtest.WaitFor(t, 60*time.Second, "safekeeper on timeline 2", func() bool {
 		return sk.Status(t).Timelines[0].TLI == 2
 	})
@@ -308,14 +303,7 @@ func TestZConsumerFollowsTimelineSwitch(t *testing.T) {
 
 	// Complete segments: TLI 1 from the first segment to the one holding
 	// the switch point, TLI 2 from that one to the one holding the end.
-	var tli1, tli2 []string
-	for _, name := range completeSegments(t, dir) {
-		if strings.HasPrefix(name, "00000001") {
-			tli1 = append(tli1, name)
-		} else {
-			tli2 = append(tli2, name)
-		}
-	}
+	tli1, tli2 := segmentsByTLI(t, dir)
 	for _, c := range []struct {
 		names    []string
 		tli      uint32
