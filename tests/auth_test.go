@@ -103,8 +103,17 @@ func authPsqlFails(t testing.TB, bins *pgtest.Bins, conn, want string, env ...st
 // flags, caught up.
 func authStartPair(t *testing.T, extra ...string) (*pgtest.Cluster, *SK) {
 	t.Helper()
+	return authStartPairToken(t, "", extra...)
+}
+
+// authStartPairToken is authStartPair for a safekeeper whose HTTP API
+// wants the bearer token httpToken.
+func authStartPairToken(t *testing.T, httpToken string, extra ...string) (*pgtest.Cluster, *SK) {
+	t.Helper()
 	primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
-	sk := StartSK(t, primary.ConnString(), extra...)
+	sk := newSK(t, "safekeeper", primary.ConnString(), nil, extra...)
+	sk.HTTPToken = httpToken
+	sk.Start()
 	sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
 	return primary, sk
 }

@@ -341,7 +341,14 @@ func (s *SK) getStatus(t testing.TB, c *http.Client, decode func([]byte) int) er
 	t.Helper()
 	deadline := time.Now().Add(timelineWait)
 	for {
-		resp, err := c.Get(s.url("/v1/status"))
+		req, err := http.NewRequest("GET", s.url("/v1/status"), nil)
+		if err != nil {
+			return err
+		}
+		if s.HTTPToken != "" {
+			req.Header.Set("Authorization", "Bearer "+s.HTTPToken)
+		}
+		resp, err := c.Do(req)
 		if err != nil {
 			return err
 		}
@@ -349,6 +356,9 @@ func (s *SK) getStatus(t testing.TB, c *http.Client, decode func([]byte) int) er
 		resp.Body.Close()
 		if err != nil {
 			return err
+		}
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			t.Fatalf("GET /v1/status: %d %s (set SK.HTTPToken)", resp.StatusCode, body)
 		}
 		n := decode(body)
 		if n == 1 {

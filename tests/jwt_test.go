@@ -207,10 +207,10 @@ func TestAuthJWTWithRulesAndConfigErrors(t *testing.T) {
 		}
 	}
 
-	primary, sk := authStartPair(t, "--users-file", users, "--hba-file", hba, "--pg-auth-public-key", keyFile, "--http-auth-public-key", keyFile)
+	tok := jwtSign(t, key, jwt.MapClaims{"scope": "safekeeperdata"})
+	primary, sk := authStartPairToken(t, tok, "--users-file", users, "--hba-file", hba, "--pg-auth-public-key", keyFile, "--http-auth-public-key", keyFile)
 	base := fmt.Sprintf("host=127.0.0.1 port=%d sslmode=disable replication=true", sk.PGPort)
 	authIdentify(t, primary, base+" user=replicator"+authRequire(primary.Bins, "scram-sha-256"), "PGPASSWORD=pw")
-	tok := jwtSign(t, key, jwt.MapClaims{"scope": "safekeeperdata"})
 	authIdentify(t, primary, base+" user=pageserver"+authRequire(primary.Bins, "password"), "PGPASSWORD="+tok)
 	// A token is not replicator's password.
 	authPsqlFails(t, primary.Bins, base+" user=replicator", `FATAL:  password authentication failed for user "replicator"`, "PGPASSWORD="+tok)

@@ -562,7 +562,11 @@ func serve(cfg config, log *zap.Logger) error {
 		zap.String("version", buildVersion()), zap.String("data_dir", cfg.dataDir),
 		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()),
 		zap.Int("timelines", len(defs)))
-	mgr.Start(ctx, defs, pre)
+	// The timelines outlive the listeners: they stop after the walsender
+	// has taken its consumers through the shutdown sequence.
+	mgrCtx, stopTimelines := context.WithCancel(context.Background())
+	defer stopTimelines()
+	mgr.Start(mgrCtx, defs, pre)
 
 	fatal := make(chan error, 1) // a failure that must end the process
 	if !known && cfg.upstream != "" {

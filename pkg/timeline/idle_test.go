@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"os"
 	"testing"
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )

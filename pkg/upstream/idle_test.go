@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"io"
 	"net"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"

@@ -198,9 +198,9 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 	}()
 	c.streaming.Store(true)
 	defer c.streaming.Store(false)
-	if ctx.Err() != nil {
-		return errStreamShutdown
-	}
+	// A shutdown that came before the first message still goes through
+	// the sequence (keepalive, COPY 0), as PostgreSQL's walsender does:
+	// the sender's loop sees ctx done at once.
 
 	st := &stream{
 		c: c, consumer: consumer,

@@ -3,11 +3,11 @@ package walstore
 import (
 	"bytes"
 	"errors"
-	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
