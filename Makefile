@@ -20,7 +20,7 @@ TOOLS_BIN := $(CURDIR)/.tools/bin
 VERSITYGW := $(TOOLS_BIN)/versitygw
 ETCD      := $(TOOLS_BIN)/etcd
 
-.PHONY: all build test check vet fmt-check unit fuzz-short demo bench clean tools
+.PHONY: all build test check vet fmt-check unit fuzz-short demo bench clean tools test-memtier-off
 
 all: build
 
@@ -55,6 +55,12 @@ tools:
 
 unit: tools
 	$(GO) test -race -count=1 -timeout 45m $(PKGS)
+
+## test-memtier-off: the streaming, standby, receivewal and crash tests with
+## the memory tier off (--wal-memory-size 0); `make unit` runs them with it on.
+MEMTIER_TESTS ?= Receivewal|Stream|Standby|Crash|Kill|TimelineSwitch|Slot
+test-memtier-off:
+	SAFEKEEPER_TEST_WAL_MEMORY_SIZE=0 $(GO) test -race -count=1 -timeout 30m -run '$(MEMTIER_TESTS)' ./tests
 
 fuzz-short:
 	@set -e; for pkg in $$($(GO) list ./pkg/...); do \

@@ -195,6 +195,12 @@ func (s *SK) Start() {
 	if s.Upstream != "" {
 		args = append(args, "--upstream", s.Upstream)
 	}
+	// SAFEKEEPER_TEST_WAL_MEMORY_SIZE runs the suite with another memory
+	// window (0: the memory tier off; make test-memtier-off). A test's own
+	// --wal-memory-size wins (it comes later).
+	if v, ok := os.LookupEnv(walMemoryEnv); ok {
+		args = append(args, "--wal-memory-size", v)
+	}
 	args = append(args, s.Extra...)
 	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -278,6 +284,10 @@ func (s *SK) Stop() {
 	}
 }
 
+// walMemoryEnv names the environment variable that sets every test
+// safekeeper's --wal-memory-size.
+const walMemoryEnv = "SAFEKEEPER_TEST_WAL_MEMORY_SIZE"
+
 // ConnString is a libpq connection string for a replication connection.
 func (s *SK) ConnString() string {
 	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable replication=true", s.PGPort)
@@ -302,6 +312,7 @@ type Status struct {
 		Consumers []struct {
 			ApplicationName string `json:"application_name"`
 			SentLSN         string `json:"sent_lsn"`
+			Tier            string `json:"tier"`
 			Feedback        *struct {
 				WriteLSN string `json:"write_lsn"`
 				FlushLSN string `json:"flush_lsn"`

@@ -175,6 +175,8 @@ type config struct {
 	walKeepBytes     uint64
 	readyMaxLag      uint64
 	readyMaxLagFlag  string
+	walMemoryFlag    string
+	walMemoryBytes   uint64
 	readyArchiveFail time.Duration
 }
 
@@ -196,6 +198,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, else derived from the upstream's system identifier (README)")
 	fs.IntVar(&c.maxSlots, "max-replication-slots", 10, "most replication slots the safekeeper holds")
 	fs.StringVar(&c.maxSlotKeep, "max-slot-wal-keep-size", "0", "most WAL a slot may hold back (e.g. 10GB); a slot further behind is reported lost; 0 = unlimited")
+	fs.StringVar(&c.walMemoryFlag, "wal-memory-size", "64MB", "most recent durable WAL kept in memory per timeline, from which consumers that keep up are served (0 disables); allocated as WAL arrives, released when the timeline is idle")
 	fs.StringVar(&c.readyMaxLagFlag, "ready-max-lag", "64MB", "GET /readyz answers 503 while the node is further behind the upstream's end of WAL (0 = no limit)")
 	fs.DurationVar(&c.readyArchiveFail, "ready-archive-fail-for", 5*time.Minute, "GET /readyz answers 503 once archive operations have failed for this long in a row (0 = never)")
 	registerSecurityFlags(fs, &c.security)
@@ -209,6 +212,9 @@ func parseFlags(args []string) (config, error) {
 	var err error
 	if c.readyMaxLag, err = parseSize(c.readyMaxLagFlag); err != nil {
 		return c, fmt.Errorf("--ready-max-lag: %w", err)
+	}
+	if c.walMemoryBytes, err = parseSize(c.walMemoryFlag); err != nil {
+		return c, fmt.Errorf("--wal-memory-size: %w", err)
 	}
 	if c.upstream != "" {
 		if _, err := pgconn.ParseConfig(c.upstream); err != nil {
@@ -622,12 +628,13 @@ func timelineConfig(cfg config, def manager.Definition) (supervisor.Config, erro
 	}
 	id := def.ID()
 	c = supervisor.Config{
-		Dir:          filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID),
-		ID:           id,
-		NodeName:     cfg.name,
-		Slots:        slots.Limits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep},
-		Archive:      cfg.archiveCfg,
-		WalKeepBytes: cfg.walKeepBytes,
+		Dir:            filepath.Join(cfg.dataDir, id.TenantID, id.TimelineID),
+		ID:             id,
+		NodeName:       cfg.name,
+		Slots:          slots.Limits{MaxSlots: cfg.maxSlots, MaxKeepBytes: keep},
+		Archive:        cfg.archiveCfg,
+		WalKeepBytes:   cfg.walKeepBytes,
+		WalMemoryBytes: cfg.walMemoryBytes,
 	}
 	if u := def.Upstream; u != nil {
 		var startLSN wal.LSN

@@ -27,6 +27,7 @@ type Consumer struct {
 	id        uint64
 	startLSN  atomic.Uint64
 	sent      atomic.Uint64
+	tier      atomic.Pointer[string] // tier that served the last read
 	connected time.Time
 
 	hsChanged chan struct{}     // the timeline's hot standby aggregate may have changed
@@ -66,6 +67,24 @@ func (c *Consumer) notifyHorizon() {
 
 // SetSent records the end of WAL sent so far.
 func (c *Consumer) SetSent(lsn wal.LSN) { c.sent.Store(uint64(lsn)) }
+
+// WALRead records the tier that served the consumer's last read
+// (walreader.Observer); it allocates only when the tier changes.
+func (c *Consumer) WALRead(tier string, _ int) {
+	if p := c.tier.Load(); p == nil || *p != tier {
+		t := tier
+		c.tier.Store(&t)
+	}
+}
+
+// Tier returns the tier that served the consumer's last read ("" before
+// the first).
+func (c *Consumer) Tier() string {
+	if p := c.tier.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // SentLSN returns the end of WAL sent.
 func (c *Consumer) SentLSN() wal.LSN { return wal.LSN(c.sent.Load()) }
@@ -118,6 +137,7 @@ type Status struct {
 	ConnectedAt     time.Time            `json:"connected_at"`
 	StartLSN        string               `json:"start_lsn"`
 	SentLSN         string               `json:"sent_lsn"`
+	Tier            string               `json:"tier,omitempty"`
 	Feedback        *StandbyFeedbackJSON `json:"feedback,omitempty"`
 	HotStandby      *HotStandbyJSON      `json:"hot_standby_feedback,omitempty"`
 	Pageserver      *PageserverJSON      `json:"pageserver_feedback,omitempty"`
@@ -152,6 +172,7 @@ func (c *Consumer) Status() Status {
 		ConnectedAt: c.connected,
 		StartLSN:    wal.LSN(c.startLSN.Load()).String(),
 		SentLSN:     c.SentLSN().String(),
+		Tier:        c.Tier(),
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -270,3 +270,21 @@ func TestPageserverChanged(t *testing.T) {
 	step("the standby leaves", false, func() { r.Remove(standby) })
 	step("the pageserver leaves", true, func() { r.Remove(ps) })
 }
+
+// The status shows the tier that served the consumer's last read; noting
+// an unchanged tier allocates nothing.
+func TestConsumerTier(t *testing.T) {
+	r := consumers.NewRegistry()
+	c := r.Add(consumers.Info{ApplicationName: "a"})
+	if s := c.Status(); s.Tier != "" {
+		t.Fatalf("tier %q before any read", s.Tier)
+	}
+	c.WALRead("local", 100)
+	c.WALRead("memory", 100)
+	if s := c.Status(); s.Tier != "memory" {
+		t.Fatalf("tier %q, want memory", s.Tier)
+	}
+	if a := testing.AllocsPerRun(100, func() { c.WALRead("memory", 100) }); a != 0 {
+		t.Fatalf("%v allocations per read from the same tier", a)
+	}
+}

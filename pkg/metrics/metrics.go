@@ -27,6 +27,7 @@ type Metrics struct {
 	upstreamReconnects *prometheus.CounterVec
 	needsRebootstrap   *prometheus.CounterVec
 	storageFull        *prometheus.GaugeVec
+	walReadBytes       *prometheus.CounterVec
 }
 
 // Timeline is one timeline's series.
@@ -39,6 +40,9 @@ type Timeline struct {
 	UpstreamReconnects prometheus.Counter
 	NeedsRebootstrap   prometheus.Counter
 	StorageFull        prometheus.Gauge
+	// WalReadBytes counts WAL bytes read for consumers, by the tier that
+	// served them (ReadTiers).
+	WalReadBytes map[string]prometheus.Counter
 	// Process-wide, shared by every timeline.
 	FsyncSeconds  prometheus.Observer
 	UploadSeconds prometheus.Observer
@@ -46,6 +50,17 @@ type Timeline struct {
 
 // timelineLabels are the labels of per-timeline series.
 var timelineLabels = []string{"tenant_id", "timeline_id"}
+
+// ReadTiers are the values of safekeeper_wal_read_bytes_total's tier label,
+// the names of walreader's tiers.
+var ReadTiers = []string{"memory", "local", "archive"}
+
+// WALRead counts n bytes read from tier (walreader.Observer).
+func (t *Timeline) WALRead(tier string, n int) {
+	if c := t.WalReadBytes[tier]; c != nil {
+		c.Add(float64(n))
+	}
+}
 
 // New creates the collectors and registers them with reg (which may be nil
 // for tests that do not export them).
@@ -80,11 +95,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		needsRebootstrap: counter("safekeeper_consumers_needs_rebootstrap_total",
 			"Consumers refused because they asked for WAL no tier (memory, local files, archive) holds any more."),
 		storageFull: gauge("safekeeper_wal_storage_full", "1 while WAL ingest is paused because the disk is full, else 0."),
+		walReadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safekeeper_wal_read_bytes_total",
+			Help: "WAL bytes read for consumers, by the tier that served them (memory, local, archive).",
+		}, append(append([]string{}, timelineLabels...), "tier")),
 	}
 	if reg != nil {
 		reg.MustRegister(m.FsyncSeconds, m.UploadSeconds, m.ConnectionsTotal, m.ProtocolErrors,
 			m.bytesReceived, m.bytesSent, m.flushLSN, m.consumers, m.upstreamConnected, m.upstreamReconnects,
-			m.needsRebootstrap, m.storageFull)
+			m.needsRebootstrap, m.storageFull, m.walReadBytes)
 	}
 	return m
 }
@@ -92,7 +111,12 @@ func New(reg prometheus.Registerer) *Metrics {
 // ForTimeline returns the series of one timeline, created at zero.
 func (m *Metrics) ForTimeline(tenantID, timelineID string) *Timeline {
 	l := prometheus.Labels{"tenant_id": tenantID, "timeline_id": timelineID}
+	read := make(map[string]prometheus.Counter, len(ReadTiers))
+	for _, tier := range ReadTiers {
+		read[tier] = m.walReadBytes.With(prometheus.Labels{"tenant_id": tenantID, "timeline_id": timelineID, "tier": tier})
+	}
 	return &Timeline{
+		WalReadBytes:       read,
 		BytesReceived:      m.bytesReceived.With(l),
 		BytesSent:          m.bytesSent.With(l),
 		FlushLSN:           m.flushLSN.With(l),
@@ -119,6 +143,7 @@ func (m *Metrics) DeleteTimeline(tenantID, timelineID string) {
 		m.consumers, m.upstreamConnected, m.upstreamReconnects, m.needsRebootstrap, m.storageFull} {
 		v.Delete(l)
 	}
+	m.walReadBytes.DeletePartialMatch(l)
 }
 
 // SlotSample is one replication slot as the slot collector reports it.

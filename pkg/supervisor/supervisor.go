@@ -38,6 +38,9 @@ type Config struct {
 	Archive *ArchiveConfig
 	// WalKeepBytes is --wal-keep-size.
 	WalKeepBytes uint64
+	// WalMemoryBytes is --wal-memory-size: the most recent durable WAL
+	// kept in memory for consumers (0: none).
+	WalMemoryBytes uint64
 	// Cluster, when set, makes the timeline a member of a safekeeper
 	// cluster (etcd): peers, an elected offloader, a shared backup_lsn.
 	// Without it the node is always its own offloader.
@@ -84,6 +87,7 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 	if err != nil {
 		return nil, err
 	}
+	tl.SetMemoryWindow(cfg.WalMemoryBytes)
 	s := &Supervisor{cfg: cfg, log: log, m: m, tm: m.ForTimeline(cfg.ID.TenantID, cfg.ID.TimelineID), tl: tl,
 		consumers: consumers.NewRegistry(), started: time.Now()}
 	s.tm.FlushLSN.Set(float64(tl.FlushLSN()))
@@ -248,13 +252,20 @@ func (s *Supervisor) OldestLSN() wal.LSN {
 }
 
 // OpenReader returns a reader over the timeline's tiers for one consumer:
-// the local segment files, then the archive.
+// the memory window, the local segment files, then the archive. Its reads
+// are counted in safekeeper_wal_read_bytes_total by tier.
 func (s *Supervisor) OpenReader() *walreader.Reader {
 	ctl := s.tl.Control()
-	tiers := []walreader.Tier{walreader.NewLocalTier(s.tl.Dir(), ctl.WalSegSize)}
+	var tiers []walreader.Tier
+	if m := s.tl.Memory(); m != nil {
+		tiers = append(tiers, walreader.NewMemoryTier(m))
+	}
+	tiers = append(tiers, walreader.NewLocalTier(s.tl.Dir(), ctl.WalSegSize))
 	if s.ar != nil {
 		id := archive.Identity{SystemID: ctl.SystemID, SegSize: ctl.WalSegSize}
 		tiers = append(tiers, walreader.NewArchiveTier(s.ar, id, s.tl.LocalStartLSN))
 	}
-	return walreader.New(ctl.WalSegSize, tiers...)
+	rd := walreader.New(ctl.WalSegSize, tiers...)
+	rd.Observe(s.tm)
+	return rd
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walmem"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
@@ -19,6 +20,14 @@ import (
 // to the control file during streaming. The true end is always recoverable
 // from the segment files; the control file only has to be no later than it.
 const controlPersistInterval = time.Second
+
+// memoryIdleRelease is how long a timeline receives no WAL before its
+// memory window is released (checked by CloseIdle, which the receiver calls
+// at each idle status interval). A timeline keeping up a trickle of WAL
+// keeps its window; one idle this long has consumers that are all caught
+// up (or reading files anyway), and 1000 such timelines hold no window
+// memory. The next WAL allocates again, chunk by chunk.
+const memoryIdleRelease = time.Minute
 
 // UpstreamInfo is what the upstream told us at first contact.
 type UpstreamInfo struct {
@@ -57,7 +66,8 @@ type Timeline struct {
 	tli      atomic.Uint32                   // current PostgreSQL timeline
 	walLevel atomic.Pointer[string]          // the upstream's wal_level, as last seen
 
-	archived SegmentSource // nil without an archive
+	archived SegmentSource  // nil without an archive
+	mem      *walmem.Window // recent durable WAL in memory; nil when disabled
 }
 
 // SegmentSource returns a whole, verified archived segment of PostgreSQL
@@ -91,6 +101,15 @@ func (t *Timeline) BindArchive(name string) (previous string, err error) {
 // switch point lies before the local start (a promoted standby that was
 // behind, after local removal). Call it before the timeline is used.
 func (t *Timeline) SetArchive(src SegmentSource) { t.archived = src }
+
+// SetMemoryWindow gives the timeline a window of at most size bytes of its
+// most recent durable WAL in memory (0 disables it), filled by Append and
+// published by Flush; the memory is allocated as WAL arrives. Call it before
+// the timeline is used.
+func (t *Timeline) SetMemoryWindow(size uint64) { t.mem = walmem.New(size) }
+
+// Memory returns the timeline's memory window (nil when disabled).
+func (t *Timeline) Memory() *walmem.Window { return t.mem }
 
 // Open loads (or creates) the timeline stored in dir. For a timeline that
 // has WAL, the true end of valid WAL is recovered before Open returns.
@@ -244,13 +263,20 @@ func (t *Timeline) WrittenLSN() wal.LSN {
 }
 
 // Append writes received WAL starting at start. It is not durable until
-// Flush returns a position past it.
+// Flush returns a position past it. The bytes are copied into the memory
+// window first, so that the window holds everything the next Flush makes
+// durable.
 func (t *Timeline) Append(start wal.LSN, data []byte) error {
 	w := t.w.Load()
 	if w == nil {
 		return errors.New("timeline not initialized")
 	}
-	return w.Write(start, data)
+	t.mem.Write(t.tli.Load(), start, data)
+	if err := w.Write(start, data); err != nil {
+		t.mem.Truncate(w.Written())
+		return err
+	}
+	return nil
 }
 
 // Flush makes all appended WAL durable, publishes the new end to waiting
@@ -274,6 +300,7 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 	}
 	persist := false
 	if uint64(d) > t.flush.Load() {
+		t.mem.Publish(d) // before the senders can see d
 		t.flush.Store(uint64(d))
 		t.lastSync.Store(time.Now().UnixNano())
 		t.broadcastLocked()
@@ -296,7 +323,13 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 // durable (call it after Flush), so that an idle timeline holds no file
 // descriptor; the next Append opens it again. It does nothing otherwise,
 // or before the first contact.
+//
+// It also releases the memory window once no WAL has been made durable for
+// memoryIdleRelease.
 func (t *Timeline) CloseIdle() error {
+	if last := t.LastSync(); !last.IsZero() && time.Since(last) >= memoryIdleRelease {
+		t.mem.Release()
+	}
 	if w := t.w.Load(); w != nil {
 		return w.CloseIdle()
 	}
@@ -503,6 +536,7 @@ func (t *Timeline) Close() error {
 		t.log.Warn("persisting control file", zap.Error(err))
 	}
 	t.w.Store(nil)
+	t.mem.Release()
 	return w.Close()
 }
 
@@ -573,6 +607,9 @@ func (t *Timeline) SwitchTimeline(ctx context.Context, newTLI uint32, switchpoin
 	// so errors are ErrBroken, which makes the process restart.
 	t.w.Store(nil)
 	cur.Close()
+	// Old-timeline bytes past the switch point leave the memory window
+	// before the new timeline and its end are published.
+	t.mem.Switch(newTLI, switchpoint)
 	t.ctl = ctl
 	t.hist = nil
 	t.tli.Store(newTLI)

@@ -102,6 +102,9 @@ func (a *ArchiveTier) Release() {
 	a.cur, a.pf = nil, nil
 }
 
+// Name implements namer.
+func (a *ArchiveTier) Name() string { return "archive" }
+
 // Close implements Tier: it stops a prefetch in flight.
 func (a *ArchiveTier) Close() error {
 	a.cancel()

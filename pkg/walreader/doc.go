@@ -1,11 +1,17 @@
 // Package walreader reads WAL byte ranges for senders through tiers
 // consulted in order, each answering ErrNotInTier when it does not hold
-// the range: the local segment files (LocalTier), then the archive
+// the range: the window of recent durable WAL in memory (MemoryTier, see
+// package walmem), the local segment files (LocalTier), then the archive
 // (ArchiveTier: whole segments, checksum-verified, the next one
-// prefetched). A memory tier of recent WAL plugs in the same way. When no
+// prefetched). A consumer inside the memory window is served from it; one
+// the window moved past misses it and reads files (or the archive) without
+// a gap, and returns to memory once it has caught up. When no
 // tier holds the WAL, the read fails with an error wrapping ErrUnavailable
 // and PostgreSQL's 58P01 "requested WAL segment %s has already been
 // removed", which the walsender turns into the consumer's error.
+//
+// Observers learn which tier served each read and how much (the consumer's
+// status, the per-tier read metric).
 //
 // A Reader belongs to one consumer and is not safe for concurrent use. The
 // local tier keeps the current segment file open, so streaming costs one

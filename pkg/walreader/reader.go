@@ -33,16 +33,47 @@ type Tier interface {
 // when another tier starts serving the reader.
 type releaser interface{ Release() }
 
+// namer is a tier with a name for observers: "memory", "local", "archive".
+type namer interface{ Name() string }
+
+// Observer is told of every successful read: the name of the tier that
+// served it and how many bytes it read. It is called on the reader's
+// goroutine, must not block, and should not allocate.
+type Observer interface {
+	WALRead(tier string, n int)
+}
+
 // Reader reads WAL through its tiers in order.
 type Reader struct {
 	tiers   []Tier
+	names   []string
 	segSize uint64
-	last    int // index of the tier that served the last read
+	last    int // index of the tier that served the last read, -1 before
+	obs     []Observer
 }
 
 // New returns a reader over the given tiers, consulted in order.
 func New(segSize uint64, tiers ...Tier) *Reader {
-	return &Reader{tiers: tiers, segSize: segSize}
+	names := make([]string, len(tiers))
+	for i, t := range tiers {
+		if n, ok := t.(namer); ok {
+			names[i] = n.Name()
+		}
+	}
+	return &Reader{tiers: tiers, names: names, segSize: segSize, last: -1}
+}
+
+// Observe adds an observer of the reader's reads (metrics, a consumer's
+// status).
+func (r *Reader) Observe(o Observer) { r.obs = append(r.obs, o) }
+
+// LastTier returns the name of the tier that served the last read ("" before
+// the first one).
+func (r *Reader) LastTier() string {
+	if r.last < 0 {
+		return ""
+	}
+	return r.names[r.last]
 }
 
 // ReadAt fills p (up to the end of lsn's segment) with the WAL of timeline
@@ -61,10 +92,17 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) 
 		if i != r.last {
 			// Another tier took over (e.g. a catch-up read reached the
 			// local files): the previous one may drop what it holds.
-			if rel, ok := r.tiers[r.last].(releaser); ok {
-				rel.Release()
+			if r.last >= 0 {
+				if rel, ok := r.tiers[r.last].(releaser); ok {
+					rel.Release()
+				}
 			}
 			r.last = i
+		}
+		if err == nil {
+			for _, o := range r.obs {
+				o.WALRead(r.names[i], n)
+			}
 		}
 		return n, err
 	}
@@ -135,6 +173,9 @@ func (l *LocalTier) ReadAt(_ context.Context, p []byte, tli uint32, lsn wal.LSN)
 	}
 	return n, err
 }
+
+// Name implements namer.
+func (l *LocalTier) Name() string { return "local" }
 
 // Close implements Tier.
 func (l *LocalTier) Close() error {

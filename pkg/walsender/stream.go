@@ -214,6 +214,7 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 	log.Info("streaming WAL to consumer", zap.Bool("historic", historic))
 	rd := c.tl.OpenReader()
 	defer rd.Close()
+	rd.Observe(consumer) // the status shows the tier of its last read
 
 	s := sender{c: c, st: st, rd: rd, tli: tli, segSize: ctl.WalSegSize, sent: startLSN,
 		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.s.cfg.WalSenderTimeout,
