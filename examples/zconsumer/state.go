@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 // stateFile is the name of the state file inside --dir.
@@ -77,26 +78,7 @@ func saveState(dir string, st State) error {
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
-	final := filepath.Join(dir, stateFile)
-	tmp := final + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
+	// Temp file, fsync, rename, fsync the directory; no temp file left
+	// behind on failure.
+	return walstore.WriteFileAtomic(filepath.Join(dir, stateFile), append(b, '\n'), 0o644)
 }

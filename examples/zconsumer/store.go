@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 // segStore appends streamed WAL to PostgreSQL-named segment files in one
@@ -62,14 +63,14 @@ func (s *segStore) openSegment() error {
 			if err := os.Rename(name, partial); err != nil {
 				return err
 			}
-			if err := syncDir(s.dir); err != nil {
+			if err := walstore.SyncDir(s.dir); err != nil {
 				return err
 			}
 			f, err = os.OpenFile(partial, os.O_RDWR, 0)
 		} else {
 			f, err = os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 			if err == nil {
-				err = syncDir(s.dir)
+				err = walstore.SyncDir(s.dir)
 			}
 		}
 	}
@@ -136,7 +137,7 @@ func (s *segStore) completeSegment() error {
 	if err := os.Rename(name+".partial", name); err != nil {
 		return err
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := walstore.SyncDir(s.dir); err != nil {
 		return err
 	}
 	s.synced = s.pos
@@ -176,20 +177,6 @@ func (s *segStore) Close() error {
 			err = cerr
 		}
 		s.f = nil
-	}
-	return err
-}
-
-// syncDir fsyncs a directory so that file creations and renames in it
-// survive a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
 	}
 	return err
 }
