@@ -63,12 +63,7 @@ test-memtier-off:
 	SAFEKEEPER_TEST_WAL_MEMORY_SIZE=0 $(GO) test -race -count=1 -timeout 30m -run '$(MEMTIER_TESTS)' ./tests
 
 fuzz-short:
-	@set -e; for pkg in $$($(GO) list ./pkg/...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz-short.sh
 
 ## demo: a throwaway PostgreSQL primary, a safekeeper on it, some WAL,
 ## streamed back with pg_receivewal from the safekeeper.
