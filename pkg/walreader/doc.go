@@ -15,6 +15,7 @@
 //
 // A Reader belongs to one consumer and is not safe for concurrent use. The
 // local tier keeps the current segment file open, so streaming costs one
-// pread per message and no allocation; when another tier takes over, the
+// pread per message and no allocation (ReadOrLocate: no read at all, the
+// sender hands the open file to sendfile); when another tier takes over, the
 // archive tier drops the segments it holds.
 package walreader

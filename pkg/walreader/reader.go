@@ -89,26 +89,83 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) 
 		if errors.Is(err, ErrNotInTier) {
 			continue
 		}
-		if i != r.last {
-			// Another tier took over (e.g. a catch-up read reached the
-			// local files): the previous one may drop what it holds.
-			if r.last >= 0 {
-				if rel, ok := r.tiers[r.last].(releaser); ok {
-					rel.Release()
-				}
-			}
-			r.last = i
-		}
-		if err == nil {
-			for _, o := range r.obs {
-				o.WALRead(r.names[i], n)
-			}
-		}
+		r.served(i, n, err)
 		return n, err
 	}
+	return 0, r.unavailable(tli, lsn)
+}
+
+// served records that tier i answered a read of n bytes with err.
+func (r *Reader) served(i, n int, err error) {
+	if i != r.last {
+		// Another tier took over (e.g. a catch-up read reached the
+		// local files): the previous one may drop what it holds.
+		if r.last >= 0 {
+			if rel, ok := r.tiers[r.last].(releaser); ok {
+				rel.Release()
+			}
+		}
+		r.last = i
+	}
+	if err == nil {
+		for _, o := range r.obs {
+			o.WALRead(r.names[i], n)
+		}
+	}
+}
+
+func (r *Reader) unavailable(tli uint32, lsn wal.LSN) error {
 	name := wal.SegmentFileName(tli, wal.SegmentNo(lsn, r.segSize), r.segSize)
-	return 0, fmt.Errorf("%w: %w", ErrUnavailable,
+	return fmt.Errorf("%w: %w", ErrUnavailable,
 		pgerr.New(pgerr.UndefinedFile, "requested WAL segment %s has already been removed", name))
+}
+
+// Extent is where the bytes of a ReadOrLocate are: N bytes in the
+// caller's buffer when File is nil, else N bytes of File from Off on.
+type Extent struct {
+	File *os.File
+	Off  int64
+	N    int
+}
+
+// locator is a tier that can tell where in a file its bytes are instead
+// of copying them, so that a sender can hand the file to the kernel
+// (sendfile) rather than read it into user space.
+type locator interface {
+	Locate(tli uint32, lsn wal.LSN, n int) (*os.File, int64, error)
+}
+
+// ReadOrLocate is ReadAt for a sender that can send from a file: the
+// tiers are consulted in the same order, and a tier that keeps the WAL
+// in a file (the local tier) answers with the open file and the offset
+// instead of copying up to len(p) bytes into p; any other tier (archive,
+// memory) fills p as ReadAt does. The file belongs to the reader: it is
+// valid until the next call or Close. The caller never asks for bytes
+// beyond the durable end of WAL, so the file holds them all.
+func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) (Extent, error) {
+	if room := r.segSize - wal.SegmentOffset(lsn, r.segSize); uint64(len(p)) > room {
+		p = p[:room]
+	}
+	for i, t := range r.tiers {
+		if lt, ok := t.(locator); ok {
+			f, off, err := lt.Locate(tli, lsn, len(p))
+			if errors.Is(err, ErrNotInTier) {
+				continue
+			}
+			r.served(i, len(p), err)
+			if err != nil {
+				return Extent{}, err
+			}
+			return Extent{File: f, Off: off, N: len(p)}, nil
+		}
+		n, err := t.ReadAt(ctx, p, tli, lsn)
+		if errors.Is(err, ErrNotInTier) {
+			continue
+		}
+		r.served(i, n, err)
+		return Extent{N: n}, err
+	}
+	return Extent{}, r.unavailable(tli, lsn)
 }
 
 // Close closes all tiers.
@@ -176,6 +233,16 @@ func (l *LocalTier) ReadAt(_ context.Context, p []byte, tli uint32, lsn wal.LSN)
 
 // Name implements namer.
 func (l *LocalTier) Name() string { return "local" }
+
+// Locate implements locator: the open segment file holding lsn and the
+// offset of lsn in it. n bytes from there are durable WAL (the caller
+// never asks for more); the file is not read.
+func (l *LocalTier) Locate(tli uint32, lsn wal.LSN, _ int) (*os.File, int64, error) {
+	if err := l.open(tli, wal.SegmentNo(lsn, l.segSize)); err != nil {
+		return nil, 0, err
+	}
+	return l.f, int64(wal.SegmentOffset(lsn, l.segSize)), nil
+}
 
 // Close implements Tier.
 func (l *LocalTier) Close() error {

@@ -1,9 +1,16 @@
 package walsender
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +21,7 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
 
 // discardConn is a net.Conn that accepts and drops every write.
@@ -113,5 +121,251 @@ func TestSendAllocatesNothing(t *testing.T) {
 	}
 	if snd.sent > end {
 		t.Fatalf("sent past the end: %s > %s", snd.sent, end)
+	}
+}
+
+// tcpPair returns the server side of a loopback TCP connection whose
+// client side is drained (and discarded) until the test ends.
+func tcpPair(tb testing.TB) *net.TCPConn {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	cl, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<20)
+		for {
+			if _, err := cl.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	tb.Cleanup(func() {
+		srv.Close()
+		cl.Close()
+		<-done
+	})
+	return srv.(*net.TCPConn)
+}
+
+// newTCPSender returns a sender over a loopback TCP connection streaming
+// the local segment files of a timeline holding one segment of WAL;
+// zeroCopy chooses sendfile or copying through the frame buffer.
+func newTCPSender(tb testing.TB, segSize uint64, zeroCopy bool) (*sender, wal.LSN, wal.LSN) {
+	tl := newTestTimeline(tb, segSize, int(segSize))
+	nc := tcpPair(tb)
+	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
+	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
+	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
+	tb.Cleanup(func() { rd.Close() })
+	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
+	start := wal.LSN(segSize)
+	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
+	if zeroCopy {
+		snd.fs = newFileSender(nc)
+		if snd.fs == nil {
+			tb.Skip("no zero-copy send on this platform")
+		}
+	}
+	return snd, start, tl.FlushLSN()
+}
+
+// BenchmarkSendXLogDataTCP sends XLogData messages of several sizes to a
+// real loopback socket, from a local segment file, by copying (pread into
+// the frame buffer, one write) and with sendfile (header with MSG_MORE,
+// then sendfile from the page cache). Neither may allocate.
+func BenchmarkSendXLogDataTCP(b *testing.B) {
+	const segSize = 16 << 20
+	for _, mode := range []string{"copy", "sendfile"} {
+		for _, size := range []int{256, 8 << 10, MaxSendSize} {
+			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
+				snd, start, end := newTCPSender(b, segSize, mode == "sendfile")
+				now := time.Now()
+				// The sending thread's CPU time (the sends, and the
+				// loopback's protocol work the kernel does in them).
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu0 := threadCPU()
+				for i := 0; i < b.N; i++ {
+					if snd.sent+wal.LSN(size) > end {
+						snd.sent = start
+					}
+					if err := snd.send(context.Background(), now, snd.sent+wal.LSN(size)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
+
+// BenchmarkSendReadFrom is the alternative to fileSender measured against
+// it: the header with Write, then (*net.TCPConn).ReadFrom of an
+// io.LimitedReader over the file (Go's own sendfile path, which sends
+// from the file's offset: one lseek per message).
+func BenchmarkSendReadFrom(b *testing.B) {
+	const segSize = 16 << 20
+	tl := newTestTimeline(b, segSize, segSize)
+	nc := tcpPair(b)
+	f, err := tl.Dir().OpenSegment(1, 1, segSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	hdr := make([]byte, frameHeader)
+	lr := &io.LimitedReader{R: f}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.SetBytes(MaxSendSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := threadCPU()
+	defer func() { b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op") }()
+	off := int64(0)
+	for i := 0; i < b.N; i++ {
+		if off+MaxSendSize > segSize {
+			off = 0
+		}
+		if _, err := nc.Write(hdr); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			b.Fatal(err)
+		}
+		lr.N = MaxSendSize
+		if n, err := nc.ReadFrom(lr); err != nil || n != MaxSendSize {
+			b.Fatal(n, err)
+		}
+		off += MaxSendSize
+	}
+}
+
+// TestSendFileAllocatesNothing: a message sent with sendfile to a real
+// socket allocates nothing and ends at the same page boundary as a copied
+// one.
+func TestSendFileAllocatesNothing(t *testing.T) {
+	const segSize = 1 << 20
+	snd, start, end := newTCPSender(t, segSize, true)
+	snd.sent = start + 100 // mid-page start
+	now := time.Now()
+	if err := snd.send(context.Background(), now, end); err != nil {
+		t.Fatal(err)
+	}
+	if snd.fs == nil {
+		t.Fatal("sendfile was given up on a TCP socket")
+	}
+	if snd.sent%wal.BlockSize != 0 || snd.sent != start+MaxSendSize-MaxSendSize%wal.BlockSize {
+		t.Fatalf("first message from a mid-page start ended at %s, not the last page boundary within MaxSendSize", snd.sent)
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		if err := snd.send(context.Background(), now, end); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("send with sendfile allocates %.1f times per message", allocs)
+	}
+	if snd.sent > end {
+		t.Fatalf("sent past the end: %s > %s", snd.sent, end)
+	}
+}
+
+// threadCPU returns the calling OS thread's user+system CPU time in ns.
+func threadCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// TestSendFileBytes: what sendfile puts on the wire is the XLogData
+// framing of exactly the WAL in the segment file, in page-cut messages.
+func TestSendFileBytes(t *testing.T) {
+	const segSize = 1 << 20
+	tl := newTestTimeline(t, segSize, segSize)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
+	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
+	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
+	defer rd.Close()
+	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
+	start := wal.LSN(segSize) + 100
+	end := tl.FlushLSN()
+	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries(), fs: newFileSender(nc)}
+	if snd.fs == nil {
+		t.Skip("no zero-copy send on this platform")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for snd.sent < end {
+			if err := snd.send(context.Background(), time.Now(), end); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	want, err := os.ReadFile(filepath.Join(tl.Dir().Path(), wal.SegmentFileName(1, 1, segSize)+walstore.PartialSuffix))
+	if err != nil {
+		want, err = os.ReadFile(filepath.Join(tl.Dir().Path(), wal.SegmentFileName(1, 1, segSize)))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := start
+	for pos < end {
+		var hdr [frameHeader]byte
+		if _, err := io.ReadFull(cl, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		n := int(binary.BigEndian.Uint32(hdr[1:])) + 1 - frameHeader
+		if hdr[0] != 'd' || hdr[5] != 'w' || wal.LSN(binary.BigEndian.Uint64(hdr[6:])) != pos || n <= 0 || n > MaxSendSize {
+			t.Fatalf("bad header at %s: %q, %d bytes", pos, hdr, n)
+		}
+		got := make([]byte, n)
+		if _, err := io.ReadFull(cl, got); err != nil {
+			t.Fatal(err)
+		}
+		off := wal.SegmentOffset(pos, segSize)
+		if !bytes.Equal(got, want[off:off+uint64(n)]) {
+			t.Fatalf("WAL at %s differs from the segment file", pos)
+		}
+		pos += wal.LSN(n)
+		if pos < end && pos%wal.BlockSize != 0 {
+			t.Fatalf("message ends at %s, not a page boundary", pos)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -246,6 +246,7 @@ type sender struct {
 	c        *conn
 	st       *stream
 	rd       *walreader.Reader
+	fs       *fileSender // nil: copy WAL into the frame buffer (TLS)
 	tli      uint32
 	segSize  uint64
 	sent     wal.LSN
@@ -265,6 +266,7 @@ func (s *sender) run(ctx context.Context) error {
 	if c.frame == nil {
 		c.frame = make([]byte, frameHeader+MaxSendSize)
 	}
+	s.fs = newFileSender(c.nc)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -377,6 +379,9 @@ func (s *sender) writeDeadline(now time.Time) {
 }
 
 // send writes one XLogData message with WAL from s.sent towards end.
+// WAL in a local segment file goes from the page cache to a plain socket
+// with sendfile (s.fs); anything else (TLS, the archive tier) is read into
+// the frame buffer and written with the header in one Write.
 func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	n := uint64(end - s.sent)
 	if n > MaxSendSize {
@@ -389,22 +394,17 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	// file, as PostgreSQL does.
 	tli := wal.FileTLI(s.hist, wal.SegmentNo(s.sent, s.segSize), s.segSize)
 	buf := s.c.frame[:frameHeader+n]
-	got, err := s.rd.ReadAt(ctx, buf[frameHeader:], tli, s.sent)
-	if err != nil {
-		if ctx.Err() != nil {
-			return s.shutdown() // a read from the archive interrupted by shutdown
-		}
-		if errors.Is(err, walreader.ErrUnavailable) {
-			return err
-		}
-		if pe := pgerr.As(err); pe != nil {
-			return pe
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return pgerr.New(pgerr.InternalError, "could not read WAL at %s: unexpected end of segment file", s.sent)
-		}
-		return pgerr.New(pgerr.InternalError, "could not read WAL at %s: %v", s.sent, err)
+	var ext walreader.Extent
+	var err error
+	if s.fs != nil {
+		ext, err = s.rd.ReadOrLocate(ctx, buf[frameHeader:], tli, s.sent)
+	} else {
+		ext.N, err = s.rd.ReadAt(ctx, buf[frameHeader:], tli, s.sent)
 	}
+	if err != nil {
+		return s.readError(ctx, err)
+	}
+	got := ext.N
 	buf = buf[:frameHeader+got]
 	buf[0] = 'd'
 	binary.BigEndian.PutUint32(buf[1:], uint32(len(buf)-1))
@@ -413,13 +413,65 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	binary.BigEndian.PutUint64(buf[14:], uint64(end))
 	binary.BigEndian.PutUint64(buf[22:], uint64(pgTime(now)))
 	s.writeDeadline(now)
-	if _, err := s.c.nc.Write(buf); err != nil {
-		return errClosed
+	if ext.File == nil {
+		if _, err := s.c.nc.Write(buf); err != nil {
+			return errClosed
+		}
+	} else if err := s.sendFile(buf, ext); err != nil {
+		return err
 	}
 	s.sent += wal.LSN(got)
 	s.st.consumer.SetSent(s.sent)
 	s.c.tm.BytesSent.Add(float64(got))
 	return nil
+}
+
+// sendFile writes the header in buf and the WAL of ext with sendfile.
+// Once the header is out the message has to be completed or the
+// connection dropped: a consumer cannot be told about an error in the
+// middle of a message.
+func (s *sender) sendFile(buf []byte, ext walreader.Extent) error {
+	sent, err := s.fs.send(buf[:frameHeader], ext.File, ext.Off, ext.N)
+	if errors.Is(err, errNoSendfile) {
+		// Not for this file or socket: copy the rest, now and from here
+		// on.
+		s.fs = nil
+		rest := buf[frameHeader+sent:]
+		if _, err := io.ReadFull(io.NewSectionReader(ext.File, ext.Off+int64(sent), int64(len(rest))), rest); err != nil {
+			s.c.log.Error("could not read WAL in the middle of a message; closing", zap.Stringer("lsn", s.sent), zap.Error(err))
+			return errClosed
+		}
+		if _, err := s.c.nc.Write(rest); err != nil {
+			return errClosed
+		}
+		return nil
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		s.c.log.Error("segment file ends before the durable end of WAL in the middle of a message; closing",
+			zap.Stringer("lsn", s.sent), zap.Int("sent", sent), zap.Int("want", ext.N))
+		return errClosed
+	}
+	if err != nil {
+		return errClosed
+	}
+	return nil
+}
+
+// readError turns a failed WAL read into what ends the stream.
+func (s *sender) readError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return s.shutdown() // a read from the archive interrupted by shutdown
+	}
+	if errors.Is(err, walreader.ErrUnavailable) {
+		return err
+	}
+	if pe := pgerr.As(err); pe != nil {
+		return pe
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return pgerr.New(pgerr.InternalError, "could not read WAL at %s: unexpected end of segment file", s.sent)
+	}
+	return pgerr.New(pgerr.InternalError, "could not read WAL at %s: %v", s.sent, err)
 }
 
 // keepalive sends a primary keepalive message; walEnd is the send pointer.
