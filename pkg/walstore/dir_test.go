@@ -76,7 +76,8 @@ func TestOpenSegmentFinalOrPartial(t *testing.T) {
 			t.Fatalf("segment %d opened %s", segno, fi.Name())
 		}
 	}
-	if _, err := d.OpenSegment(1, 3, testSeg); !errors.Is(err, os.ErrNotExist) {
+	// (Segment 3 is the writer's preallocated next one.)
+	if _, err := d.OpenSegment(1, 4, testSeg); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing segment: %v", err)
 	}
 	if _, err := d.OpenSegment(2, 1, testSeg); !errors.Is(err, os.ErrNotExist) {

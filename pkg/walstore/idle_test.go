@@ -68,12 +68,13 @@ func TestWriterHoldsNoFileWhenIdle(t *testing.T) {
 		pos += n
 	}
 	write(5000)
-	wantOpen(t, dir, 1, "after a write")
+	w.settle()
+	wantOpen(t, dir, 2, "after a write (and the next segment, preallocated)")
 	// Not durable yet: CloseIdle keeps the file for the Sync.
 	if err := w.CloseIdle(); err != nil {
 		t.Fatal(err)
 	}
-	wantOpen(t, dir, 1, "CloseIdle before the Sync")
+	wantOpen(t, dir, 2, "CloseIdle before the Sync")
 	if d, err := w.Sync(); err != nil || d != start+wal.LSN(pos) {
 		t.Fatalf("Sync = %s, %v", d, err)
 	}
@@ -85,10 +86,11 @@ func TestWriterHoldsNoFileWhenIdle(t *testing.T) {
 	// Reopened mid-segment, then across the segment's end: the sealed
 	// segment waits for a Sync, so CloseIdle holds on to everything.
 	write(testSeg)
+	w.settle()
 	if err := w.CloseIdle(); err != nil {
 		t.Fatal(err)
 	}
-	wantOpen(t, dir, 2, "a sealed segment awaiting its Sync, and the next one")
+	wantOpen(t, dir, 3, "a sealed segment awaiting its Sync, the next one and the one after it, preallocated")
 	if d, err := w.Sync(); err != nil || d != start+wal.LSN(pos) {
 		t.Fatalf("Sync = %s, %v", d, err)
 	}

@@ -73,8 +73,138 @@ type Writer struct {
 	sealed  []*sealed // complete segments awaiting fsync + rename
 	durable wal.LSN
 	broken  error // set by a failed write or fsync (not by a full disk); the writer refuses all further work
+	// next is the preallocation of segment curSeg+1 (or of curSeg, once
+	// the writer moved past the segment it was started in), started when
+	// the writer entered curSeg; nil when none was started.
+	next *prealloc
 
 	syncMu sync.Mutex // serializes Sync
+}
+
+// Preallocate makes writers prepare the next segment's file in the
+// background (see prealloc). Off by default for now: retention's and the
+// status's accounting (local bytes and segments from the directory
+// listing) and the timeline's idle checks still count the preallocated
+// file as WAL; the walstore tests run with it on.
+var Preallocate = false
+
+// prealloc is a segment file created, sized and made durable (file and
+// directory entry) by a background goroutine while the writer fills the
+// segment before it, as etcd's WAL file pipeline does, so that the
+// receive goroutine never creates a file or fsyncs the directory on its
+// way into a new segment. The file is zero-filled (see fillSegment), so
+// that the fdatasync of each flush into it writes back data only, never a
+// change of the file's size or of its extents. done is closed when the
+// goroutine is finished; f is then the open file, or nil when the
+// preallocation failed (a full disk, say) and was undone: the writer then
+// creates the file itself, as it did before.
+type prealloc struct {
+	segno uint64
+	done  chan struct{}
+	f     *os.File
+	err   error
+	// closed: f was closed by CloseIdle; the file is on disk, durable and
+	// complete, and is reopened by name.
+	closed bool
+}
+
+// fillSegment gives a new segment file its full size with real blocks.
+// Zeros are written rather than fallocated: on ext4 and xfs a write into a
+// fallocated (unwritten) extent still makes fdatasync commit the extent's
+// conversion through the journal, which zero-filled blocks do not need
+// (BenchmarkFdatasync). PostgreSQL's walreceiver zero-fills for the same
+// reason.
+var fillSegment = writeZeros
+
+func (w *Writer) startPrealloc(segno uint64) *prealloc {
+	p := &prealloc{segno: segno, done: make(chan struct{})}
+	path := filepath.Join(w.dir, w.segName(segno)+PartialSuffix)
+	size := int64(w.segSize)
+	dir := w.dir
+	go func() {
+		defer close(p.done)
+		// Near a full disk the space is better left to the WAL due now:
+		// the writer creates the file itself when it gets there.
+		if free, err := FreeBytes(dir); err != nil || free < 2*uint64(size) {
+			p.err = fmt.Errorf("%w: %d bytes free", ErrNoSpace, free)
+			return
+		}
+		// O_EXCL: a file already there (which Recover would have removed
+		// past the end of WAL) is left to the writer's own path.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			p.err = err
+			return
+		}
+		err = fillSegment(f, size)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			err = SyncDir(dir)
+		}
+		if err != nil {
+			// Give the space back; a crash before the removal is durable
+			// leaves a file past the end of WAL, which Recover removes
+			// (or empties, at the end of WAL).
+			f.Close()
+			os.Remove(path)
+			p.err = err
+			return
+		}
+		p.f = f
+	}()
+	return p
+}
+
+// takePrealloc hands the preallocated file of w.curSeg, if there is one,
+// to w.cur. It waits for a preallocation still under way: that happens
+// only when the upstream fills a segment faster than the disk zero-fills
+// one, and creating the file here instead would race with it.
+func (w *Writer) takePrealloc() {
+	p := w.next
+	if p == nil || p.segno != w.curSeg {
+		return
+	}
+	<-p.done
+	w.next = nil
+	switch {
+	case p.f != nil:
+		w.cur = p.f
+	case p.closed:
+		path := filepath.Join(w.dir, w.segName(w.curSeg)+PartialSuffix)
+		if f, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
+			w.cur = f
+		}
+	}
+}
+
+// dropPrealloc waits for the preallocation and removes its file, which
+// holds no WAL (the writer closes, or moves to another timeline).
+func (w *Writer) dropPrealloc() {
+	p := w.next
+	if p == nil {
+		return
+	}
+	<-p.done
+	w.next = nil
+	if p.f == nil && !p.closed {
+		return
+	}
+	if p.f != nil {
+		p.f.Close()
+	}
+	os.Remove(filepath.Join(w.dir, w.segName(p.segno)+PartialSuffix))
+}
+
+// settle waits for a preallocation under way (tests).
+func (w *Writer) settle() {
+	w.mu.Lock()
+	p := w.next
+	w.mu.Unlock()
+	if p != nil {
+		<-p.done
+	}
 }
 
 // ErrBroken marks a writer that hit a write or fsync error. PostgreSQL
@@ -149,6 +279,10 @@ func (w *Writer) openSegment(segno uint64, size int64, strict bool) error {
 	case have < size && strict:
 		f.Close()
 		return fmt.Errorf("segment %q holds %d bytes; WAL up to %d of them was written to it", path, have, size)
+	case have == int64(w.segSize) && strict:
+		// A preallocated file this writer wrote into: past size are the
+		// zeros it was filled with. Cutting them would undo the
+		// preallocation.
 	case have != size:
 		// Reopened files normally hold exactly size bytes: no metadata
 		// write then.
@@ -210,18 +344,31 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 	for len(data) > 0 {
 		off := wal.SegmentOffset(w.written, w.segSize)
 		if w.cur == nil {
+			// The previous segment was just sealed: its successor was
+			// normally preallocated meanwhile.
+			if off == 0 {
+				w.takePrealloc()
+			}
+		}
+		if w.cur == nil {
 			// Not opened yet (OpenWriter does not keep it open), closed
-			// by CloseIdle, not creatable earlier (a full disk), or the
-			// previous segment was just sealed. The file holds exactly
-			// the bytes written, all durable (CloseIdle closes only
-			// then): reopening it cuts nothing.
+			// by CloseIdle, not creatable earlier (a full disk), or not
+			// preallocated. The file holds the bytes written, all durable
+			// (CloseIdle closes only then), and maybe the zeros of its
+			// preallocation: reopening it cuts nothing.
 			if err := w.openSegment(w.curSeg, int64(off), true); err != nil {
 				if IsNoSpace(err) {
+					w.dropPrealloc()
 					return fmt.Errorf("%w: create segment %s: %w", ErrNoSpace, w.segName(w.curSeg), err)
 				}
 				w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 				return w.broken
 			}
+		}
+		if Preallocate && w.next == nil {
+			// Entering curSeg (or writing again after a restart): prepare
+			// the next one.
+			w.next = w.startPrealloc(w.curSeg + 1)
 		}
 		n := uint64(len(data))
 		if room := w.segSize - off; n > room {
@@ -233,6 +380,9 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 				// Give back the blocks of the partial write; the end of
 				// written WAL has not moved, so nothing refers to them.
 				_ = w.cur.Truncate(int64(off))
+				// And the next segment's preallocation: the space is
+				// better used by the WAL due now.
+				w.dropPrealloc()
 				return fmt.Errorf("%w: write segment %s at offset %d: %w", ErrNoSpace, w.segName(w.curSeg), off, err)
 			}
 			w.broken = fmt.Errorf("%w: write segment %s at offset %d: %w", ErrBroken, w.segName(w.curSeg), off, err)
@@ -315,14 +465,29 @@ func (w *Writer) fail(err error) error {
 // durable (Sync would have nothing to do), so that a timeline whose
 // ingest went idle holds no file descriptor; the next Write opens the
 // file again. With WAL not yet synced, or complete segments not yet
-// renamed, it does nothing: call it after a Sync. It never blocks a Write
-// for longer than a close.
+// renamed, it does nothing: call it after a Sync. The descriptor of a
+// finished preallocation of the next segment is closed too (its file
+// stays, ready); one still under way is left to the next call. It never
+// blocks a Write for longer than a close.
 func (w *Writer) CloseIdle() error {
 	w.syncMu.Lock() // no Sync is using cur meanwhile
 	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.cur == nil || w.broken != nil || w.written != w.durable || len(w.sealed) > 0 {
+	if w.broken != nil || w.written != w.durable || len(w.sealed) > 0 {
+		return nil
+	}
+	if p := w.next; p != nil {
+		select {
+		case <-p.done:
+			if p.f != nil {
+				p.f.Close()
+				p.f, p.closed = nil, true
+			}
+		default:
+		}
+	}
+	if w.cur == nil {
 		return nil
 	}
 	f := w.cur
@@ -337,11 +502,21 @@ func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+	w.dropPrealloc()
 	if w.cur != nil {
 		if cerr := w.cur.Close(); err == nil {
 			err = cerr
 		}
 		w.cur = nil
+	}
+	if w.broken == nil {
+		// The current file ends at the written end again, as it did
+		// before preallocation: the zeros past it are of no use to
+		// anyone reading the directory (Recover would cut them anyway).
+		path := filepath.Join(w.dir, w.segName(w.curSeg)+PartialSuffix)
+		if fi, serr := os.Stat(path); serr == nil && fi.Size() > int64(wal.SegmentOffset(w.written, w.segSize)) {
+			_ = os.Truncate(path, int64(wal.SegmentOffset(w.written, w.segSize)))
+		}
 	}
 	return err
 }

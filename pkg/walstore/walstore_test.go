@@ -63,12 +63,13 @@ func TestWriterSegmentsAndRename(t *testing.T) {
 	data, _ := build(start, 2*testSeg+5000)
 	w := writeAll(t, dir, start, data)
 	defer w.Close()
+	w.settle()
 	files, err := ListSegments(dir, testSeg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 3 || files[0].Partial || files[1].Partial || !files[2].Partial {
-		t.Fatalf("files %+v: want two complete segments and one .partial", files)
+	if len(files) != 4 || files[0].Partial || files[1].Partial || !files[2].Partial || !files[3].Partial || files[3].Size != testSeg {
+		t.Fatalf("files %+v: want two complete segments, one .partial and the next one preallocated", files)
 	}
 	got, _ := os.ReadFile(filepath.Join(dir, files[0].Name))
 	if string(got) != string(data[:testSeg]) {
@@ -154,6 +155,10 @@ func TestRecoverRenamesCompletePartial(t *testing.T) {
 	b.FillPageHeaders()
 	seg := make([]byte, testSeg)
 	copy(seg, b.Bytes())
+	// Written to its last byte (the tail after a switch is unused): a
+	// full-size .partial ending in zeros may be a preallocated file
+	// whose tail was never written (TestRecoverPreallocated).
+	seg[testSeg-1] = 0xff
 	name := wal.SegmentFileName(1, 1, testSeg)
 	os.WriteFile(filepath.Join(dir, name+PartialSuffix), seg, 0o600)
 	os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix), nil, 0o600)

@@ -1,0 +1,154 @@
+package walstore
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+)
+
+// A crash with the writer inside a preallocated segment: the current
+// .partial is full-size with zeros past the written WAL, the next one is
+// all zeros. Recover ends at the last record written (the size of the
+// file proves nothing), cuts the zeros, and removes the next file, which
+// holds no WAL: it never extends the end.
+func TestRecoverPreallocated(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, recs := build(start, testSeg+testSeg/2)
+	w, err := OpenWriter(dir, 1, testSeg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(start, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	w.settle()
+	// A crash: no Close.
+	cur := filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix)
+	next := filepath.Join(dir, wal.SegmentFileName(1, 3, testSeg)+PartialSuffix)
+	for _, p := range []string{cur, next} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() != testSeg {
+			t.Fatalf("%s: %v, %v; want a preallocated file of a whole segment", p, fi, err)
+		}
+	}
+	end := start + wal.LSN(len(data))
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != end {
+		t.Fatalf("Recover end %s, want %s (last record at %s)", res.End, end, recs[len(recs)-1])
+	}
+	if fi, err := os.Stat(cur); err != nil || fi.Size() != int64(wal.SegmentOffset(end, testSeg)) {
+		t.Fatalf("current segment after Recover: %v, %v", fi, err)
+	}
+	if _, err := os.Stat(next); !os.IsNotExist(err) {
+		t.Fatalf("preallocated next segment still there: %v", err)
+	}
+
+	// At a segment boundary, the all-zero file of the next segment is
+	// emptied, not taken for WAL.
+	dir2 := t.TempDir()
+	w2, err := OpenWriter(dir2, 1, testSeg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := make([]byte, testSeg)
+	copy(one, data[:testSeg])
+	if err := w2.Write(start, one); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	w2.settle()
+	ctl := testControl(start)
+	ctl.FlushLSN = start + testSeg
+	res, err = Recover(dir2, ctl)
+	if err != nil || res.End != start+testSeg {
+		t.Fatalf("Recover at a boundary = %+v, %v", res, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir2, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix)); err == nil && fi.Size() != 0 {
+		t.Fatalf("preallocated segment at the end of WAL kept %d bytes", fi.Size())
+	}
+}
+
+// Preallocation on a disk without room for it is skipped: the writer
+// creates its segments itself, as before, and a full disk is still
+// ErrNoSpace, never a broken writer.
+func TestPreallocDiskFull(t *testing.T) {
+	fs := testenv.SmallFS(t, 3*testSeg/2, 64)
+	dir := filepath.Join(fs, "tl")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := wal.LSN(testSeg)
+	data, _ := build(start, testSeg+testSeg/4)
+	w, err := OpenWriter(dir, 1, testSeg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	off := 0
+	var werr error
+	for off < len(data) {
+		n := min(7919, len(data)-off)
+		if werr = w.Write(start+wal.LSN(off), data[off:off+n]); werr != nil {
+			break
+		}
+		off += n
+		w.settle()
+	}
+	if off <= testSeg {
+		t.Fatalf("wrote only %d bytes before %v: the preallocation took the WAL's space", off, werr)
+	}
+	if werr != nil && !IsNoSpace(werr) {
+		t.Fatalf("write: %v", werr)
+	}
+	if d, err := w.Sync(); err != nil || d != start+wal.LSN(off) {
+		t.Fatalf("Sync = %s, %v", d, err)
+	}
+	segs, _ := ListSegments(dir, testSeg)
+	for _, s := range segs {
+		if s.SegNo > wal.SegmentNo(start+wal.LSN(off), testSeg) {
+			t.Fatalf("a preallocated segment %s is left on the full disk", s.Name)
+		}
+	}
+}
+
+// BenchmarkWriterAppend is the receive side of one XLogData message: an
+// 8 KiB append (the fdatasync is the flusher's, not measured here). It
+// must not allocate, including at segment switches with preallocation.
+func BenchmarkWriterAppend(b *testing.B) {
+	dir := b.TempDir()
+	start := wal.LSN(testSeg)
+	w, err := OpenWriter(dir, 1, testSeg, start)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	msg := make([]byte, 8<<10)
+	pos := start
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := w.Write(pos, msg); err != nil {
+			b.Fatal(err)
+		}
+		pos += wal.LSN(len(msg))
+		if i%128 == 127 { // one segment of 1 MiB: seal it, as a flush does
+			b.StopTimer()
+			if _, err := w.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
+}
