@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // OpenFilesIn lists the base names of the files under dir that this
@@ -28,4 +29,19 @@ func OpenFilesIn(t testing.TB, dir string) []string {
 		}
 	}
 	return out
+}
+
+// WaitOpenFilesIn waits up to timeout for OpenFilesIn(dir) to list want
+// files and returns the last list: a descriptor held by a background task
+// that is about to finish (a segment's preallocation) is waited out.
+func WaitOpenFilesIn(t testing.TB, dir string, want int, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := OpenFilesIn(t, dir)
+		if len(got) == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

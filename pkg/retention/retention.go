@@ -231,9 +231,23 @@ func (r *Retainer) pass() (again time.Duration) {
 	var lerr error
 	if count {
 		files, lerr = r.tl.Dir().ListSegments(ctl.WalSegSize)
+		n := 0
 		for _, f := range files {
-			bytes += f.Size
+			// A ".partial" holds WAL only up to the durable end: past it
+			// are the zeros of a preallocated file, or nothing yet. The
+			// writer's preallocation of the next segment is not WAL.
+			size := f.Size
+			if f.Partial {
+				if f.SegNo > wal.SegmentNo(ctl.FlushLSN, ctl.WalSegSize) {
+					continue
+				}
+				size = min(size, max(0, int64(ctl.FlushLSN)-int64(f.SegNo*ctl.WalSegSize)))
+			}
+			bytes += size
+			files[n] = f
+			n++
 		}
+		files = files[:n]
 		if lerr == nil {
 			r.counted, r.countedFlush, r.countedAt = now, ctl.FlushLSN, time.Now()
 		} else {

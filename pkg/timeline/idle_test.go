@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -20,7 +21,7 @@ import (
 func TestIdleTimelineHoldsNoFile(t *testing.T) {
 	tl := openTest(t)
 	dir := tl.Dir().Path()
-	if got := testenv.OpenFilesIn(t, dir); len(got) != 0 {
+	if got := testenv.WaitOpenFilesIn(t, dir, 0, 10*time.Second); len(got) != 0 {
 		t.Fatalf("files open after Initialize: %v", got)
 	}
 	chunk := make([]byte, 3000)
@@ -39,13 +40,13 @@ func TestIdleTimelineHoldsNoFile(t *testing.T) {
 		}
 	}
 	appendFlush()
-	if got := testenv.OpenFilesIn(t, dir); len(got) != 1 {
+	if got := testenv.WaitOpenFilesIn(t, dir, 1, 10*time.Second); len(got) != 1 {
 		t.Fatalf("files open while ingesting: %v; want the current segment", got)
 	}
 	if err := tl.CloseIdle(); err != nil {
 		t.Fatal(err)
 	}
-	if got := testenv.OpenFilesIn(t, dir); len(got) != 0 {
+	if got := testenv.WaitOpenFilesIn(t, dir, 0, 10*time.Second); len(got) != 0 {
 		t.Fatalf("files open after CloseIdle: %v", got)
 	}
 	appendFlush() // reopens
@@ -61,7 +62,7 @@ func TestIdleTimelineHoldsNoFile(t *testing.T) {
 	if err := tl.SwitchTimeline(context.Background(), 2, sp); err != nil {
 		t.Fatal(err)
 	}
-	if got := testenv.OpenFilesIn(t, dir); len(got) != 0 {
+	if got := testenv.WaitOpenFilesIn(t, dir, 0, 10*time.Second); len(got) != 0 {
 		t.Fatalf("files open after the switch: %v", got)
 	}
 	pos = sp

@@ -106,6 +106,7 @@ func TestReceiverRestsBetweenSessions(t *testing.T) {
 		if err := tl.Append(seg, make([]byte, 1000)); err != nil {
 			t.Fatal(err)
 		}
+		synctest.Wait() // the preallocation of the next segment is done
 		if got := testenv.OpenFilesIn(t, tl.Dir().Path()); len(got) != 1 {
 			t.Fatalf("files open while receiving: %v", got)
 		}

@@ -1,12 +1,14 @@
 package walstore
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal/waltest"
 )
 
 // A crash with the writer inside a preallocated segment: the current
@@ -150,5 +152,50 @@ func BenchmarkWriterAppend(b *testing.B) {
 			}
 			b.StartTimer()
 		}
+	}
+}
+
+// A crash inside the last page of a preallocated segment, in a record that
+// carries on into the next segment: the page was written only in part,
+// the rest still the zeros of the preallocation, and the scan cannot tell
+// those from record data. Recover keeps the .partial only to the start of
+// that record, never to the segment's end: the zeros must not become WAL.
+func TestRecoverPreallocatedContinues(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	b := waltest.NewSegmentBuilder(start, testSeg, testSysID, 1)
+	for b.Pos() < start+testSeg-3000 {
+		b.AddRecord(10, 0, 500)
+	}
+	spanning := b.AddRecord(10, 0, 6000)
+	b.FillPageHeaders()
+	if b.Pos() <= start+testSeg {
+		t.Fatalf("record at %s ends at %s, inside the segment", spanning, b.Pos())
+	}
+	seg := append([]byte(nil), b.Segment(0)...)
+	clear(seg[testSeg-1000:])
+	cur := filepath.Join(dir, wal.SegmentFileName(1, 1, testSeg)+PartialSuffix)
+	next := filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix)
+	if err := os.WriteFile(cur, seg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(next, make([]byte, testSeg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if scan, err := wal.ScanSegment(bytes.NewReader(seg), testSeg, start, wal.ScanOptions{SegSize: testSeg, SysID: testSysID}); err != nil || !scan.Continues {
+		t.Fatalf("scan = %+v, %v: the test needs a segment the scan calls consistent to its end", scan, err)
+	}
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End != spanning || res.Renamed != "" {
+		t.Fatalf("Recover = %+v, want end %s (the unfinished record's start), nothing renamed", res, spanning)
+	}
+	if fi, err := os.Stat(cur); err != nil || fi.Size() != int64(wal.SegmentOffset(spanning, testSeg)) {
+		t.Fatalf("segment after Recover: %v, %v", fi, err)
+	}
+	if _, err := os.Stat(next); !os.IsNotExist(err) {
+		t.Fatalf("next segment still there: %v", err)
 	}
 }

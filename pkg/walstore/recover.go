@@ -75,16 +75,7 @@ func Recover(dir string, ctl Control) (RecoveryResult, error) {
 		if err != nil {
 			return res, err
 		}
-		// What the scan may trust: a ".partial" of full size may be a
-		// preallocated file (see prealloc), whose size proves nothing;
-		// what was written in it ends at its last non-zero byte.
 		size := f.Size
-		if f.Partial && size == int64(segSize) {
-			if size, err = writtenExtent(fh, size); err != nil {
-				fh.Close()
-				return res, fmt.Errorf("scan %s: %w", f.Name, err)
-			}
-		}
 		scan, err := wal.ScanSegment(fh, size, segStart, wal.ScanOptions{SegSize: segSize, SysID: ctl.SystemID, Magic: ctl.PageMagic})
 		if err != nil {
 			fh.Close()
@@ -92,11 +83,22 @@ func Recover(dir string, ctl Control) (RecoveryResult, error) {
 		}
 		end := scan.End
 		res.Scanned, res.ScanEnd = f.Name, scan.End
-		if scan.Continues {
-			// Consistent to the last byte present, ending inside a record
-			// that carries on in the next segment: keep all of it.
+		if scan.Continues && !f.Partial {
+			// Consistent to the last byte, ending inside a record that
+			// carries on in the next segment: keep all of it.
 			end = segStart + wal.LSN(size)
 		}
+		// A ".partial" that Continues is kept only to the end of its
+		// last complete record (or the recorded flush position). Its
+		// size proves nothing: it may be a preallocated file (see
+		// prealloc) whose last page was written only in part, the rest
+		// still the zeros it was filled with, which the scan cannot tell
+		// from record data. Nothing after it was acknowledged: Sync
+		// renames a sealed segment (and fsyncs the directory) before it
+		// makes any later byte durable, so WAL acknowledged past a
+		// segment's end is always in a segment with its final name. The
+		// cut bytes are part of an unfinished record, which the upstream
+		// sends again from the same segment.
 		if scan.Switch && end > segStart+wal.LSN(size) {
 			// An XLOG_SWITCH record, but not all of the rest of its
 			// segment that the upstream sends after it: the end is what
@@ -176,28 +178,4 @@ func syncAndRename(dir string, f SegmentFile, segSize uint64) error {
 		return err
 	}
 	return os.Rename(path, filepath.Join(dir, wal.SegmentFileName(f.TLI, f.SegNo, segSize)))
-}
-
-// writtenExtent returns the end of what was written in a segment file of
-// size bytes that may have been preallocated with zeros: the offset past
-// its last non-zero byte, rounded up to the 8-byte alignment of WAL
-// records. WAL that really ends in zeros is cut back to its last record
-// that can be proven, as for a file that ends early; bytes up to the
-// recorded flush position are kept whatever they hold.
-func writtenExtent(f *os.File, size int64) (int64, error) {
-	buf := make([]byte, 64<<10)
-	for end := size; end > 0; {
-		start := max(end-int64(len(buf)), 0)
-		b := buf[:end-start]
-		if _, err := f.ReadAt(b, start); err != nil {
-			return 0, err
-		}
-		for i := len(b) - 1; i >= 0; i-- {
-			if b[i] != 0 {
-				return min((start+int64(i)+8)&^7, size), nil
-			}
-		}
-		end = start
-	}
-	return 0, nil
 }

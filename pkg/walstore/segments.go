@@ -82,30 +82,27 @@ type Writer struct {
 }
 
 // Preallocate makes writers prepare the next segment's file in the
-// background (see prealloc). Off by default for now: retention's and the
-// status's accounting (local bytes and segments from the directory
-// listing) and the timeline's idle checks still count the preallocated
-// file as WAL; the walstore tests run with it on.
-var Preallocate = false
+// background (see prealloc). On by default; a variable so that a test can
+// exercise the writer's own creation path.
+var Preallocate = true
 
 // prealloc is a segment file created, sized and made durable (file and
 // directory entry) by a background goroutine while the writer fills the
 // segment before it, as etcd's WAL file pipeline does, so that the
 // receive goroutine never creates a file or fsyncs the directory on its
-// way into a new segment. The file is zero-filled (see fillSegment), so
-// that the fdatasync of each flush into it writes back data only, never a
-// change of the file's size or of its extents. done is closed when the
-// goroutine is finished; f is then the open file, or nil when the
-// preallocation failed (a full disk, say) and was undone: the writer then
-// creates the file itself, as it did before.
+// way into a new segment: it only opens the file. The file is zero-filled
+// (see fillSegment), so that the fdatasync of each flush into it writes
+// back data only, never a change of the file's size or of its extents.
+// The goroutine closes its descriptor when done, so that an idle timeline
+// holds none. done is closed when the goroutine is finished; ok then says
+// the file is on disk, full-size and durable, directory entry included;
+// when the preallocation failed (a full disk, say) it was undone and the
+// writer creates the file itself, as it did before.
 type prealloc struct {
 	segno uint64
 	done  chan struct{}
-	f     *os.File
+	ok    bool
 	err   error
-	// closed: f was closed by CloseIdle; the file is on disk, durable and
-	// complete, and is reopened by name.
-	closed bool
 }
 
 // fillSegment gives a new segment file its full size with real blocks.
@@ -152,7 +149,12 @@ func (w *Writer) startPrealloc(segno uint64) *prealloc {
 			p.err = err
 			return
 		}
-		p.f = f
+		if err := f.Close(); err != nil {
+			os.Remove(path)
+			p.err = err
+			return
+		}
+		p.ok = true
 	}()
 	return p
 }
@@ -168,10 +170,7 @@ func (w *Writer) takePrealloc() {
 	}
 	<-p.done
 	w.next = nil
-	switch {
-	case p.f != nil:
-		w.cur = p.f
-	case p.closed:
+	if p.ok {
 		path := filepath.Join(w.dir, w.segName(w.curSeg)+PartialSuffix)
 		if f, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
 			w.cur = f
@@ -188,11 +187,8 @@ func (w *Writer) dropPrealloc() {
 	}
 	<-p.done
 	w.next = nil
-	if p.f == nil && !p.closed {
+	if !p.ok {
 		return
-	}
-	if p.f != nil {
-		p.f.Close()
 	}
 	os.Remove(filepath.Join(w.dir, w.segName(p.segno)+PartialSuffix))
 }
@@ -465,9 +461,8 @@ func (w *Writer) fail(err error) error {
 // durable (Sync would have nothing to do), so that a timeline whose
 // ingest went idle holds no file descriptor; the next Write opens the
 // file again. With WAL not yet synced, or complete segments not yet
-// renamed, it does nothing: call it after a Sync. The descriptor of a
-// finished preallocation of the next segment is closed too (its file
-// stays, ready); one still under way is left to the next call. It never
+// renamed, it does nothing: call it after a Sync. (A preallocation of the
+// next segment under way holds a descriptor until it is done.) It never
 // blocks a Write for longer than a close.
 func (w *Writer) CloseIdle() error {
 	w.syncMu.Lock() // no Sync is using cur meanwhile
@@ -476,16 +471,6 @@ func (w *Writer) CloseIdle() error {
 	defer w.mu.Unlock()
 	if w.broken != nil || w.written != w.durable || len(w.sealed) > 0 {
 		return nil
-	}
-	if p := w.next; p != nil {
-		select {
-		case <-p.done:
-			if p.f != nil {
-				p.f.Close()
-				p.f, p.closed = nil, true
-			}
-		default:
-		}
 	}
 	if w.cur == nil {
 		return nil

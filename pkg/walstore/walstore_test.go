@@ -155,10 +155,6 @@ func TestRecoverRenamesCompletePartial(t *testing.T) {
 	b.FillPageHeaders()
 	seg := make([]byte, testSeg)
 	copy(seg, b.Bytes())
-	// Written to its last byte (the tail after a switch is unused): a
-	// full-size .partial ending in zeros may be a preallocated file
-	// whose tail was never written (TestRecoverPreallocated).
-	seg[testSeg-1] = 0xff
 	name := wal.SegmentFileName(1, 1, testSeg)
 	os.WriteFile(filepath.Join(dir, name+PartialSuffix), seg, 0o600)
 	os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, 2, testSeg)+PartialSuffix), nil, 0o600)
@@ -251,9 +247,12 @@ func TestWriterBreaksOnWriteError(t *testing.T) {
 }
 
 // A crash after a segment filled up but before the flush that fsyncs and
-// renames it leaves it as ".partial" with the next one begun: recovery
-// checks it, keeps it under its final name and goes on into the next.
-func TestRecoverRenamesFilledPartial(t *testing.T) {
+// renames it leaves it as ".partial" with the next one begun. Nothing past
+// it was acknowledged (Sync renames a sealed segment before it makes a
+// later byte durable), and its size proves nothing (it may have been
+// preallocated): recovery keeps it to the end of its last complete record
+// and removes the next one; the upstream sends the rest again.
+func TestRecoverFilledPartialNotTrusted(t *testing.T) {
 	dir := t.TempDir()
 	start := wal.LSN(testSeg)
 	data, _ := build(start, testSeg+200000)
@@ -265,18 +264,38 @@ func TestRecoverRenamesFilledPartial(t *testing.T) {
 	if err := os.WriteFile(seg2+PartialSuffix, data[testSeg:], 0o600); err != nil {
 		t.Fatal(err)
 	}
+	scan, err := wal.ScanSegment(bytes.NewReader(data[:testSeg]), testSeg, start, wal.ScanOptions{SegSize: testSeg, SysID: testSysID})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := Recover(dir, testControl(start))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.End != start+wal.LSN(len(data)) {
-		t.Fatalf("End = %s, want %s", res.End, start+wal.LSN(len(data)))
+	want := scan.End
+	if scan.Continues && want >= start+testSeg {
+		t.Fatalf("scan end %s: the test needs a record across the boundary", want)
 	}
-	if _, err := os.Stat(seg1); err != nil {
-		t.Fatalf("the filled segment was not renamed: %v", err)
+	if res.End != want || res.Renamed != "" {
+		t.Fatalf("Recover = %+v, want end %s and nothing renamed", res, want)
 	}
-	if _, err := os.Stat(seg2 + PartialSuffix); err != nil {
-		t.Fatalf("the segment being written is gone: %v", err)
+	if fi, err := os.Stat(seg1 + PartialSuffix); err != nil || fi.Size() != int64(want-start) {
+		t.Fatalf("segment after Recover: %v, %v", fi, err)
+	}
+	if _, err := os.Stat(seg2 + PartialSuffix); !os.IsNotExist(err) {
+		t.Fatalf("the next segment is still there: %v", err)
+	}
+
+	// The same with the flush recorded in the control file past the first
+	// segment: acknowledged, so kept, renamed, and recovery goes on.
+	dir2 := t.TempDir()
+	os.WriteFile(filepath.Join(dir2, filepath.Base(seg1)+PartialSuffix), data[:testSeg], 0o600)
+	os.WriteFile(filepath.Join(dir2, filepath.Base(seg2)+PartialSuffix), data[testSeg:], 0o600)
+	ctl := testControl(start)
+	ctl.FlushLSN = start + testSeg + 100
+	res, err = Recover(dir2, ctl)
+	if err != nil || res.End != start+wal.LSN(len(data)) {
+		t.Fatalf("Recover with the flush recorded = %+v, %v; want end %s", res, err, start+wal.LSN(len(data)))
 	}
 }
 

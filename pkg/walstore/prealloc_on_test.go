@@ -1,4 +1,0 @@
-package walstore
-
-// The writer's tests run with segment preallocation on.
-func init() { Preallocate = true }
