@@ -666,28 +666,10 @@ streaming:
 			}
 			switch m.Data[0] {
 			case 'w':
-				if len(m.Data) < 25 {
-					return streamed, fmt.Errorf("XLogData too short: %d bytes", len(m.Data))
-				}
-				dataStart := wal.LSN(binary.BigEndian.Uint64(m.Data[1:]))
-				walEnd := wal.LSN(binary.BigEndian.Uint64(m.Data[9:]))
-				payload := m.Data[25:]
-				if err := r.tl.Append(dataStart, payload); err != nil {
+				appended, err := r.xlogData(m.Data, src, kick)
+				streamed = streamed || appended
+				if err != nil {
 					return streamed, err
-				}
-				streamed = true
-				r.m.BytesReceived.Add(float64(len(payload)))
-				if src.peer == "" {
-					r.noteEnd(walEnd)
-				} else if src.idle.Reset(peerIdleTimeout); src.stopAt != 0 && dataStart+wal.LSN(len(payload)) >= src.stopAt {
-					if _, err := r.tl.Flush(); err != nil {
-						return streamed, err
-					}
-					return streamed, errStopReached
-				}
-				select {
-				case kick <- struct{}{}:
-				default:
 				}
 			case 'k':
 				if len(m.Data) < 18 {
@@ -775,6 +757,38 @@ func readTimelineEnd(ctx context.Context, conn *pgconn.PgConn) (*timelineEnd, er
 			return end, nil
 		}
 	}
+}
+
+// xlogData takes one XLogData message (the body of its CopyData) from src:
+// the WAL is appended (the flusher makes it durable and acknowledges it)
+// and the flusher kicked. appended says the timeline took the WAL. It
+// allocates nothing (BenchmarkIngestXLogData). From a peer it returns
+// errStopReached, once the WAL is durable, at the position the peer was
+// asked for.
+func (r *Receiver) xlogData(data []byte, src *source, kick chan<- struct{}) (appended bool, err error) {
+	if len(data) < 25 {
+		return false, fmt.Errorf("XLogData too short: %d bytes", len(data))
+	}
+	dataStart := wal.LSN(binary.BigEndian.Uint64(data[1:]))
+	walEnd := wal.LSN(binary.BigEndian.Uint64(data[9:]))
+	payload := data[25:]
+	if err := r.tl.Append(dataStart, payload); err != nil {
+		return false, err
+	}
+	r.m.BytesReceived.Add(float64(len(payload)))
+	if src.peer == "" {
+		r.noteEnd(walEnd)
+	} else if src.idle.Reset(peerIdleTimeout); src.stopAt != 0 && dataStart+wal.LSN(len(payload)) >= src.stopAt {
+		if _, err := r.tl.Flush(); err != nil {
+			return true, err
+		}
+		return true, errStopReached
+	}
+	select {
+	case kick <- struct{}{}:
+	default:
+	}
+	return true, nil
 }
 
 // flusher makes received WAL durable in groups and reports each new durable

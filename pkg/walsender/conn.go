@@ -49,9 +49,6 @@ type conn struct {
 	// pending, when set, delivers the next frontend message instead of the
 	// backend: the feedback reader of an ended stream hands over what it read.
 	pending <-chan readerExit
-
-	// frame is the reusable XLogData buffer of this connection.
-	frame []byte
 }
 
 func newConn(s *Server, nc net.Conn) *conn {

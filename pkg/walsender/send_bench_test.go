@@ -35,7 +35,7 @@ func (d *discardConn) SetWriteDeadline(time.Time) error { return nil }
 func (d *discardConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 
 // newTestTimeline makes a timeline holding size bytes of (arbitrary) WAL.
-func newTestTimeline(tb testing.TB, segSize uint64, size int) *timeline.Timeline {
+func newTestTimeline(tb testing.TB, segSize uint64, size int, memory bool) *timeline.Timeline {
 	tb.Helper()
 	id := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
 	tl, err := timeline.Open(filepath.Join(tb.TempDir(), "tl"), id, zap.NewNop())
@@ -43,6 +43,9 @@ func newTestTimeline(tb testing.TB, segSize uint64, size int) *timeline.Timeline
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { tl.Close() })
+	if memory {
+		tl.SetMemoryWindow(uint64(size) + segSize)
+	}
 	start := wal.LSN(segSize)
 	if err := tl.Initialize(timeline.UpstreamInfo{SystemID: 1, WalSegSize: segSize, TLI: 1, ServerVersion: "15.0", ServerVersionNum: 150000}, start); err != nil {
 		tb.Fatal(err)
@@ -62,65 +65,80 @@ func newTestTimeline(tb testing.TB, segSize uint64, size int) *timeline.Timeline
 	return tl
 }
 
-// BenchmarkSendXLogData measures one XLogData message (128 KiB of WAL read
-// from a local segment, framed and written): it must not allocate.
+// BenchmarkSendXLogData measures one XLogData message of 128 KiB of WAL,
+// framed and written to a discarding connection, read from the memory
+// window or from a local segment file: neither may allocate.
 func BenchmarkSendXLogData(b *testing.B) {
 	const segSize = 16 << 20
-	tl := newTestTimeline(b, segSize, segSize)
-	dc := &discardConn{}
-	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: dc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
-	consumer := consumers.NewRegistry().Add(consumers.Info{})
-	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
-	defer rd.Close()
-	st := &stream{c: c, consumer: consumer}
-	start := wal.LSN(segSize)
-	end := tl.FlushLSN()
-	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
-	now := time.Now()
-	b.SetBytes(MaxSendSize)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if snd.sent >= end {
-			snd.sent = start
-		}
-		if err := snd.send(context.Background(), now, end); err != nil {
-			b.Fatal(err)
-		}
+	for _, tier := range []string{"memory", "local"} {
+		b.Run(tier, func(b *testing.B) {
+			snd, start, end := newDiscardSender(b, segSize, segSize, tier == "memory")
+			now := time.Now()
+			b.SetBytes(MaxSendSize)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if snd.sent >= end {
+					snd.sent = start
+				}
+				if err := snd.send(context.Background(), now, end); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if got := snd.rd.LastTier(); got != tier {
+				b.Fatalf("served by the %q tier, want %q", got, tier)
+			}
+		})
 	}
+}
+
+// newDiscardSender returns a sender to a discarding connection over a
+// timeline holding size bytes of WAL, reading through the memory window
+// (which holds all of it) and the local files, or the local files only.
+func newDiscardSender(tb testing.TB, segSize uint64, size int, memory bool) (*sender, wal.LSN, wal.LSN) {
+	tb.Helper()
+	tl := newTestTimeline(tb, segSize, size, memory)
+	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
+	c := &conn{s: s, nc: &discardConn{}, log: zap.NewNop(), tm: metrics.Unexported()}
+	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
+	if memory {
+		tiers = append([]walreader.Tier{walreader.NewMemoryTier(tl.Memory())}, tiers...)
+	}
+	rd := walreader.New(segSize, tiers...)
+	tb.Cleanup(func() { rd.Close() })
+	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
+	start := wal.LSN(segSize)
+	return &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}, start, tl.FlushLSN()
 }
 
 func TestSendAllocatesNothing(t *testing.T) {
 	const segSize = 1 << 20
-	tl := newTestTimeline(t, segSize, segSize)
-	dc := &discardConn{}
-	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: dc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
-	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
-	defer rd.Close()
-	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
-	start := wal.LSN(segSize) + 100 // mid-page start
-	end := tl.FlushLSN()
-	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
-	now := time.Now()
-	// Warm up (opens the segment file once).
-	if err := snd.send(context.Background(), now, end); err != nil {
-		t.Fatal(err)
-	}
-	if snd.sent%wal.BlockSize != 0 {
-		t.Fatalf("first message from a mid-page start ended at %s, not a page boundary", snd.sent)
-	}
-	allocs := testing.AllocsPerRun(5, func() {
+	for _, tier := range []string{"memory", "local"} {
+		snd, start, end := newDiscardSender(t, segSize, segSize, tier == "memory")
+		snd.sent = start + 100 // mid-page start
+		now := time.Now()
+		// Warm up (opens the segment file once, takes a frame).
 		if err := snd.send(context.Background(), now, end); err != nil {
 			t.Fatal(err)
 		}
-	})
-	if allocs != 0 {
-		t.Fatalf("send allocates %.1f times per message", allocs)
-	}
-	if snd.sent > end {
-		t.Fatalf("sent past the end: %s > %s", snd.sent, end)
+		if snd.sent%wal.BlockSize != 0 {
+			t.Fatalf("%s: first message from a mid-page start ended at %s, not a page boundary", tier, snd.sent)
+		}
+		allocs := testing.AllocsPerRun(5, func() {
+			if err := snd.send(context.Background(), now, end); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Fatalf("%s: send allocates %.1f times per message", tier, allocs)
+		}
+		if got := snd.rd.LastTier(); got != tier {
+			t.Fatalf("served by the %q tier, want %q", got, tier)
+		}
+		if snd.sent > end {
+			t.Fatalf("sent past the end: %s > %s", snd.sent, end)
+		}
 	}
 }
 
@@ -163,10 +181,10 @@ func tcpPair(tb testing.TB) *net.TCPConn {
 // the local segment files of a timeline holding one segment of WAL;
 // zeroCopy chooses sendfile or copying through the frame buffer.
 func newTCPSender(tb testing.TB, segSize uint64, zeroCopy bool) (*sender, wal.LSN, wal.LSN) {
-	tl := newTestTimeline(tb, segSize, int(segSize))
+	tl := newTestTimeline(tb, segSize, int(segSize), false)
 	nc := tcpPair(tb)
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
+	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
 	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
 	tb.Cleanup(func() { rd.Close() })
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
@@ -220,7 +238,7 @@ func BenchmarkSendXLogDataTCP(b *testing.B) {
 // from the file's offset: one lseek per message).
 func BenchmarkSendReadFrom(b *testing.B) {
 	const segSize = 16 << 20
-	tl := newTestTimeline(b, segSize, segSize)
+	tl := newTestTimeline(b, segSize, segSize, false)
 	nc := tcpPair(b)
 	f, err := tl.Dir().OpenSegment(1, 1, segSize)
 	if err != nil {
@@ -298,7 +316,7 @@ func threadCPU() int64 {
 // framing of exactly the WAL in the segment file, in page-cut messages.
 func TestSendFileBytes(t *testing.T) {
 	const segSize = 1 << 20
-	tl := newTestTimeline(t, segSize, segSize)
+	tl := newTestTimeline(t, segSize, segSize, false)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -315,7 +333,7 @@ func TestSendFileBytes(t *testing.T) {
 	}
 	defer nc.Close()
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), frame: make([]byte, frameHeader+MaxSendSize)}
+	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
 	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
 	defer rd.Close()
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}

@@ -41,6 +41,11 @@ type Server struct {
 	mu   sync.Mutex
 	lns  []net.Listener
 	stop chan struct{}
+	// frames holds XLogData buffers (*[]byte of frameHeader+MaxSendSize)
+	// between sends: a stream takes one while it has WAL to send and puts
+	// it back before it waits, so that a consumer tailing an idle
+	// timeline holds no 128 KiB buffer.
+	frames sync.Pool
 }
 
 // New returns a server over the timelines reg resolves.
@@ -51,6 +56,15 @@ func New(cfg Config, reg Resolver, log *zap.Logger, m *metrics.Metrics) *Server 
 	s := &Server{cfg: cfg, tls: reg, log: log, m: m, stop: make(chan struct{})}
 	s.pid.Store(uint32(time.Now().UnixNano()%50000) + 10000)
 	return s
+}
+
+// getFrame returns an XLogData buffer from the pool.
+func (s *Server) getFrame() *[]byte {
+	if f, ok := s.frames.Get().(*[]byte); ok {
+		return f
+	}
+	f := make([]byte, frameHeader+MaxSendSize)
+	return &f
 }
 
 // Serve accepts connections on ln until ctx is done. On cancellation, open

@@ -243,10 +243,15 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 var errClientCopyDone = errors.New("client ended COPY")
 
 type sender struct {
-	c        *conn
-	st       *stream
-	rd       *walreader.Reader
-	fs       *fileSender // nil: copy WAL into the frame buffer (TLS)
+	c  *conn
+	st *stream
+	rd *walreader.Reader
+	fs *fileSender // nil: copy WAL into the frame buffer (TLS)
+	// frame is the XLogData buffer, held from the server's pool while
+	// there is WAL to send (see putFrame); fixed is set when frame does
+	// not come from the pool (tests).
+	frame    *[]byte
+	fixed    bool
 	tli      uint32
 	segSize  uint64
 	sent     wal.LSN
@@ -263,9 +268,7 @@ type sender struct {
 
 func (s *sender) run(ctx context.Context) error {
 	c := s.c
-	if c.frame == nil {
-		c.frame = make([]byte, frameHeader+MaxSendSize)
-	}
+	defer s.putFrame()
 	s.fs = newFileSender(c.nc)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -308,6 +311,7 @@ func (s *sender) run(ctx context.Context) error {
 		if s.historic {
 			return s.endHistoric(ctx)
 		}
+		s.putFrame() // caught up: no buffer held while waiting
 		timer.Reset(s.nextWake(now))
 		select {
 		case <-changed:
@@ -393,7 +397,10 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	// The segment holding a switch point is read from the newer timeline's
 	// file, as PostgreSQL does.
 	tli := wal.FileTLI(s.hist, wal.SegmentNo(s.sent, s.segSize), s.segSize)
-	buf := s.c.frame[:frameHeader+n]
+	if s.frame == nil {
+		s.frame = s.c.s.getFrame()
+	}
+	buf := (*s.frame)[:frameHeader+n]
 	var ext walreader.Extent
 	var err error
 	if s.fs != nil {
@@ -472,6 +479,14 @@ func (s *sender) readError(ctx context.Context, err error) error {
 		return pgerr.New(pgerr.InternalError, "could not read WAL at %s: unexpected end of segment file", s.sent)
 	}
 	return pgerr.New(pgerr.InternalError, "could not read WAL at %s: %v", s.sent, err)
+}
+
+// putFrame gives the XLogData buffer back to the server's pool.
+func (s *sender) putFrame() {
+	if s.frame != nil && !s.fixed {
+		s.c.s.frames.Put(s.frame)
+		s.frame = nil
+	}
 }
 
 // keepalive sends a primary keepalive message; walEnd is the send pointer.
