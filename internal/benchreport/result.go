@@ -1,0 +1,287 @@
+package benchreport
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// EnvOut names the environment variable holding the directory Save writes
+// into.
+const EnvOut = "BENCH_OUT"
+
+// Result is one scenario's measurements: samples of the safekeeper and of the
+// reference it is compared with, in the same unit, and the goal for the
+// ratio of their medians.
+type Result struct {
+	ID       string // "P1", "P2", ...
+	Scenario string // what was measured, e.g. "server CPU s/GiB, Go discard client, from the memory tier"
+	Unit     string // "s/GiB", "MB/s", "ms", "TPS", "KiB"
+
+	Safekeeper []float64 // samples of the safekeeper
+	Reference  []float64 // samples of the reference, same unit; empty when there is none
+	RefName    string    // "PostgreSQL walsender", "loopback TCP (Go)", ...
+
+	Goal      string  // as printed, e.g. "≤ 0.5×"
+	GoalRatio float64 // 0.5
+	// HigherIsBetter says which way the goal points: the goal is met when
+	// Ratio() >= GoalRatio if true (MB/s, TPS), <= GoalRatio otherwise.
+	HigherIsBetter bool
+
+	// Series holds raw data for plots, e.g. latency samples for a CDF or
+	// the resident memory per consumer.
+	Series map[string][]float64 `json:",omitempty"`
+	Note   string               `json:",omitempty"`
+}
+
+// Ratio is median(Safekeeper)/median(Reference); ok is false when either
+// side has no samples or the reference median is zero.
+func (r Result) Ratio() (ratio float64, ok bool) {
+	if len(r.Safekeeper) == 0 || len(r.Reference) == 0 {
+		return 0, false
+	}
+	ref := Median(r.Reference)
+	if ref == 0 {
+		return 0, false
+	}
+	return Median(r.Safekeeper) / ref, true
+}
+
+// Met says whether the ratio reaches the goal; ok is false when there is no
+// ratio or no goal to compare it with.
+func (r Result) Met() (met, ok bool) {
+	ratio, ok := r.Ratio()
+	if !ok || r.GoalRatio == 0 {
+		return false, false
+	}
+	if r.HigherIsBetter {
+		return ratio >= r.GoalRatio, true
+	}
+	return ratio <= r.GoalRatio, true
+}
+
+// FileName is the name Save gives r's file: <ID>-<slug of Scenario>.json.
+func (r Result) FileName() string {
+	return r.ID + "-" + Slug(r.Scenario) + ".json"
+}
+
+// Save writes r as JSON into $BENCH_OUT/r.FileName(), replacing an earlier
+// file of the same scenario. It does nothing and returns nil when BENCH_OUT
+// is unset.
+func Save(r Result) error {
+	dir := os.Getenv(EnvOut)
+	if dir == "" {
+		return nil
+	}
+	if r.ID == "" {
+		return errors.New("benchreport: result without an ID")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("benchreport: %w", err)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("benchreport: %s: %w", r.ID, err)
+	}
+	b = append(b, '\n')
+	path := filepath.Join(dir, r.FileName())
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("benchreport: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("benchreport: %w", err)
+	}
+	return nil
+}
+
+// Load reads every *.json file in dir as a Result, ordered by ID (P2 before
+// P10) and then by Scenario.
+func Load(dir string) ([]Result, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	rs := make([]Result, 0, len(names))
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		var r Result
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("benchreport: %s: %w", name, err)
+		}
+		rs = append(rs, r)
+	}
+	slices.SortStableFunc(rs, func(a, b Result) int {
+		if c := compareID(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Scenario, b.Scenario)
+	})
+	return rs, nil
+}
+
+// compareID orders IDs by their letter prefix and then numerically, so that
+// P9 sorts before P10.
+func compareID(a, b string) int {
+	pa, na := splitID(a)
+	pb, nb := splitID(b)
+	if c := strings.Compare(pa, pb); c != 0 {
+		return c
+	}
+	if na != nb {
+		if na < nb {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a, b)
+}
+
+func splitID(id string) (prefix string, n int) {
+	i := strings.IndexFunc(id, func(r rune) bool { return r >= '0' && r <= '9' })
+	if i < 0 {
+		return id, -1
+	}
+	for _, c := range id[i:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return id[:i], n
+}
+
+// Slug turns a scenario text into a file-name part: lower-case ASCII
+// letters and digits, runs of anything else turned into one '-', at most 60
+// bytes.
+func Slug(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, c := range strings.ToLower(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(c)
+		default:
+			dash = true
+		}
+		if b.Len() >= 60 {
+			break
+		}
+	}
+	if b.Len() == 0 {
+		return "x"
+	}
+	return strings.TrimRight(b.String()[:min(b.Len(), 60)], "-")
+}
+
+// Median of xs; NaN when xs is empty. xs is not modified.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
+
+// Min of xs; NaN when xs is empty.
+func Min(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	return slices.Min(xs)
+}
+
+// Max of xs; NaN when xs is empty.
+func Max(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	return slices.Max(xs)
+}
+
+// Quantile of xs at q in [0,1] by linear interpolation between the closest
+// ranks; NaN when xs is empty. xs is not modified.
+func Quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	q = math.Max(0, math.Min(1, q))
+	pos := q * float64(len(s)-1)
+	lo := int(math.Floor(pos))
+	hi := int(math.Ceil(pos))
+	return s[lo] + (s[hi]-s[lo])*(pos-float64(lo))
+}
+
+// Summary is one readable line for a benchmark's log: the medians with their
+// spread, the ratio and whether the goal is met.
+func (r Result) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: safekeeper %s %s", r.ID, r.Scenario, Spread(r.Safekeeper), r.Unit)
+	if len(r.Reference) > 0 {
+		fmt.Fprintf(&b, ", %s %s %s", r.RefName, Spread(r.Reference), r.Unit)
+	}
+	if ratio, ok := r.Ratio(); ok {
+		fmt.Fprintf(&b, ", ratio %.2f×", ratio)
+	}
+	if met, ok := r.Met(); ok {
+		verdict := "not met"
+		if met {
+			verdict = "met"
+		}
+		fmt.Fprintf(&b, " (goal %s: %s)", r.Goal, verdict)
+	}
+	fmt.Fprintf(&b, " n=%d", len(r.Safekeeper))
+	return b.String()
+}
+
+// Spread formats xs as "median [min–max]", or "–" when xs is empty.
+func Spread(xs []float64) string {
+	switch len(xs) {
+	case 0:
+		return "–"
+	case 1:
+		return FormatValue(xs[0])
+	}
+	return FormatValue(Median(xs)) + " [" + FormatValue(Min(xs)) + "–" + FormatValue(Max(xs)) + "]"
+}
+
+// FormatValue prints v with three significant digits and no exponent for
+// the magnitudes benchmarks report.
+func FormatValue(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case a == 0:
+		return "0"
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f", v)
+	case a >= 0.001:
+		return fmt.Sprintf("%.3g", v)
+	}
+	return fmt.Sprintf("%.2e", v)
+}
