@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -29,9 +30,13 @@ type Result struct {
 
 	Goal      string  // as printed, e.g. "≤ 0.5×"
 	GoalRatio float64 // 0.5
-	// HigherIsBetter says which way the goal points: the goal is met when
+	// HigherIsBetter says which way the goals point: the goal is met when
 	// Ratio() >= GoalRatio if true (MB/s, TPS), <= GoalRatio otherwise.
 	HigherIsBetter bool
+	// GoalValue, when not zero, is a goal on median(Safekeeper) itself, in
+	// Unit, pointing the same way (e.g. "≤ 64 KiB each", "≥ 500 MB/s").
+	// With both GoalRatio and GoalValue set, both must be met.
+	GoalValue float64 `json:",omitempty"`
 
 	// Series holds raw data for plots, e.g. latency samples for a CDF or
 	// the resident memory per consumer.
@@ -52,17 +57,31 @@ func (r Result) Ratio() (ratio float64, ok bool) {
 	return Median(r.Safekeeper) / ref, true
 }
 
-// Met says whether the ratio reaches the goal; ok is false when there is no
-// ratio or no goal to compare it with.
+// Met says whether the goals are reached; ok is false when there is no goal
+// or nothing to compare it with (no samples, or a ratio goal without a
+// reference).
 func (r Result) Met() (met, ok bool) {
-	ratio, ok := r.Ratio()
-	if !ok || r.GoalRatio == 0 {
+	if len(r.Safekeeper) == 0 || (r.GoalRatio == 0 && r.GoalValue == 0) {
 		return false, false
 	}
-	if r.HigherIsBetter {
-		return ratio >= r.GoalRatio, true
+	reach := func(v, goal float64) bool {
+		if r.HigherIsBetter {
+			return v >= goal
+		}
+		return v <= goal
 	}
-	return ratio <= r.GoalRatio, true
+	met = true
+	if r.GoalRatio != 0 {
+		ratio, ok := r.Ratio()
+		if !ok {
+			return false, false
+		}
+		met = reach(ratio, r.GoalRatio)
+	}
+	if r.GoalValue != 0 {
+		met = met && reach(Median(r.Safekeeper), r.GoalValue)
+	}
+	return met, true
 }
 
 // FileName is the name Save gives r's file: <ID>-<slug of Scenario>.json.
@@ -265,8 +284,8 @@ func Spread(xs []float64) string {
 	return FormatValue(Median(xs)) + " [" + FormatValue(Min(xs)) + "–" + FormatValue(Max(xs)) + "]"
 }
 
-// FormatValue prints v with three significant digits and no exponent for
-// the magnitudes benchmarks report.
+// FormatValue prints v with three significant digits in fixed notation
+// (1300, 20.0, 1.50, 0.450), the exponent form only below 0.0001.
 func FormatValue(v float64) string {
 	a := math.Abs(v)
 	switch {
@@ -274,14 +293,9 @@ func FormatValue(v float64) string {
 		return "–"
 	case a == 0:
 		return "0"
-	case a >= 100:
-		return fmt.Sprintf("%.0f", v)
-	case a >= 10:
-		return fmt.Sprintf("%.1f", v)
-	case a >= 1:
-		return fmt.Sprintf("%.2f", v)
-	case a >= 0.001:
-		return fmt.Sprintf("%.3g", v)
+	case a < 1e-4:
+		return strconv.FormatFloat(v, 'e', 2, 64)
 	}
-	return fmt.Sprintf("%.2e", v)
+	prec := max(0, 2-int(math.Floor(math.Log10(a))))
+	return strconv.FormatFloat(v, 'f', prec, 64)
 }

@@ -47,6 +47,16 @@ func TestRatioAndGoal(t *testing.T) {
 	if _, ok := r.Met(); ok {
 		t.Error("no reference, yet a verdict")
 	}
+
+	// An absolute goal needs no reference; with a ratio goal both count.
+	v := Result{Safekeeper: []float64{40, 50, 70}, GoalValue: 64}
+	if met, ok := v.Met(); !ok || !met {
+		t.Errorf("50 ≤ 64: Met = %v, %v", met, ok)
+	}
+	v.Reference, v.GoalRatio = []float64{60}, 0.5
+	if met, ok := v.Met(); !ok || met {
+		t.Errorf("50/60 > 0.5: Met = %v, %v", met, ok)
+	}
 }
 
 func TestSlug(t *testing.T) {
@@ -108,5 +118,16 @@ func TestSummary(t *testing.T) {
 	want := "P2 one stream: safekeeper 950 [900–1000] MB/s, loopback TCP (Go) 1000 MB/s, ratio 0.95× (goal ≥ 0.9×: met) n=3"
 	if got := r.Summary(); got != want {
 		t.Errorf("Summary =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestFormatValue(t *testing.T) {
+	for v, want := range map[float64]string{
+		1300: "1300", 20: "20.0", 1.5: "1.50", 0.45: "0.450", 0.0123: "0.0123", 99.96: "100.0",
+		0: "0", 0.00001234: "1.23e-05", math.NaN(): "–",
+	} {
+		if got := FormatValue(v); got != want {
+			t.Errorf("FormatValue(%v) = %q, want %q", v, got, want)
+		}
 	}
 }
