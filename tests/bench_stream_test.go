@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -668,4 +669,192 @@ func last(xs []float64) float64 {
 		return 0
 	}
 	return xs[len(xs)-1]
+}
+
+// idleConsumer is a replication connection tailing at the end of WAL that
+// only answers keepalives, until its context ends.
+type idleConsumer struct {
+	conn *pgconn.PgConn
+	done chan struct{}
+}
+
+// startIdleConsumer connects to connString, starts replication at pos and
+// leaves a goroutine answering keepalives.
+func startIdleConsumer(ctx context.Context, connString string, pos wal.LSN) (*idleConsumer, error) {
+	conn, err := pgconn.Connect(ctx, connString)
+	if err != nil {
+		return nil, err
+	}
+	if err := startReplication(ctx, conn, pos); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	c := &idleConsumer{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			msg, err := conn.ReceiveMessage(ctx)
+			if err != nil {
+				return
+			}
+			if m, ok := msg.(*pgproto3.CopyData); ok {
+				switch {
+				case len(m.Data) >= 25 && m.Data[0] == 'w':
+					pos = wal.LSN(binary.BigEndian.Uint64(m.Data[1:])) + wal.LSN(len(m.Data)-25)
+				case len(m.Data) >= 18 && m.Data[0] == 'k' && m.Data[17] == 1:
+					conn.Frontend().Send(standbyStatus(pos))
+					if conn.Frontend().Flush() != nil {
+						return
+					}
+				}
+			}
+		}
+	}()
+	return c, nil
+}
+
+// closeIdleConsumers ends the consumers' goroutines (cancel must be the
+// cancel of the context they were started with) and closes them.
+func closeIdleConsumers(cancel context.CancelFunc, cs []*idleConsumer) {
+	cancel()
+	for _, c := range cs {
+		<-c.done
+		c.conn.Close(context.Background())
+	}
+}
+
+// raiseNoFile raises this process's open-file limit to at least n (up to
+// the hard limit).
+func raiseNoFile(b *testing.B, n uint64) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	lim.Cur = min(n, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	if lim.Cur < n {
+		b.Logf("open-file limit %d is below the %d this benchmark wants", lim.Cur, n)
+	}
+}
+
+// BenchmarkIdleConsumers is P7 of issue 10's suite: the memory a
+// safekeeper spends per idle tailing consumer, BENCH_CONSUMERS (1000)
+// replication connections that started at the end of WAL and wait, against
+// the memory of a PostgreSQL walsender process (BENCH_WALSENDERS, 30, of
+// them measured). Both RSS and PSS are reported: a walsender is a forked
+// backend that shares most of its pages with the postmaster, so its PSS is
+// the fair figure. Each of BENCH_P7_ROUNDS (3) rounds starts a fresh
+// safekeeper, samples its memory as consumers connect (the plot's series)
+// and then its CPU over BENCH_IDLE_SECONDS (10) with all of them idle.
+func BenchmarkIdleConsumers(b *testing.B) {
+	n := benchEnvInt(b, "BENCH_CONSUMERS", 1000)
+	nws := benchEnvInt(b, "BENCH_WALSENDERS", 30)
+	rounds := benchEnvInt(b, "BENCH_P7_ROUNDS", 3)
+	idle := time.Duration(benchEnvFloat(b, "BENCH_IDLE_SECONDS", 10) * float64(time.Second))
+	// The consumers' sockets here; the safekeeper inherits the limit.
+	raiseNoFile(b, uint64(n)+1024)
+	primary := pgtest.StartPrimary(b, pgtest.Options{Conf: map[string]string{
+		"max_wal_senders": strconv.Itoa(nws + 10),
+	}})
+	primary.Exec(b, "CREATE TABLE t(x int)")
+	primary.Exec(b, "INSERT INTO t SELECT generate_series(1, 10000)")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+
+	step := max(n/20, 1)
+	var rssPer, pssPer, idleCPU []float64
+	var series map[string][]float64
+	for round := range rounds {
+		sk := StartSKNamed(b, fmt.Sprintf("sk_p7_%d", round), primary.ConnString(), nil, "--log-level", "info")
+		sk.WaitFlush(b, flushLSNOfPrimary(b, primary), 60*time.Second)
+		pos := sk.FlushLSN(b)
+		pid := sk.PID()
+		rss0, pss0 := procStatusKB(pid, "VmRSS"), smapsRollupKB(pid, "Pss")
+		s := map[string][]float64{"consumers": {0}, "safekeeper RSS KiB": {0}, "safekeeper PSS KiB": {0}}
+		cctx, ccancel := context.WithCancel(ctx)
+		cs := make([]*idleConsumer, 0, n)
+		for i := range n {
+			c, err := startIdleConsumer(cctx, fmt.Sprintf("%s application_name=idle_%d", sk.ConnString(), i), pos)
+			if err != nil {
+				closeIdleConsumers(ccancel, cs)
+				b.Fatalf("consumer %d: %v", i, err)
+			}
+			cs = append(cs, c)
+			if (i+1)%step == 0 || i+1 == n {
+				s["consumers"] = append(s["consumers"], float64(i+1))
+				s["safekeeper RSS KiB"] = append(s["safekeeper RSS KiB"], float64(procStatusKB(pid, "VmRSS")-rss0))
+				s["safekeeper PSS KiB"] = append(s["safekeeper PSS KiB"], float64(smapsRollupKB(pid, "Pss")-pss0))
+			}
+		}
+		pgtest.WaitFor(b, 60*time.Second, fmt.Sprintf("%d consumers in the safekeeper's status", n), func() bool {
+			st := sk.Status(b)
+			return len(st.Timelines[0].Consumers) >= n
+		})
+		rss1, pss1 := procStatusKB(pid, "VmRSS"), smapsRollupKB(pid, "Pss")
+		c0, _ := procCPUNs(pid)
+		time.Sleep(idle) // the measurement window, not a wait for a condition
+		c1, _ := procCPUNs(pid)
+		rssPer = append(rssPer, float64(rss1-rss0)/float64(n))
+		pssPer = append(pssPer, float64(pss1-pss0)/float64(n))
+		idleCPU = append(idleCPU, 100*(c1-c0).Seconds()/idle.Seconds())
+		if series == nil {
+			series = s
+		}
+		b.Logf("round %d: safekeeper RSS %d → %d KiB, PSS %d → %d KiB with %d idle consumers (%.1f / %.1f KiB each); CPU %v in %v idle",
+			round, rss0, rss1, pss0, pss1, n, last(rssPer), last(pssPer), c1-c0, idle)
+		closeIdleConsumers(ccancel, cs)
+		sk.Stop()
+	}
+
+	// The reference: idle walsenders on the primary, measured one by one.
+	wctx, wcancel := context.WithCancel(ctx)
+	pos := flushLSNOfPrimary(b, primary)
+	ws := make([]*idleConsumer, 0, nws)
+	for i := range nws {
+		c, err := startIdleConsumer(wctx, primary.ReplConnString()+fmt.Sprintf(" application_name=idle_%d", i), pos)
+		if err != nil {
+			closeIdleConsumers(wcancel, ws)
+			b.Fatalf("walsender %d: %v", i, err)
+		}
+		ws = append(ws, c)
+	}
+	pgtest.WaitFor(b, 60*time.Second, fmt.Sprintf("%d idle walsenders streaming", nws), func() bool {
+		return primary.QueryValue(b, "SELECT count(*) FROM pg_stat_replication WHERE application_name LIKE 'idle_%' AND state = 'streaming'") == strconv.Itoa(nws)
+	})
+	var wsRSS, wsPSS []float64
+	for _, c := range ws {
+		pid := int(c.conn.PID())
+		wsRSS = append(wsRSS, float64(procStatusKB(pid, "VmRSS")))
+		wsPSS = append(wsPSS, float64(smapsRollupKB(pid, "Pss")))
+	}
+	closeIdleConsumers(wcancel, ws)
+
+	for _, m := range []struct {
+		what     string
+		sk, ref  []float64
+		seriesOf string
+	}{{"RSS", rssPer, wsRSS, "safekeeper RSS KiB"}, {"PSS", pssPer, wsPSS, "safekeeper PSS KiB"}} {
+		saveResult(b, benchreport.Result{
+			ID:       "P7",
+			Scenario: fmt.Sprintf("%s per idle tailing consumer, %d consumers", m.what, n),
+			Unit:     "KiB", Safekeeper: m.sk, Reference: m.ref,
+			RefName: fmt.Sprintf("PostgreSQL walsender process %s", m.what),
+			Goal:    "≤ 64 KiB each", GoalValue: 64,
+			Series: map[string][]float64{"consumers": series["consumers"], m.seriesOf: series[m.seriesOf]},
+			Note: fmt.Sprintf("safekeeper: growth of its %s from before the first consumer to %d connected, divided by %d, one fresh safekeeper per round; walsender: each of %d idle walsenders' own %s (VmRSS; Pss of smaps_rollup)",
+				m.what, n, n, nws, m.what),
+		})
+	}
+	saveResult(b, benchreport.Result{
+		ID:       "P7",
+		Scenario: fmt.Sprintf("safekeeper CPU with %d idle tailing consumers, no WAL written", n),
+		Unit:     "% of a core", Safekeeper: idleCPU,
+		Goal: "≈ 0 (≤ 1%)", GoalValue: 1,
+		Note: fmt.Sprintf("CPU time of the safekeeper process (all threads) over %v with the consumers connected and nothing written", idle),
+	})
 }
