@@ -1,9 +1,11 @@
 package benchreport
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"os"
 	"path/filepath"
@@ -85,6 +87,8 @@ func (r Result) Met() (met, ok bool) {
 }
 
 // FileName is the name Save gives r's file: <ID>-<slug of Scenario>.json.
+// A slug cut short ends in a hash of the whole text, so that scenarios that
+// differ only in their tails get files of their own.
 func (r Result) FileName() string {
 	return r.ID + "-" + Slug(r.Scenario) + ".json"
 }
@@ -121,7 +125,7 @@ func Save(r Result) error {
 }
 
 // Load reads every *.json file in dir as a Result, ordered by ID (P2 before
-// P10) and then by Scenario.
+// P10) and then by Scenario (numbers in it compared as numbers).
 func Load(dir string) ([]Result, error) {
 	names, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
@@ -143,7 +147,7 @@ func Load(dir string) ([]Result, error) {
 		if c := compareID(a.ID, b.ID); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Scenario, b.Scenario)
+		return naturalCompare(a.Scenario, b.Scenario)
 	})
 	return rs, nil
 }
@@ -151,37 +155,18 @@ func Load(dir string) ([]Result, error) {
 // compareID orders IDs by their letter prefix and then numerically, so that
 // P9 sorts before P10.
 func compareID(a, b string) int {
-	pa, na := splitID(a)
-	pb, nb := splitID(b)
-	if c := strings.Compare(pa, pb); c != 0 {
+	if c := naturalCompare(a, b); c != 0 {
 		return c
-	}
-	if na != nb {
-		if na < nb {
-			return -1
-		}
-		return 1
 	}
 	return strings.Compare(a, b)
 }
 
-func splitID(id string) (prefix string, n int) {
-	i := strings.IndexFunc(id, func(r rune) bool { return r >= '0' && r <= '9' })
-	if i < 0 {
-		return id, -1
-	}
-	for _, c := range id[i:] {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int(c-'0')
-	}
-	return id[:i], n
-}
+// maxSlug bounds Slug's result.
+const maxSlug = 60
 
 // Slug turns a scenario text into a file-name part: lower-case ASCII
-// letters and digits, runs of anything else turned into one '-', at most 60
-// bytes.
+// letters and digits, runs of anything else turned into one '-'. A slug
+// longer than maxSlug is cut and ends in 8 hex digits of a hash of s.
 func Slug(s string) string {
 	var b strings.Builder
 	dash := false
@@ -196,14 +181,49 @@ func Slug(s string) string {
 		default:
 			dash = true
 		}
-		if b.Len() >= 60 {
-			break
-		}
 	}
-	if b.Len() == 0 {
+	out := b.String()
+	if out == "" {
 		return "x"
 	}
-	return strings.TrimRight(b.String()[:min(b.Len(), 60)], "-")
+	if len(out) <= maxSlug {
+		return out
+	}
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return strings.TrimRight(out[:maxSlug-9], "-") + fmt.Sprintf("-%08x", h.Sum32())
+}
+
+// naturalCompare orders strings with their digit runs compared as numbers,
+// so that "8 streams" sorts before "64 streams".
+func naturalCompare(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digitsPrefix(a), digitsPrefix(b)
+		if da != "" && db != "" {
+			na, nb := strings.TrimLeft(da, "0"), strings.TrimLeft(db, "0")
+			if c := cmp.Compare(len(na), len(nb)); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			a, b = a[len(da):], b[len(db):]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmp.Compare(a[0], b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+func digitsPrefix(s string) string {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return s[:i]
 }
 
 // Median of xs; NaN when xs is empty. xs is not modified.
@@ -260,7 +280,7 @@ func (r Result) Summary() string {
 		fmt.Fprintf(&b, ", %s %s %s", r.RefName, Spread(r.Reference), r.Unit)
 	}
 	if ratio, ok := r.Ratio(); ok {
-		fmt.Fprintf(&b, ", ratio %.2f×", ratio)
+		fmt.Fprintf(&b, ", ratio %s", FormatRatio(ratio))
 	}
 	if met, ok := r.Met(); ok {
 		verdict := "not met"
@@ -298,4 +318,13 @@ func FormatValue(v float64) string {
 	}
 	prec := max(0, 2-int(math.Floor(math.Log10(a))))
 	return strconv.FormatFloat(v, 'f', prec, 64)
+}
+
+// FormatRatio prints a ratio of medians with two decimals ("0.45×"), or two
+// significant digits below 0.1 ("0.031×").
+func FormatRatio(v float64) string {
+	if a := math.Abs(v); a != 0 && a < 0.1 {
+		return strconv.FormatFloat(v, 'g', 2, 64) + "×"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64) + "×"
 }

@@ -126,7 +126,7 @@ func ratio(r benchreport.Result) string {
 	if !ok {
 		return "–"
 	}
-	return strconv.FormatFloat(v, 'f', 2, 64) + "×"
+	return benchreport.FormatRatio(v)
 }
 
 func met(r benchreport.Result) string {

@@ -60,12 +60,12 @@ func TestRender(t *testing.T) {
 	}
 	for _, want := range []string{
 		"| P1 | server CPU s/GiB, from files | s/GiB | 0.450 [0.400–0.500] | 1.00 [0.900–1.10] (PostgreSQL walsender) | 0.45× | ≤ 0.5× | yes | 3 |",
-		// Load orders P3's scenarios by text: "64 ..." before "8 ...".
-		"| P3a | 64 streams | MB/s | 1300 | 1000 [1000–1000] (PostgreSQL walsenders) | 1.30× | ≥ 1.2× | yes | 1/3 |",
-		`| P3b | 8 streams \| aggregate | MB/s | 1100 [1000–1200] | 950 [900–1000] (PostgreSQL walsenders) | 1.16× | ≥ 1.2× | **no** | 2 |`,
+		// Load orders P3's scenarios by text, numbers as numbers: 8 before 64.
+		`| P3a | 8 streams \| aggregate | MB/s | 1100 [1000–1200] | 950 [900–1000] (PostgreSQL walsenders) | 1.16× | ≥ 1.2× | **no** | 2 |`,
+		"| P3b | 64 streams | MB/s | 1300 | 1000 [1000–1000] (PostgreSQL walsenders) | 1.30× | ≥ 1.2× | yes | 1/3 |",
 		"| P5 | live tail | ms | 1.50 | – | – |  | – | 1 |",
-		"| P7 | PSS per idle consumer | KiB | 20.0 | 950 [900–1000] (walsender PSS) | 0.02× | ≤ 64 KiB each | yes | 1/2 |",
-		"- **P3a**: each stream reads 16 MiB",
+		"| P7 | PSS per idle consumer | KiB | 20.0 | 950 [900–1000] (walsender PSS) | 0.021× | ≤ 64 KiB each | yes | 1/2 |",
+		"- **P3b**: each stream reads 16 MiB",
 		"![Throughput (MB/s, medians)](" + throughputPNG + ")",
 		"![Latency CDF (P5)](" + latencyPNG + ")",
 		"![Memory for idle tailing consumers (P7)](" + rssPNG + ")",
