@@ -637,7 +637,7 @@ func BenchmarkStream(b *testing.B) {
 	for _, v := range variants {
 		saveResult(b, benchreport.Result{
 			ID: "P2", Scenario: "one Go discard stream, MB/s, safekeeper " + v.text,
-			Unit: "MB/s", Safekeeper: mbps[v.key], Reference: mbps["loopback"], RefName: "loopback TCP (Go, 128 KiB writes)",
+			Unit: "MB/s", Safekeeper: mbps[v.key], Reference: mbps["loopback"], RefName: "loopback TCP, Go, 128 KiB writes",
 			Goal: "≥ 0.9×", GoalRatio: 0.9, HigherIsBetter: true,
 			Note: fmt.Sprintf("the walsender did %s MB/s on the same streams", benchreport.Spread(mbps["pg"])),
 		})
@@ -835,10 +835,13 @@ func BenchmarkIdleConsumers(b *testing.B) {
 	closeIdleConsumers(wcancel, ws)
 
 	for _, m := range []struct {
-		what     string
-		sk, ref  []float64
-		seriesOf string
-	}{{"RSS", rssPer, wsRSS, "safekeeper RSS KiB"}, {"PSS", pssPer, wsPSS, "safekeeper PSS KiB"}} {
+		what, source string
+		sk, ref      []float64
+		seriesOf     string
+	}{
+		{"RSS", "VmRSS of /proc/PID/status", rssPer, wsRSS, "safekeeper RSS KiB"},
+		{"PSS", "Pss of /proc/PID/smaps_rollup", pssPer, wsPSS, "safekeeper PSS KiB"},
+	} {
 		saveResult(b, benchreport.Result{
 			ID:       "P7",
 			Scenario: fmt.Sprintf("%s per idle tailing consumer, %d consumers", m.what, n),
@@ -846,8 +849,8 @@ func BenchmarkIdleConsumers(b *testing.B) {
 			RefName: fmt.Sprintf("PostgreSQL walsender process %s", m.what),
 			Goal:    "≤ 64 KiB each", GoalValue: 64,
 			Series: map[string][]float64{"consumers": series["consumers"], m.seriesOf: series[m.seriesOf]},
-			Note: fmt.Sprintf("safekeeper: growth of its %s from before the first consumer to %d connected, divided by %d, one fresh safekeeper per round; walsender: each of %d idle walsenders' own %s (VmRSS; Pss of smaps_rollup)",
-				m.what, n, n, nws, m.what),
+			Note: fmt.Sprintf("%s. Safekeeper: its growth from before the first consumer to %d connected, divided by %d, a fresh safekeeper per round. Walsender: each of %d idle walsender processes' own.",
+				m.source, n, n, nws),
 		})
 	}
 	saveResult(b, benchreport.Result{
