@@ -54,6 +54,8 @@ func plotThroughput(rws []row, path string) (bool, error) {
 		return false, err
 	}
 	refBars.Color, refBars.Offset = refColor, w/2
+	// Headroom above the tallest bar for the legend.
+	p.Y.Max = 1.2 * max(slices.Max(sk), slices.Max(ref))
 	p.Add(skBars, refBars, plotter.NewGrid())
 	p.Legend.Add("safekeeper", skBars)
 	p.Legend.Add("reference", refBars)
