@@ -70,15 +70,27 @@ fuzz-short:
 demo: build
 	./scripts/demo.sh
 
-## bench: stream ~1 GiB of already-written WAL from the safekeeper and from
-## PostgreSQL's own walsender, alternating, with pg_receivewal and a minimal
-## Go client; then offload ~512 MiB (zstd and none) against the ingest rate
-## and compare catch-up reads from the archive with reads from local files.
-## Then host 1000 idle timelines (BENCH_TIMELINES) in one process: start-up
-## time, resident memory per idle timeline, idle CPU, file descriptors.
-## Prints medians and ratios.
+## bench: issue 10's benchmark suite, one run alternating the safekeeper and
+## its reference on the same WAL: streaming (BenchmarkStream, P1-P4: server
+## CPU per GiB, one-stream MB/s against loopback TCP, 8 and 64 streams,
+## pg_receivewal catch-up), 1000 idle consumers (BenchmarkIdleConsumers, P7),
+## commit latency, sync-standby TPS, ingest catch-up and archive lag
+## (BenchmarkCommit, BenchmarkIngestCatchup: P5, P6, P8, P9), then the archive
+## and many-timeline benchmarks. Each scenario saves its samples into
+## $(BENCH_OUT) (its old results removed first); the renderer turns them into
+## $(BENCH_DOC) with PNG plots beside it, also after a failed benchmark, and
+## the table is printed. BENCH_GIB, BENCH_ROUNDS, BENCH_CONSUMERS and the
+## other BENCH_* variables scale it (README).
+BENCH_OUT ?= $(CURDIR)/.cache/bench
+BENCH_DOC ?= docs/benchmarks.md
+BENCH_RE  ?= BenchmarkStream|BenchmarkIdleConsumers|BenchmarkCommit|BenchmarkIngestCatchup|BenchmarkArchive|BenchmarkManyTimelines
 bench:
-	$(GO) test -run '^$$' -bench 'BenchmarkStreamComparison|BenchmarkArchive|BenchmarkManyTimelines' -benchtime 1x -timeout 60m -v ./tests/
+	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.json
+	status=0; \
+	BENCH_OUT=$(BENCH_OUT) $(GO) test -run '^$$' -bench '$(BENCH_RE)' -benchtime 1x -timeout 90m -v ./tests/ || status=$$?; \
+	$(GO) run ./internal/benchreport/cmd/render -in $(BENCH_OUT) -out $(BENCH_DOC) || exit $$?; \
+	echo; sed -n '/^| id /,/^$$/p' $(BENCH_DOC); \
+	exit $$status
 
 clean:
 	rm -rf bin demo-data
