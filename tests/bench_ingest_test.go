@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgsafekeeper/safekeeper/internal/benchreport"
 	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
@@ -69,9 +70,9 @@ func mib(v float64) float64 { return v / (1 << 20) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func saveOrFail(b *testing.B, r benchResult2) {
+func saveOrFail(b *testing.B, r benchreport.Result) {
 	b.Helper()
-	if err := saveBench(r); err != nil {
+	if err := benchreport.Save(r); err != nil {
 		b.Fatalf("save %s: %v", r.ID, err)
 	}
 }
@@ -463,7 +464,7 @@ func BenchmarkCommit(b *testing.B) {
 	fmt.Printf("  ratio safekeeper/postgres %.2f× (goal ≥ 1.0×); safekeeper group fsync mean %.3f ms (p99 ≤ %.3g ms), %.2f fsyncs per commit\n",
 		p6Ratio, medianF(skFsyncMS), medianF(skFsyncP99), medianF(skFsyncsPerCommit))
 	b.ReportMetric(p6Ratio, "P6-tps-ratio")
-	saveOrFail(b, benchResult2{
+	saveOrFail(b, benchreport.Result{
 		ID: "P6", Scenario: fmt.Sprintf("pgbench TPS (%s) with the only synchronous standby", load),
 		Unit: "TPS", Safekeeper: skTPS, Reference: refTPS, RefName: "PostgreSQL standby",
 		Goal: "≥ 1.0×", GoalRatio: 1.0, HigherIsBetter: true,
@@ -553,7 +554,7 @@ func BenchmarkCommit(b *testing.B) {
 	fmt.Printf("  per probe, safekeeper arrival minus direct arrival: p50 %.3f ms, p99 %.3f ms; safekeeper group fsync meanwhile p50 ≤ %.3g ms, p99 ≤ %.3g ms (histogram buckets)\n",
 		quantileF(added, 0.5), quantileF(added, 0.99), fsyncP50, fsyncP99)
 	b.ReportMetric(p99Added, "P5-p99-added-ms")
-	saveOrFail(b, benchResult2{
+	saveOrFail(b, benchreport.Result{
 		ID: "P5", Scenario: "live tail p99 latency, commit to XLogData at a consumer, under the P6 pgbench load",
 		Unit: "ms", Safekeeper: skP99, Reference: refP99, RefName: "consumer on the primary",
 		Goal: fmt.Sprintf("p99 added ≤ 1 ms + one fdatasync (%.2f ms)", syncMS), GoalRatio: 0, HigherIsBetter: false,
@@ -607,7 +608,7 @@ func BenchmarkCommit(b *testing.B) {
 	fmt.Printf("  median lag per quarter (MB): %.1f %.1f %.1f %.1f; max %.1f; goal: last ≤ first + one %d MB segment: %s\n",
 		qMed[0], qMed[1], qMed[2], qMed[3], slices.Max(lagMB), segMB, p9Verdict)
 	b.ReportMetric(qMed[3]-qMed[0], "P9-lag-growth-MB")
-	saveOrFail(b, benchResult2{
+	saveOrFail(b, benchreport.Result{
 		ID: "P9", Scenario: "archive lag per quarter of a run under the P6 pgbench load",
 		Unit: "MB", Safekeeper: qMed, Goal: "lag does not grow", GoalRatio: 0, HigherIsBetter: false,
 		Series: map[string][]float64{"t_s": lagT, "archive_lag_mb": lagMB},
@@ -714,7 +715,7 @@ func startWALTail(b *testing.B, connString string, start wal.LSN) *walTail {
 				return
 			}
 			if reply || now.Sub(lastStatus) > 5*time.Second {
-				conn.Frontend().Send(&pgproto3.CopyData{Data: standbyStatus(end)})
+				conn.Frontend().Send(standbyStatus(end))
 				if err := conn.Frontend().Flush(); err != nil {
 					w.setErr(err)
 					return
@@ -724,19 +725,6 @@ func startWALTail(b *testing.B, connString string, start wal.LSN) *walTail {
 		}
 	}()
 	return w
-}
-
-// standbyStatus is a Standby Status Update reporting pos written, flushed
-// and applied.
-func standbyStatus(pos wal.LSN) []byte {
-	m := make([]byte, 34)
-	m[0] = 'r'
-	binary.BigEndian.PutUint64(m[1:], uint64(pos))
-	binary.BigEndian.PutUint64(m[9:], uint64(pos))
-	binary.BigEndian.PutUint64(m[17:], uint64(pos))
-	pgEpoch := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	binary.BigEndian.PutUint64(m[25:], uint64(time.Since(pgEpoch).Microseconds()))
-	return m
 }
 
 func (w *walTail) setErr(err error) {
@@ -908,7 +896,7 @@ func BenchmarkIngestCatchup(b *testing.B) {
 	fmt.Printf("  ratio safekeeper/postgres %.2f× (goal ≥ 1.0×); %s\n", ratio, valueNote)
 	b.ReportMetric(ratio, "P8-ratio")
 	b.ReportMetric(medianF(skRate), "P8-safekeeper-MB/s")
-	saveOrFail(b, benchResult2{
+	saveOrFail(b, benchreport.Result{
 		ID: "P8", Scenario: "ingest catch-up with fsync, safekeeper started behind",
 		Unit: "MB/s", Safekeeper: skRate, Reference: pgRate, RefName: "PostgreSQL standby (walreceiver)",
 		Goal: "≥ 1.0×", GoalRatio: 1.0, HigherIsBetter: true, GoalValue: goalValue,
