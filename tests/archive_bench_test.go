@@ -93,6 +93,8 @@ func BenchmarkArchive(b *testing.B) {
 	start := wal.SegmentStart(flushLSNOfPrimary(b, primary), segSize) + segSize
 	primary.Exec(b, "CREATE TABLE bench(x text)")
 	primary.Exec(b, "ALTER TABLE bench ALTER COLUMN x SET STORAGE PLAIN")
+	// No autovacuum of the table while the servers are measured.
+	primary.Exec(b, "ALTER TABLE bench SET (autovacuum_enabled = off)")
 	primary.Exec(b, "SELECT pg_switch_wal()")
 
 	b.ResetTimer()

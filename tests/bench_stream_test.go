@@ -396,6 +396,8 @@ func BenchmarkStream(b *testing.B) {
 	b.Logf("generating %.2f GiB of WAL", gib)
 	primary.Exec(b, "CREATE TABLE bench(x text)")
 	primary.Exec(b, "ALTER TABLE bench ALTER COLUMN x SET STORAGE PLAIN")
+	// No autovacuum of the table while the servers are measured.
+	primary.Exec(b, "ALTER TABLE bench SET (autovacuum_enabled = off)")
 	target := start + wal.LSN(gib*float64(1<<30))
 	for currentLSN(b, primary) < target {
 		primary.Exec(b, "INSERT INTO bench SELECT repeat('x', 2000) FROM generate_series(1, 20000)")

@@ -178,19 +178,24 @@ func tcpPair(tb testing.TB) *net.TCPConn {
 }
 
 // newTCPSender returns a sender over a loopback TCP connection streaming
-// the local segment files of a timeline holding one segment of WAL;
-// zeroCopy chooses sendfile or copying through the frame buffer.
-func newTCPSender(tb testing.TB, segSize uint64, zeroCopy bool) (*sender, wal.LSN, wal.LSN) {
-	tl := newTestTimeline(tb, segSize, int(segSize), false)
+// a timeline holding one segment of WAL. mode: "sendfile" from the
+// segment file, "copy" from it through the frame buffer, "memory" from the
+// memory window through the frame buffer.
+func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN, wal.LSN) {
+	tl := newTestTimeline(tb, segSize, int(segSize), mode == "memory")
 	nc := tcpPair(tb)
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
-	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
+	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
+	if mode == "memory" {
+		tiers = append([]walreader.Tier{walreader.NewMemoryTier(tl.Memory())}, tiers...)
+	}
+	rd := walreader.New(segSize, tiers...)
 	tb.Cleanup(func() { rd.Close() })
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
 	start := wal.LSN(segSize)
 	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
-	if zeroCopy {
+	if mode == "sendfile" {
 		snd.fs = newFileSender(nc)
 		if snd.fs == nil {
 			tb.Skip("no zero-copy send on this platform")
@@ -205,10 +210,10 @@ func newTCPSender(tb testing.TB, segSize uint64, zeroCopy bool) (*sender, wal.LS
 // then sendfile from the page cache). Neither may allocate.
 func BenchmarkSendXLogDataTCP(b *testing.B) {
 	const segSize = 16 << 20
-	for _, mode := range []string{"copy", "sendfile"} {
+	for _, mode := range []string{"copy", "sendfile", "memory"} {
 		for _, size := range []int{256, 8 << 10, MaxSendSize} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
-				snd, start, end := newTCPSender(b, segSize, mode == "sendfile")
+				snd, start, end := newTCPSender(b, segSize, mode)
 				now := time.Now()
 				// The sending thread's CPU time (the sends, and the
 				// loopback's protocol work the kernel does in them).
@@ -278,7 +283,7 @@ func BenchmarkSendReadFrom(b *testing.B) {
 // one.
 func TestSendFileAllocatesNothing(t *testing.T) {
 	const segSize = 1 << 20
-	snd, start, end := newTCPSender(t, segSize, true)
+	snd, start, end := newTCPSender(t, segSize, "sendfile")
 	snd.sent = start + 100 // mid-page start
 	now := time.Now()
 	if err := snd.send(context.Background(), now, end); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,10 @@ type Config struct {
 	// WalSenderTimeout drops a consumer silent for this long; keepalives
 	// asking for a reply go out at half of it. 0 disables both.
 	WalSenderTimeout time.Duration
+	// MaxSendSize is the most WAL one XLogData message carries: 0 means
+	// PostgreSQL's 128 KiB; rounded down to whole pages, at most
+	// MaxSendSizeLimit.
+	MaxSendSize int
 	// DefaultServerVersion is reported before the first upstream contact.
 	DefaultServerVersion string
 	// TLS, when set, makes the server answer SSLRequest with 'S' and run
@@ -41,7 +46,9 @@ type Server struct {
 	mu   sync.Mutex
 	lns  []net.Listener
 	stop chan struct{}
-	// frames holds XLogData buffers (*[]byte of frameHeader+MaxSendSize)
+	// maxSend is the most WAL per XLogData message (cfg.MaxSendSize).
+	maxSend uint64
+	// frames holds XLogData buffers (*[]byte of frameHeader+maxSend)
 	// between sends: a stream takes one while it has WAL to send and puts
 	// it back before it waits, so that a consumer tailing an idle
 	// timeline holds no 128 KiB buffer.
@@ -53,9 +60,20 @@ func New(cfg Config, reg Resolver, log *zap.Logger, m *metrics.Metrics) *Server 
 	if cfg.DefaultServerVersion == "" {
 		cfg.DefaultServerVersion = "15.0"
 	}
-	s := &Server{cfg: cfg, tls: reg, log: log, m: m, stop: make(chan struct{})}
+	s := &Server{cfg: cfg, tls: reg, log: log, m: m, stop: make(chan struct{}), maxSend: MaxSendSize}
+	if cfg.MaxSendSize > 0 {
+		s.maxSend = uint64(min(max(cfg.MaxSendSize, wal.BlockSize), MaxSendSizeLimit)) &^ (wal.BlockSize - 1)
+	}
 	s.pid.Store(uint32(time.Now().UnixNano()%50000) + 10000)
 	return s
+}
+
+// sendSize is the most WAL per XLogData message.
+func (s *Server) sendSize() uint64 {
+	if s.maxSend == 0 {
+		return MaxSendSize
+	}
+	return s.maxSend
 }
 
 // getFrame returns an XLogData buffer from the pool.
@@ -63,7 +81,7 @@ func (s *Server) getFrame() *[]byte {
 	if f, ok := s.frames.Get().(*[]byte); ok {
 		return f
 	}
-	f := make([]byte, frameHeader+MaxSendSize)
+	f := make([]byte, frameHeader+s.sendSize())
 	return &f
 }
 

@@ -20,9 +20,14 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
 )
 
-// MaxSendSize is the most WAL one XLogData message carries, as in
-// PostgreSQL (XLOG_BLCKSZ * 16).
+// MaxSendSize is the most WAL one XLogData message carries by default, as
+// in PostgreSQL (XLOG_BLCKSZ * 16); Config.MaxSendSize changes it.
 const MaxSendSize = 16 * wal.BlockSize
+
+// MaxSendSizeLimit bounds Config.MaxSendSize: a consumer holds a whole
+// message in memory (pg_receivewal and the walreceiver allocate one per
+// message), so messages stay well below a segment.
+const MaxSendSizeLimit = 1 << 20
 
 // frameHeader is 'd', Int32 length, then the 25-byte XLogData header.
 const frameHeader = 5 + 25
@@ -388,9 +393,9 @@ func (s *sender) writeDeadline(now time.Time) {
 // the frame buffer and written with the header in one Write.
 func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	n := uint64(end - s.sent)
-	if n > MaxSendSize {
+	if max := s.c.s.sendSize(); n > max {
 		// Cut at a page boundary, as PostgreSQL does.
-		stop := s.sent + MaxSendSize
+		stop := s.sent + wal.LSN(max)
 		stop -= stop % wal.BlockSize
 		n = uint64(stop - s.sent)
 	}
