@@ -73,7 +73,9 @@ demo: build
 ## bench: issue 10's benchmark suite, one run alternating the safekeeper and
 ## its reference on the same WAL: streaming (BenchmarkStream, P1-P4: server
 ## CPU per GiB, one-stream MB/s against loopback TCP, 8 and 64 streams,
-## pg_receivewal catch-up), 1000 idle consumers (BenchmarkIdleConsumers, P7),
+## pg_receivewal catch-up), XLogData message size (BenchmarkMessageSize: 128kB
+## against 1MB with pg_receivewal and a standby), 1000 idle consumers
+## (BenchmarkIdleConsumers, P7),
 ## commit latency, sync-standby TPS, ingest catch-up and archive lag
 ## (BenchmarkCommit, BenchmarkIngestCatchup: P5, P6, P8, P9), then the archive
 ## and many-timeline benchmarks. Each scenario saves its samples into
@@ -83,7 +85,7 @@ demo: build
 ## other BENCH_* variables scale it (README).
 BENCH_OUT ?= $(CURDIR)/.cache/bench
 BENCH_DOC ?= docs/benchmarks.md
-BENCH_RE  ?= BenchmarkStream|BenchmarkIdleConsumers|BenchmarkCommit|BenchmarkIngestCatchup|BenchmarkArchive|BenchmarkManyTimelines
+BENCH_RE  ?= BenchmarkStream|BenchmarkMessageSize|BenchmarkIdleConsumers|BenchmarkCommit|BenchmarkIngestCatchup|BenchmarkArchive|BenchmarkManyTimelines
 bench:
 	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.json
 	status=0; \

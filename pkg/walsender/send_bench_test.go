@@ -392,3 +392,23 @@ func TestSendFileBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkLoopbackWrite is the floor under BenchmarkSendXLogDataTCP: one
+// plain Write of the same number of bytes to the same kind of socket, no
+// WAL read, no framing.
+func BenchmarkLoopbackWrite(b *testing.B) {
+	nc := tcpPair(b)
+	buf := make([]byte, frameHeader+MaxSendSize)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.SetBytes(MaxSendSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := threadCPU()
+	for i := 0; i < b.N; i++ {
+		if _, err := nc.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
