@@ -253,10 +253,8 @@ type sender struct {
 	rd *walreader.Reader
 	fs *fileSender // nil: copy WAL into the frame buffer (TLS)
 	// frame is the XLogData buffer, held from the server's pool while
-	// there is WAL to send (see putFrame); fixed is set when frame does
-	// not come from the pool (tests).
+	// there is WAL to send (see putFrame).
 	frame    *[]byte
-	fixed    bool
 	tli      uint32
 	segSize  uint64
 	sent     wal.LSN
@@ -488,7 +486,7 @@ func (s *sender) readError(ctx context.Context, err error) error {
 
 // putFrame gives the XLogData buffer back to the server's pool.
 func (s *sender) putFrame() {
-	if s.frame != nil && !s.fixed {
+	if s.frame != nil {
 		s.c.s.frames.Put(s.frame)
 		s.frame = nil
 	}
