@@ -91,10 +91,7 @@ func BenchmarkArchive(b *testing.B) {
 		sk.WaitFlush(b, flushLSNOfPrimary(b, primary), 60*time.Second)
 	}
 	start := wal.SegmentStart(flushLSNOfPrimary(b, primary), segSize) + segSize
-	primary.Exec(b, "CREATE TABLE bench(x text)")
-	primary.Exec(b, "ALTER TABLE bench ALTER COLUMN x SET STORAGE PLAIN")
-	// No autovacuum of the table while the servers are measured.
-	primary.Exec(b, "ALTER TABLE bench SET (autovacuum_enabled = off)")
+	createBenchTable(b, primary)
 	primary.Exec(b, "SELECT pg_switch_wal()")
 
 	b.ResetTimer()

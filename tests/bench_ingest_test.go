@@ -829,10 +829,7 @@ func BenchmarkIngestCatchup(b *testing.B) {
 	fmt.Printf("\nDisk: sequential 1 MiB writes + fdatasync: %.0f MB/s extending a file, %.0f MB/s over allocated blocks\n", tputExtend, tputInPlace)
 
 	b.Logf("generating %.2f GiB of WAL", gib)
-	primary.Exec(b, "CREATE TABLE bench(x text)")
-	primary.Exec(b, "ALTER TABLE bench ALTER COLUMN x SET STORAGE PLAIN")
-	// No autovacuum of the table while the servers are measured.
-	primary.Exec(b, "ALTER TABLE bench SET (autovacuum_enabled = off)")
+	createBenchTable(b, primary)
 	target := currentLSN(b, primary) + wal.LSN(gib*float64(1<<30))
 	for currentLSN(b, primary) < target {
 		primary.Exec(b, "INSERT INTO bench SELECT repeat('x', 2000) FROM generate_series(1, 10000)")

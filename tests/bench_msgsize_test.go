@@ -50,18 +50,7 @@ func BenchmarkMessageSize(b *testing.B) {
 			backups[v.key] = append(backups[v.key], pgtest.BaseBackup(b, primary, fmt.Sprintf("standby_%s_%d", v.key, i)))
 		}
 	}
-	start := wal.SegmentStart(flushLSNOfPrimary(b, primary), segSize) + wal.LSN(segSize)
-	b.Logf("generating %.2f GiB of WAL", gib)
-	primary.Exec(b, "CREATE TABLE bench(x text)")
-	primary.Exec(b, "ALTER TABLE bench ALTER COLUMN x SET STORAGE PLAIN")
-	// No autovacuum of the table while the servers are measured.
-	primary.Exec(b, "ALTER TABLE bench SET (autovacuum_enabled = off)")
-	target := start + wal.LSN(gib*float64(1<<30))
-	for currentLSN(b, primary) < target {
-		primary.Exec(b, "INSERT INTO bench SELECT repeat('x', 2000) FROM generate_series(1, 20000)")
-	}
-	primary.Exec(b, "SELECT pg_switch_wal()")
-	end := wal.SegmentStart(flushLSNOfPrimary(b, primary), segSize)
+	start, end := writeWALRange(b, primary, gib, segSize)
 	flush = flushLSNOfPrimary(b, primary)
 	for _, v := range variants {
 		v.sk.WaitFlush(b, flush, 10*time.Minute)

@@ -355,6 +355,35 @@ func (t streamTarget) connString(app string) string {
 	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable replication=true application_name=%s", t.port, app)
 }
 
+// createBenchTable creates the table the benchmarks fill to make WAL: plain
+// storage, so that the WAL is as large as the rows (no TOAST compression),
+// and no autovacuum, whose pass right after a load would slow whichever
+// server is measured first.
+func createBenchTable(b *testing.B, primary *pgtest.Cluster) {
+	b.Helper()
+	primary.Exec(b, "CREATE TABLE bench(x text)")
+	primary.Exec(b, "ALTER TABLE bench ALTER COLUMN x SET STORAGE PLAIN")
+	primary.Exec(b, "ALTER TABLE bench SET (autovacuum_enabled = off)")
+}
+
+// writeWALRange makes about gib GiB of WAL on primary from the segment
+// after its flush position and switches WAL: [start, end) is whole
+// segments. A row written after it keeps end below the flush position.
+func writeWALRange(b *testing.B, primary *pgtest.Cluster, gib float64, segSize uint64) (start, end wal.LSN) {
+	b.Helper()
+	start = wal.SegmentStart(flushLSNOfPrimary(b, primary), segSize) + wal.LSN(segSize)
+	b.Logf("generating %.2f GiB of WAL", gib)
+	createBenchTable(b, primary)
+	target := start + wal.LSN(gib*float64(1<<30))
+	for currentLSN(b, primary) < target {
+		primary.Exec(b, "INSERT INTO bench SELECT repeat('x', 2000) FROM generate_series(1, 20000)")
+	}
+	primary.Exec(b, "SELECT pg_switch_wal()")
+	end = wal.SegmentStart(flushLSNOfPrimary(b, primary), segSize)
+	primary.Exec(b, "INSERT INTO bench VALUES ('beyond the end')")
+	return start, end
+}
+
 // BenchmarkStream measures the streaming side of issue 10's benchmark
 // suite on about 1 GiB (BENCH_GIB) of WAL written once, with BENCH_ROUNDS
 // (default 5) rounds that alternate which server goes first:
@@ -391,20 +420,7 @@ func BenchmarkStream(b *testing.B) {
 	flush := flushLSNOfPrimary(b, primary)
 	skMem.WaitFlush(b, flush, 60*time.Second)
 	skFiles.WaitFlush(b, flush, 60*time.Second)
-	start := wal.SegmentStart(flush, segSize) + wal.LSN(segSize)
-
-	b.Logf("generating %.2f GiB of WAL", gib)
-	primary.Exec(b, "CREATE TABLE bench(x text)")
-	primary.Exec(b, "ALTER TABLE bench ALTER COLUMN x SET STORAGE PLAIN")
-	// No autovacuum of the table while the servers are measured.
-	primary.Exec(b, "ALTER TABLE bench SET (autovacuum_enabled = off)")
-	target := start + wal.LSN(gib*float64(1<<30))
-	for currentLSN(b, primary) < target {
-		primary.Exec(b, "INSERT INTO bench SELECT repeat('x', 2000) FROM generate_series(1, 20000)")
-	}
-	primary.Exec(b, "SELECT pg_switch_wal()")
-	end := wal.SegmentStart(flushLSNOfPrimary(b, primary), segSize)
-	primary.Exec(b, "INSERT INTO bench VALUES ('beyond the end')")
+	start, end := writeWALRange(b, primary, gib, segSize)
 	flush = flushLSNOfPrimary(b, primary)
 	skMem.WaitFlush(b, flush, 10*time.Minute)
 	skFiles.WaitFlush(b, flush, 10*time.Minute)
