@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -72,25 +71,8 @@ func BenchmarkMessageSize(b *testing.B) {
 	recvCPU := map[string][]float64{}
 	standbyWall := map[string][]float64{}
 	receivewal := func(v *variant, round int) {
-		app := fmt.Sprintf("msg_%s_%d", v.key, round)
-		dir := filepath.Join(scratch, app)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			b.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		if err := os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, wal.SegmentNo(start, segSize), segSize)+".partial"), nil, 0o600); err != nil {
-			b.Fatal(err)
-		}
-		cmd := exec.CommandContext(ctx, primary.Bins.Path("pg_receivewal"), "-h", "127.0.0.1", "-p", fmt.Sprint(v.sk.PGPort), "-U", "postgres",
-			"-D", dir, "--endpos", end.String(), "--no-loop", "--no-sync", "--no-password", "--verbose")
-		cmd.Env = append(os.Environ(), "PGAPPNAME="+app)
 		cpu0, _ := procCPUNs(v.sk.PID())
-		t0 := time.Now()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			b.Fatalf("pg_receivewal from %s: %v\n%s", v.key, err, out)
-		}
-		wall := time.Since(t0)
+		wall, out := receivewalRange(ctx, b, primary, v.sk.PGPort, filepath.Join(scratch, fmt.Sprintf("msg_%s_%d", v.key, round)), start, end, segSize)
 		if os.Getenv("BENCH_DEBUG") != "" {
 			b.Logf("pg_receivewal from %s: %s\n%s", v.key, wall, out)
 		}

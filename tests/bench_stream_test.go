@@ -355,6 +355,31 @@ func (t streamTarget) connString(app string) string {
 	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable replication=true application_name=%s", t.port, app)
 }
 
+// receivewalRange runs pg_receivewal against the server on port into dir
+// (created, and removed afterwards), from start to end, without fsync, its
+// application_name dir's base name. It returns the wall time and the
+// output (--verbose).
+func receivewalRange(ctx context.Context, b *testing.B, primary *pgtest.Cluster, port int, dir string, start, end wal.LSN, segSize uint64) (time.Duration, []byte) {
+	b.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	// Resume from the first segment of the range: an empty .partial.
+	if err := os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, wal.SegmentNo(start, segSize), segSize)+".partial"), nil, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, primary.Bins.Path("pg_receivewal"), "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-U", "postgres",
+		"-D", dir, "--endpos", end.String(), "--no-loop", "--no-sync", "--no-password", "--verbose")
+	cmd.Env = append(os.Environ(), "PGAPPNAME="+filepath.Base(dir))
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("pg_receivewal from port %d: %v\n%s", port, err, out)
+	}
+	return time.Since(t0), out
+}
+
 // createBenchTable creates the table the benchmarks fill to make WAL: plain
 // storage, so that the WAL is as large as the rows (no TOAST compression),
 // and no autovacuum, whose pass right after a load would slow whichever
@@ -573,24 +598,8 @@ func BenchmarkStream(b *testing.B) {
 	}
 
 	receivewal := func(t streamTarget, round int) time.Duration {
-		app := fmt.Sprintf("p4_%s_%d", t.key, round)
-		dir := filepath.Join(scratch, app)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			b.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		// Resume from the first segment of the range: an empty .partial.
-		if err := os.WriteFile(filepath.Join(dir, wal.SegmentFileName(1, wal.SegmentNo(start, segSize), segSize)+".partial"), nil, 0o600); err != nil {
-			b.Fatal(err)
-		}
-		cmd := exec.CommandContext(ctx, primary.Bins.Path("pg_receivewal"), "-h", "127.0.0.1", "-p", fmt.Sprint(t.port), "-U", "postgres",
-			"-D", dir, "--endpos", end.String(), "--no-loop", "--no-sync", "--no-password")
-		cmd.Env = append(os.Environ(), "PGAPPNAME="+app)
-		t0 := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("pg_receivewal from %s: %v\n%s", t.name, err, out)
-		}
-		return time.Since(t0)
+		wall, _ := receivewalRange(ctx, b, primary, t.port, filepath.Join(scratch, fmt.Sprintf("p4_%s_%d", t.key, round)), start, end, segSize)
+		return wall
 	}
 
 	b.ResetTimer()
