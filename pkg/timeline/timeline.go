@@ -282,7 +282,14 @@ func (t *Timeline) Append(start wal.LSN, data []byte) error {
 // Flush makes all appended WAL durable, publishes the new end to waiting
 // senders and returns it. Concurrent callers never move the published end
 // backwards: it is advanced under the lock, only forwards.
-func (t *Timeline) Flush() (wal.LSN, error) {
+func (t *Timeline) Flush() (wal.LSN, error) { return t.FlushAnd(nil) }
+
+// FlushAnd is Flush with ack (when not nil) called once the new durable
+// end is published, before the control file is brought up to date (about
+// once a second, three fsyncs): the receiver acknowledges the flush
+// upstream from ack, so that no commit waits for that write. An error
+// from ack is returned.
+func (t *Timeline) FlushAnd(ack func() error) (wal.LSN, error) {
 	w := t.w.Load()
 	if w == nil {
 		return 0, errors.New("timeline not initialized")
@@ -296,6 +303,9 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 		// A timeline switch replaced the writer while we synced; its
 		// position is the truth now.
 		t.mu.Unlock()
+		if ack != nil {
+			return t.FlushLSN(), ack()
+		}
 		return t.FlushLSN(), nil
 	}
 	persist := false
@@ -307,6 +317,11 @@ func (t *Timeline) Flush() (wal.LSN, error) {
 		persist = time.Since(t.lastPersist) >= controlPersistInterval
 	}
 	t.mu.Unlock()
+	if ack != nil {
+		if err := ack(); err != nil {
+			return t.FlushLSN(), err
+		}
+	}
 	// The control file only has to trail the true end: when another
 	// control write is under way, this one is skipped, not waited for.
 	if persist && t.ctlMu.TryLock() {

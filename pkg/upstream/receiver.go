@@ -815,17 +815,26 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby,
 			return nil
 		case <-kick:
 			t0 := time.Now()
-			d, err := r.tl.Flush()
+			var fsync time.Duration
+			var sendErr error
+			d, err := r.tl.FlushAnd(func() error {
+				// Acknowledged as soon as it is durable and published.
+				fsync = time.Since(t0)
+				sendErr = st.send(false)
+				return sendErr
+			})
+			if sendErr != nil {
+				return sendErr
+			}
 			if err != nil {
 				r.log.Error("fsync of received WAL failed", zap.Error(err))
 				return err
 			}
-			r.m.FsyncSeconds.Observe(time.Since(t0).Seconds())
+			if fsync > 0 {
+				r.m.FsyncSeconds.Observe(fsync.Seconds())
+			}
 			r.m.FlushLSN.Set(float64(d))
 			flushed = true
-			if err := st.send(false); err != nil {
-				return err
-			}
 		case <-tick.C:
 			if err := st.send(false); err != nil {
 				return err
