@@ -440,8 +440,11 @@ func BenchmarkStream(b *testing.B) {
 	// The window holds the range with room to spare: a window keeps at
 	// least 7/8 of its size readable.
 	memFlag := fmt.Sprintf("%dMB", int(gib*1024*1.5)+256)
-	skMem := StartSKNamed(b, "sk_memory", primary.ConnString(), nil, "--wal-memory-size", memFlag, "--log-level", "info")
-	skFiles := StartSKNamed(b, "sk_files", primary.ConnString(), nil, "--wal-memory-size", "0", "--log-level", "info")
+	// Both keep the whole range locally (the harness's default
+	// --wal-keep-size of 1GB would let retention remove its start).
+	keep := fmt.Sprintf("%dMB", int(gib*1024)+1024)
+	skMem := StartSKNamed(b, "sk_memory", primary.ConnString(), nil, "--wal-memory-size", memFlag, "--wal-keep-size", keep, "--log-level", "info")
+	skFiles := StartSKNamed(b, "sk_files", primary.ConnString(), nil, "--wal-memory-size", "0", "--wal-keep-size", keep, "--log-level", "info")
 	flush := flushLSNOfPrimary(b, primary)
 	skMem.WaitFlush(b, flush, 60*time.Second)
 	skFiles.WaitFlush(b, flush, 60*time.Second)
