@@ -182,9 +182,17 @@ func streamDiscard(ctx context.Context, connString string, start, end wal.LSN, a
 	if err := startReplication(ctx, conn, start); err != nil {
 		return 0, 0, err
 	}
+	// Read with the frontend directly: pgconn's ReceiveMessage watches
+	// the context with a goroutine per message, a client cost that has
+	// nothing to do with the server measured. The context's deadline
+	// becomes the socket's.
+	if dl, ok := ctx.Deadline(); ok {
+		conn.Conn().SetReadDeadline(dl)
+	}
+	fe := conn.Frontend()
 	pos := start
 	for pos < end {
-		msg, err := conn.ReceiveMessage(ctx)
+		msg, err := fe.Receive()
 		if err != nil {
 			return 0, n, fmt.Errorf("at %s: %w", pos, err)
 		}
@@ -196,8 +204,8 @@ func streamDiscard(ctx context.Context, connString string, start, end wal.LSN, a
 				pos = wal.LSN(binary.BigEndian.Uint64(m.Data[1:])) + wal.LSN(k)
 				n += int64(k)
 			case len(m.Data) >= 18 && m.Data[0] == 'k' && m.Data[17] == 1:
-				conn.Frontend().Send(standbyStatus(pos))
-				if err := conn.Frontend().Flush(); err != nil {
+				fe.Send(standbyStatus(pos))
+				if err := fe.Flush(); err != nil {
 					return 0, n, err
 				}
 			}
