@@ -96,7 +96,8 @@ func (g *ingestRig) one(tb testing.TB) {
 }
 
 // BenchmarkIngestXLogData is the receive path of one XLogData message of 8
-// KiB: the CopyData decoded from the connection's buffer, the WAL appended
+// KiB as Receiver.stream runs it: the CopyData decoded by the connection's
+// pgproto3 frontend (Receive, as the stream loop reads), the WAL appended
 // to the memory window and to the segment file, the flusher kicked. The
 // fdatasync that makes it durable is the flusher's, once per group, and
 // is not in this loop. It must not allocate. Every 16 MiB the timeline is

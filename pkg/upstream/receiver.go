@@ -646,9 +646,17 @@ streaming:
 	defer wg.Wait()
 	defer cancel()
 
+	// The stream is read with the frontend directly: pgconn's
+	// ReceiveMessage registers a context.AfterFunc and makes a channel for
+	// every message, allocations on the path of every XLogData. The
+	// session's context ends a read through the socket's deadline instead.
+	nc := conn.Conn()
+	stopWatch := context.AfterFunc(sctx, func() { nc.SetReadDeadline(time.Now()) })
+	defer stopWatch()
+	fe := conn.Frontend()
 	streamed := false
 	for {
-		msg, err := conn.ReceiveMessage(sctx)
+		msg, err := fe.Receive()
 		if err != nil {
 			select {
 			case ferr := <-flushErr:
@@ -656,6 +664,9 @@ streaming:
 					return streamed, ferr
 				}
 			default:
+			}
+			if cerr := sctx.Err(); cerr != nil {
+				err = cerr
 			}
 			return streamed, fmt.Errorf("receive from upstream: %w", err)
 		}
@@ -707,6 +718,9 @@ streaming:
 			}
 			if err := st.sendRaw([]byte{'c', 0, 0, 0, 4}); err != nil {
 				return streamed, err
+			}
+			if !stopWatch() {
+				return streamed, fmt.Errorf("receive from upstream: %w", sctx.Err())
 			}
 			end, err := readTimelineEnd(sctx, conn)
 			if err != nil {
