@@ -199,3 +199,58 @@ func TestRecoverPreallocatedContinues(t *testing.T) {
 		t.Fatalf("next segment still there: %v", err)
 	}
 }
+
+// A writer that starts inside a segment that was not preallocated (after a
+// restart) fills the rest of it with zeros behind its back while it keeps
+// writing in small pieces: no zero lands on WAL, the file ends up full-size,
+// and a crash then recovers exactly the WAL written.
+func TestTailFill(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, recs := build(start, testSeg-testSeg/8)
+	third := len(data) / 3
+	w := writeAll(t, dir, start, data[:third])
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, wal.SegmentFileName(1, 1, testSeg)+PartialSuffix)
+	if fi, err := os.Stat(path); err != nil || fi.Size() != int64(third) {
+		t.Fatalf("after Close: %v, %v; want the file cut to the written end", fi, err)
+	}
+	w, err := OpenWriter(dir, 1, testSeg, start+wal.LSN(third))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Small writes while the fill runs (the race detector watches the
+	// writer's lock between them).
+	for pos := third; pos < len(data); {
+		n := min(512, len(data)-pos)
+		if err := w.Write(start+wal.LSN(pos), data[pos:pos+n]); err != nil {
+			t.Fatal(err)
+		}
+		pos += n
+	}
+	if _, err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	w.settle()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != testSeg || !bytes.Equal(got[:len(data)], data) {
+		t.Fatalf("segment after the fill: %d bytes, WAL intact %v", len(got), bytes.Equal(got[:min(len(got), len(data))], data))
+	}
+	if bytes.ContainsFunc(got[len(data):], func(r rune) bool { return r != 0 }) {
+		t.Fatal("the filled tail holds something else than zeros")
+	}
+	// A crash (no Close): recovery ends at the last record written.
+	res, err := Recover(dir, testControl(start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := start + wal.LSN(len(data)); res.End != want {
+		t.Fatalf("Recover end %s, want %s (last record at %s)", res.End, want, recs[len(recs)-1])
+	}
+	w.stopTailFill()
+}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
@@ -77,6 +78,9 @@ type Writer struct {
 	// the writer moved past the segment it was started in), started when
 	// the writer entered curSeg; nil when none was started.
 	next *prealloc
+	// fill zero-fills the rest of the current segment's file when it was
+	// not preallocated (see tailFill); nil when none is under way.
+	fill atomic.Pointer[tailFill]
 
 	syncMu sync.Mutex // serializes Sync
 }
@@ -193,13 +197,91 @@ func (w *Writer) dropPrealloc() {
 	os.Remove(filepath.Join(w.dir, w.segName(p.segno)+PartialSuffix))
 }
 
-// settle waits for a preallocation under way (tests).
+// tailFill gives the segment file the writer is in its full size with
+// zeros, in the background, when it was not preallocated: the segment a
+// writer starts in after a restart (Recover and Close cut the file to the
+// end of WAL), or one whose preallocation was skipped. Until then every
+// fdatasync into it would commit a change of the file's size, the cost
+// preallocation removes (BenchmarkFdatasync). The zeros are written in
+// pieces under the writer's lock, each only past the writer's position at
+// that moment, so that a zero never lands on WAL: the writer's later bytes
+// overwrite zeros, never the reverse. The file is fsynced when done, so
+// that the writer's next fdatasync finds the zeros already on disk.
+type tailFill struct {
+	segno uint64
+	stop  atomic.Bool
+	done  chan struct{}
+}
+
+// tailFillPiece is how many zeros go out per lock hold.
+const tailFillPiece = 256 << 10
+
+func (w *Writer) startTailFill(segno uint64) *tailFill {
+	t := &tailFill{segno: segno, done: make(chan struct{})}
+	path := filepath.Join(w.dir, w.segName(segno)+PartialSuffix)
+	go func() {
+		defer close(t.done)
+		if free, err := FreeBytes(w.dir); err != nil || free < 2*w.segSize {
+			return // near a full disk the space is for WAL
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return
+		}
+		filled := uint64(fi.Size()) // past it, nothing was written yet
+		zeros := make([]byte, tailFillPiece)
+		for !t.stop.Load() {
+			w.mu.Lock()
+			if w.closed || w.broken != nil || w.curSeg != segno {
+				w.mu.Unlock()
+				return // closed, or the writer filled the segment itself
+			}
+			lo := max(wal.SegmentOffset(w.written, w.segSize), filled)
+			if lo >= w.segSize {
+				w.mu.Unlock()
+				break
+			}
+			hi := min(lo+tailFillPiece, w.segSize)
+			_, err := f.WriteAt(zeros[:hi-lo], int64(lo))
+			filled = hi
+			if err != nil {
+				// Give the space back (a full disk): the file ends at
+				// the writer's position again.
+				_ = f.Truncate(int64(wal.SegmentOffset(w.written, w.segSize)))
+				w.mu.Unlock()
+				return
+			}
+			w.mu.Unlock()
+		}
+		_ = f.Sync()
+	}()
+	return t
+}
+
+// stopTailFill ends a tail fill under way and waits for it. w.mu must not
+// be held.
+func (w *Writer) stopTailFill() {
+	if t := w.fill.Swap(nil); t != nil {
+		t.stop.Store(true)
+		<-t.done
+	}
+}
+
+// settle waits for a preallocation or a tail fill under way (tests).
 func (w *Writer) settle() {
 	w.mu.Lock()
 	p := w.next
 	w.mu.Unlock()
 	if p != nil {
 		<-p.done
+	}
+	if t := w.fill.Load(); t != nil {
+		<-t.done
 	}
 }
 
@@ -360,6 +442,11 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 				w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 				return w.broken
 			}
+			if t := w.fill.Load(); Preallocate && (t == nil || t.segno != w.curSeg) {
+				if fi, err := w.cur.Stat(); err == nil && uint64(fi.Size()) < w.segSize {
+					w.fill.Store(w.startTailFill(w.curSeg))
+				}
+			}
 		}
 		if Preallocate && w.next == nil {
 			// Entering curSeg (or writing again after a restart): prepare
@@ -483,6 +570,7 @@ func (w *Writer) CloseIdle() error {
 
 // Close syncs and closes the writer.
 func (w *Writer) Close() error {
+	w.stopTailFill()
 	_, err := w.Sync()
 	w.mu.Lock()
 	defer w.mu.Unlock()
