@@ -29,9 +29,10 @@ all: build
 build:
 	$(GO) build -buildvcs=true -o $(BIN) ./cmd/safekeeper
 
-## test: everything CI checks: vet, gofmt, the whole suite with -race, and
-## each fuzz target for $(FUZZTIME) on top of its committed corpus.
-test: check unit fuzz-short
+## test: everything CI checks: vet, gofmt, the whole suite with -race, the
+## streaming tests again with the memory tier off, and each fuzz target for
+## $(FUZZTIME) on top of its committed corpus.
+test: check unit test-memtier-off fuzz-short
 
 check: vet fmt-check
 
