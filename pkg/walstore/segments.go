@@ -211,10 +211,14 @@ type tailFill struct {
 	segno uint64
 	stop  atomic.Bool
 	done  chan struct{}
+	// filled: past it nothing was written to the file yet. Under the
+	// writer's lock; set back when the writer cuts the file (a full disk,
+	// a reopen), so that the fill never leaves a hole.
+	filled uint64
 }
 
 // tailFillPiece is how many zeros go out per lock hold.
-const tailFillPiece = 256 << 10
+const tailFillPiece = 64 << 10
 
 func (w *Writer) startTailFill(segno uint64) *tailFill {
 	t := &tailFill{segno: segno, done: make(chan struct{})}
@@ -233,22 +237,24 @@ func (w *Writer) startTailFill(segno uint64) *tailFill {
 		if err != nil {
 			return
 		}
-		filled := uint64(fi.Size()) // past it, nothing was written yet
+		w.mu.Lock()
+		t.filled = max(t.filled, uint64(fi.Size()))
+		w.mu.Unlock()
 		zeros := make([]byte, tailFillPiece)
 		for !t.stop.Load() {
 			w.mu.Lock()
-			if w.closed || w.broken != nil || w.curSeg != segno {
+			if t.stop.Load() || w.closed || w.broken != nil || w.curSeg != segno {
 				w.mu.Unlock()
-				return // closed, or the writer filled the segment itself
+				return // stopped, closed, or the writer filled the segment itself
 			}
-			lo := max(wal.SegmentOffset(w.written, w.segSize), filled)
+			lo := max(wal.SegmentOffset(w.written, w.segSize), t.filled)
 			if lo >= w.segSize {
 				w.mu.Unlock()
 				break
 			}
 			hi := min(lo+tailFillPiece, w.segSize)
 			_, err := f.WriteAt(zeros[:hi-lo], int64(lo))
-			filled = hi
+			t.filled = hi
 			if err != nil {
 				// Give the space back (a full disk): the file ends at
 				// the writer's position again.
@@ -368,6 +374,9 @@ func (w *Writer) openSegment(segno uint64, size int64, strict bool) error {
 			f.Close()
 			return fmt.Errorf("truncate %q: %w", path, err)
 		}
+		if t := w.fill.Load(); t != nil && t.segno == segno {
+			t.filled = uint64(size) // a fill under way resumes from here
+		}
 	}
 	if size == 0 {
 		// A new file: make its directory entry durable before we report any
@@ -463,6 +472,10 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 				// Give back the blocks of the partial write; the end of
 				// written WAL has not moved, so nothing refers to them.
 				_ = w.cur.Truncate(int64(off))
+				// And stop filling the tail: the space is for WAL.
+				if t := w.fill.Load(); t != nil {
+					t.stop.Store(true)
+				}
 				// And the next segment's preallocation: the space is
 				// better used by the WAL due now.
 				w.dropPrealloc()
