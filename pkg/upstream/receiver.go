@@ -720,6 +720,15 @@ streaming:
 				return streamed, err
 			}
 			if !stopWatch() {
+				// The session ended meanwhile: by the flusher's failure,
+				// if that is what cancelled it.
+				select {
+				case ferr := <-flushErr:
+					if ferr != nil {
+						return streamed, ferr
+					}
+				default:
+				}
 				return streamed, fmt.Errorf("receive from upstream: %w", sctx.Err())
 			}
 			end, err := readTimelineEnd(sctx, conn)
