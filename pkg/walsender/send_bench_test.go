@@ -152,23 +152,36 @@ func noZeroCopy(tb testing.TB) {
 	tb.Skip("no zero-copy send on this platform")
 }
 
-// tcpPair returns the server side of a loopback TCP connection whose
-// client side is drained (and discarded) until the test ends.
-func tcpPair(tb testing.TB) *net.TCPConn {
+// loopback returns both ends of a loopback TCP connection, closed when
+// the test ends.
+func loopback(tb testing.TB) (srv *net.TCPConn, cl net.Conn) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer ln.Close()
-	cl, err := net.Dial("tcp", ln.Addr().String())
+	cl, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := ln.Accept()
+	nc, err := ln.Accept()
 	if err != nil {
+		cl.Close()
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() {
+		nc.Close()
+		cl.Close()
+	})
+	return nc.(*net.TCPConn), cl
+}
+
+// tcpPair returns the server side of a loopback TCP connection whose
+// client side is drained (and discarded) until the test ends.
+func tcpPair(tb testing.TB) *net.TCPConn {
+	tb.Helper()
+	srv, cl := loopback(tb)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -184,7 +197,7 @@ func tcpPair(tb testing.TB) *net.TCPConn {
 		cl.Close()
 		<-done
 	})
-	return srv.(*net.TCPConn)
+	return srv
 }
 
 // newTCPSender returns a sender over a loopback TCP connection streaming
@@ -332,21 +345,7 @@ func threadCPU() int64 {
 func TestSendFileBytes(t *testing.T) {
 	const segSize = 1 << 20
 	tl := newTestTimeline(t, segSize, segSize, false)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cl, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, cl := loopback(t)
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
 	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
