@@ -479,6 +479,12 @@ func BenchmarkCommit(b *testing.B) {
 			load.seconds, medianF(skLat), medianF(refLat), medianF(skFlushLag), medianF(refFlushLag), medianF(skFsyncMS), medianF(skFsyncP99), medianF(skFsyncsPerCommit), ms(syncInPlace), ms(syncExtend)),
 	})
 
+	if os.Getenv("BENCH_COMMIT_P6_ONLY") != "" {
+		// For experiments on the commit path: P6 alone, nothing saved
+		// for P5 and P9.
+		return
+	}
+
 	// P5: the safekeeper asynchronous, two tailing consumers.
 	primary.SetConf(b, "synchronous_standby_names", "")
 	s.only(b, "safekeeper", "async")

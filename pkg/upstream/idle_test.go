@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -44,7 +45,7 @@ func TestFlusherClosesIdleSegment(t *testing.T) {
 		kick := make(chan struct{}, 1)
 		ctx, stop := context.WithCancel(t.Context())
 		done := make(chan error, 1)
-		go func() { done <- r.flusher(ctx, &statusSender{conn: ours, tl: tl, hs: hs}, hs, kick) }()
+		go func() { done <- r.flusher(ctx, &statusSender{conn: ours, tl: tl, hs: hs}, hs, kick, new(atomic.Bool)) }()
 
 		pos := wal.LSN(seg)
 		receive := func() {

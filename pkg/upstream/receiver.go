@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -630,12 +631,14 @@ streaming:
 	defer stopFlusher()
 	st := &statusSender{conn: conn.Conn(), tl: r.tl, hs: src.hs}
 	kick := make(chan struct{}, 1)
+	var flushedInline atomic.Bool
+	idle := newIdleProbe(conn.Conn())
 	flushErr := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := r.flusher(fctx, st, src.hs, kick)
+		err := r.flusher(fctx, st, src.hs, kick, &flushedInline)
 		flushErr <- err
 		if err != nil {
 			// Nothing more becomes durable: end the session rather than
@@ -677,10 +680,27 @@ streaming:
 			}
 			switch m.Data[0] {
 			case 'w':
-				appended, err := r.xlogData(m.Data, src, kick)
+				// With nothing more of the stream already here, the WAL is
+				// made durable and acknowledged on this goroutine, as a
+				// walreceiver does: a commit waiting for it pays no
+				// hand-off to another thread. WAL still arriving is left
+				// to the flusher, which groups it while this goroutine
+				// reads on.
+				now := fe.ReadBufferLen() == 0 && idle.quiet()
+				var k chan<- struct{}
+				if !now {
+					k = kick
+				}
+				appended, err := r.xlogData(m.Data, src, k)
 				streamed = streamed || appended
 				if err != nil {
 					return streamed, err
+				}
+				if now && appended {
+					if err := r.flushAck(st); err != nil {
+						return streamed, err
+					}
+					flushedInline.Store(true)
 				}
 			case 'k':
 				if len(m.Data) < 18 {
@@ -807,9 +827,11 @@ func (r *Receiver) xlogData(data []byte, src *source, kick chan<- struct{}) (app
 		}
 		return true, errStopReached
 	}
-	select {
-	case kick <- struct{}{}:
-	default:
+	if kick != nil {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
 	}
 	return true, nil
 }
@@ -824,7 +846,7 @@ func (r *Receiver) xlogData(data []byte, src *source, kick chan<- struct{}) (app
 // file is closed 1 to 2 intervals after the last WAL, long enough that a
 // steady trickle of WAL (a commit every few seconds) does not reopen it
 // each time, and reopening is one open(2) with no fsync.
-func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby, kick <-chan struct{}) error {
+func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby, kick <-chan struct{}, flushedInline *atomic.Bool) error {
 	tick := time.NewTicker(r.cfg.StatusInterval)
 	defer tick.Stop()
 	flushed := false // WAL arrived since the last tick
@@ -837,28 +859,14 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby,
 		case <-ctx.Done():
 			return nil
 		case <-kick:
-			t0 := time.Now()
-			var fsync time.Duration
-			var sendErr error
-			d, err := r.tl.FlushAnd(func() error {
-				// Acknowledged as soon as it is durable and published.
-				fsync = time.Since(t0)
-				sendErr = st.send(false)
-				return sendErr
-			})
-			if sendErr != nil {
-				return sendErr
-			}
-			if err != nil {
-				r.log.Error("fsync of received WAL failed", zap.Error(err))
+			if err := r.flushAck(st); err != nil {
 				return err
 			}
-			if fsync > 0 {
-				r.m.FsyncSeconds.Observe(fsync.Seconds())
-			}
-			r.m.FlushLSN.Set(float64(d))
 			flushed = true
 		case <-tick.C:
+			if flushedInline.Swap(false) {
+				flushed = true
+			}
 			if err := st.send(false); err != nil {
 				return err
 			}
@@ -878,6 +886,33 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby,
 			}
 		}
 	}
+}
+
+// flushAck makes everything received durable and acknowledges it
+// upstream as soon as it is (see Timeline.FlushAnd). It is called by the
+// flusher and, when nothing more is arriving, by the receive loop.
+func (r *Receiver) flushAck(st *statusSender) error {
+	t0 := time.Now()
+	var fsync time.Duration
+	var sendErr error
+	d, err := r.tl.FlushAnd(func() error {
+		// Acknowledged as soon as it is durable and published.
+		fsync = time.Since(t0)
+		sendErr = st.send(false)
+		return sendErr
+	})
+	if sendErr != nil {
+		return sendErr
+	}
+	if err != nil {
+		r.log.Error("fsync of received WAL failed", zap.Error(err))
+		return err
+	}
+	if fsync > 0 {
+		r.m.FsyncSeconds.Observe(fsync.Seconds())
+	}
+	r.m.FlushLSN.Set(float64(d))
+	return nil
 }
 
 // statusSender writes standby status updates straight to the connection,
