@@ -451,8 +451,13 @@ func BenchmarkStream(b *testing.B) {
 	// Both keep the whole range locally (the harness's default
 	// --wal-keep-size of 1GB would let retention remove its start).
 	keep := fmt.Sprintf("%dMB", int(gib*1024)+1024)
-	skMem := StartSKNamed(b, "sk_memory", primary.ConnString(), nil, "--wal-memory-size", memFlag, "--wal-keep-size", keep, "--log-level", "info")
-	skFiles := StartSKNamed(b, "sk_files", primary.ConnString(), nil, "--wal-memory-size", "0", "--wal-keep-size", keep, "--log-level", "info")
+	// BENCH_SK_ARGS adds flags to both safekeepers, for experiments
+	// (--max-send-size 1MB).
+	extra := strings.Fields(os.Getenv("BENCH_SK_ARGS"))
+	skMem := StartSKNamed(b, "sk_memory", primary.ConnString(), nil,
+		append([]string{"--wal-memory-size", memFlag, "--wal-keep-size", keep, "--log-level", "info"}, extra...)...)
+	skFiles := StartSKNamed(b, "sk_files", primary.ConnString(), nil,
+		append([]string{"--wal-memory-size", "0", "--wal-keep-size", keep, "--log-level", "info"}, extra...)...)
 	flush := flushLSNOfPrimary(b, primary)
 	skMem.WaitFlush(b, flush, 60*time.Second)
 	skFiles.WaitFlush(b, flush, 60*time.Second)
