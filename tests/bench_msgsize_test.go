@@ -71,6 +71,7 @@ func BenchmarkMessageSize(b *testing.B) {
 	recvCPU := map[string][]float64{}
 	standbyWall := map[string][]float64{}
 	receivewal := func(v *variant, round int) {
+		warmTmpfs(b, scratch, int64(end-start)+64<<20) // as in BenchmarkStream's P4
 		cpu0, _ := procCPUNs(v.sk.PID())
 		wall, out := receivewalRange(ctx, b, primary, v.sk.PGPort, filepath.Join(scratch, fmt.Sprintf("msg_%s_%d", v.key, round)), start, end, segSize)
 		if os.Getenv("BENCH_DEBUG") != "" {
@@ -122,7 +123,7 @@ func BenchmarkMessageSize(b *testing.B) {
 	}
 	b.StopTimer()
 
-	note := fmt.Sprintf("%.2f GiB range, %d rounds alternating; both safekeepers serve from segment files with sendfile (--wal-memory-size 0)", size/(1<<30), rounds)
+	note := fmt.Sprintf("%.2f GiB range, %d rounds alternating; both safekeepers serve from segment files with sendfile (--wal-memory-size 0); each pg_receivewal run preceded by writing and removing as much in tmpfs", size/(1<<30), rounds)
 	saveResult(b, benchreport.Result{
 		ID: "S1", Scenario: "pg_receivewal catch-up into tmpfs, wall time: 1 MiB messages against 128 KiB",
 		Unit: "s", Safekeeper: recvWall["1m"], Reference: recvWall["128k"], RefName: "the safekeeper with 128 KiB messages",
