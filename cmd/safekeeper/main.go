@@ -200,7 +200,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.timelineID, "timeline-id", "", "timeline id (32 hex) of the hosted timeline; default: the existing one, else derived from the upstream's system identifier (README)")
 	fs.IntVar(&c.maxSlots, "max-replication-slots", 10, "most replication slots the safekeeper holds")
 	fs.StringVar(&c.maxSlotKeep, "max-slot-wal-keep-size", "0", "most WAL a slot may hold back (e.g. 10GB); a slot further behind is reported lost; 0 = unlimited")
-	fs.StringVar(&c.maxSendFlag, "max-send-size", "128kB", "most WAL in one XLogData message to a consumer, a multiple of 8kB up to 1MB (PostgreSQL's walsender sends 128kB)")
+	fs.StringVar(&c.maxSendFlag, "max-send-size", "1MB", "most WAL in one XLogData message to a consumer, a multiple of 8kB up to 1MB (PostgreSQL's walsender sends 128kB; 1MB measured faster for pg_receivewal and a standby catching up, docs/performance.md)")
 	fs.StringVar(&c.walMemoryFlag, "wal-memory-size", "64MB", "most recent durable WAL kept in memory per timeline, from which consumers that keep up are served (0 disables); allocated as WAL arrives, released when the timeline is idle")
 	fs.StringVar(&c.readyMaxLagFlag, "ready-max-lag", "64MB", "GET /readyz answers 503 while the node is further behind the upstream's end of WAL (0 = no limit)")
 	fs.DurationVar(&c.readyArchiveFail, "ready-archive-fail-for", 5*time.Minute, "GET /readyz answers 503 once archive operations have failed for this long in a row (0 = never)")
