@@ -229,14 +229,17 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 
 // BenchmarkSendXLogDataTCP sends XLogData messages of several sizes to a
 // real loopback socket, from a local segment file, by copying (pread into
-// the frame buffer, one write) and with sendfile (header with MSG_MORE,
-// then sendfile from the page cache). Neither may allocate.
+// the frame buffer, one write), from the memory window, and as a plain
+// socket is served ("sendfile": the header with MSG_MORE, then sendfile
+// from the page cache, for messages up to sendfileMax; larger ones are
+// copied, which measured cheaper). None may allocate.
 func BenchmarkSendXLogDataTCP(b *testing.B) {
 	const segSize = 16 << 20
 	for _, mode := range []string{"copy", "sendfile", "memory"} {
-		for _, size := range []int{256, 8 << 10, MaxSendSize} {
+		for _, size := range []int{256, 8 << 10, MaxSendSize, MaxSendSizeLimit} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
 				snd, start, end := newTCPSender(b, segSize, mode)
+				snd.c.s.maxSend = uint64(max(size, MaxSendSize))
 				now := time.Now()
 				// The sending thread's CPU time (the sends, and the
 				// loopback's protocol work the kernel does in them).
