@@ -19,8 +19,9 @@ import (
 // catching up from a base backup. Two safekeepers, one per message size,
 // ingest the same BENCH_MSG_GIB (default 0.5) of WAL; BENCH_MSG_ROUNDS
 // (default 3) rounds alternate which goes first. Both serve from their
-// segment files (--wal-memory-size 0, sendfile), so that only the message
-// size differs.
+// segment files (--wal-memory-size 0), so that only the message size
+// differs: 128 KiB messages go out with sendfile, 1 MiB ones are copied
+// (sendfileMax in pkg/walsender).
 func BenchmarkMessageSize(b *testing.B) {
 	gib := benchEnvFloat(b, "BENCH_MSG_GIB", 0.5)
 	rounds := benchEnvInt(b, "BENCH_MSG_ROUNDS", 3)
@@ -123,7 +124,7 @@ func BenchmarkMessageSize(b *testing.B) {
 	}
 	b.StopTimer()
 
-	note := fmt.Sprintf("%.2f GiB range, %d rounds alternating; both safekeepers serve from segment files with sendfile (--wal-memory-size 0); each pg_receivewal run preceded by writing and removing as much in tmpfs", size/(1<<30), rounds)
+	note := fmt.Sprintf("%.2f GiB range, %d rounds alternating; both safekeepers serve from segment files (--wal-memory-size 0; sendfile for 128 KiB messages, a copy for 1 MiB ones); each pg_receivewal run preceded by writing and removing as much in tmpfs", size/(1<<30), rounds)
 	saveResult(b, benchreport.Result{
 		ID: "S1", Scenario: "pg_receivewal catch-up into tmpfs, wall time: 1 MiB messages against 128 KiB",
 		Unit: "s", Safekeeper: recvWall["1m"], Reference: recvWall["128k"], RefName: "the safekeeper with 128 KiB messages",

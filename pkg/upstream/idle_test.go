@@ -45,7 +45,9 @@ func TestFlusherClosesIdleSegment(t *testing.T) {
 		kick := make(chan struct{}, 1)
 		ctx, stop := context.WithCancel(t.Context())
 		done := make(chan error, 1)
-		go func() { done <- r.flusher(ctx, &statusSender{conn: ours, tl: tl, hs: hs}, hs, kick, new(atomic.Bool)) }()
+		st := &statusSender{conn: ours, tl: tl, hs: hs}
+		inline := new(atomic.Bool)
+		go func() { done <- r.flusher(ctx, st, hs, kick, inline) }()
 
 		pos := wal.LSN(seg)
 		receive := func() {
@@ -80,6 +82,24 @@ func TestFlusherClosesIdleSegment(t *testing.T) {
 		if got := tl.FlushLSN(); got != seg+2000 {
 			t.Fatalf("flush %s; want %s", got, wal.LSN(seg+2000))
 		}
+		// WAL the receive loop flushes itself (nothing more arriving)
+		// counts as WAL for the interval as well.
+		time.Sleep(10 * time.Second) // the interval of the WAL above ends
+		synctest.Wait()
+		if err := tl.Append(pos, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		pos += 1000
+		if err := r.flushAck(st); err != nil {
+			t.Fatal(err)
+		}
+		inline.Store(true)
+		time.Sleep(10 * time.Second) // a tick: WAL came, flushed inline
+		synctest.Wait()
+		open(1, "after an interval with WAL flushed by the receive loop")
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		open(0, "after the next interval, without WAL")
 
 		stop()
 		if err := <-done; err != nil {

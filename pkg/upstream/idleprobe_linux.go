@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 
@@ -8,9 +9,11 @@ import (
 )
 
 // idleProbe tells whether the upstream's socket holds unread bytes, with
-// one ioctl(TIOCINQ, alias FIONREAD) and no allocation. On a connection it cannot look
-// into (TLS keeps decrypted records of its own) it always answers "not
-// quiet", and received WAL goes to the flusher.
+// one ioctl(TIOCINQ, alias FIONREAD) and no allocation. Under TLS it looks
+// at the socket beneath: a record already decrypted and buffered is not
+// seen, which costs at most an fsync earlier than needed, never a byte.
+// On a connection that is no socket it always answers "not quiet", and
+// received WAL goes to the flusher.
 type idleProbe struct {
 	rc    syscall.RawConn
 	n     int
@@ -20,6 +23,9 @@ type idleProbe struct {
 
 func newIdleProbe(c net.Conn) *idleProbe {
 	p := &idleProbe{}
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return p

@@ -803,8 +803,8 @@ func readTimelineEnd(ctx context.Context, conn *pgconn.PgConn) (*timelineEnd, er
 }
 
 // xlogData takes one XLogData message (the body of its CopyData) from src:
-// the WAL is appended (the flusher makes it durable and acknowledges it)
-// and the flusher kicked. appended says the timeline took the WAL. It
+// the WAL is appended and, with kick not nil, the flusher kicked to make it
+// durable and acknowledge it (with kick nil the caller flushes itself). appended says the timeline took the WAL. It
 // allocates nothing (BenchmarkIngestXLogData). From a peer it returns
 // errStopReached, once the WAL is durable, at the position the peer was
 // asked for.
@@ -892,6 +892,7 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby,
 // upstream as soon as it is (see Timeline.FlushAnd). It is called by the
 // flusher and, when nothing more is arriving, by the receive loop.
 func (r *Receiver) flushAck(st *statusSender) error {
+	before := r.tl.FlushLSN()
 	t0 := time.Now()
 	var fsync time.Duration
 	var sendErr error
@@ -908,10 +909,12 @@ func (r *Receiver) flushAck(st *statusSender) error {
 		r.log.Error("fsync of received WAL failed", zap.Error(err))
 		return err
 	}
-	if fsync > 0 {
+	if d > before {
+		// A flush that found everything durable already (a kick left
+		// over from WAL the receive loop flushed itself) is no fsync.
 		r.m.FsyncSeconds.Observe(fsync.Seconds())
+		r.m.FlushLSN.Set(float64(d))
 	}
-	r.m.FlushLSN.Set(float64(d))
 	return nil
 }
 

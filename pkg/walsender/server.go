@@ -51,7 +51,7 @@ type Server struct {
 	// frames holds XLogData buffers (*[]byte of frameHeader+maxSend)
 	// between sends: a stream takes one while it has WAL to send and puts
 	// it back before it waits, so that a consumer tailing an idle
-	// timeline holds no 128 KiB buffer.
+	// timeline holds no send buffer (up to 1 MiB with --max-send-size).
 	frames sync.Pool
 }
 
