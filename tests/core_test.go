@@ -97,33 +97,47 @@ func TestPsqlIdentifySystem(t *testing.T) {
 }
 
 // Acceptance 6: START_REPLICATION from a mid-segment, mid-page LSN returns
-// exactly the primary's bytes from there, cut at page boundaries.
+// exactly the primary's bytes from there, cut at page boundaries, in
+// messages of at most --max-send-size: 1MB by default, and PostgreSQL's
+// 128kB when asked for.
 func TestStartMidPage(t *testing.T) {
-	primary, sk := startPair(t, 1, nil)
-	generateSegments(t, primary, 2)
-	end := flushLSNOfPrimary(t, primary)
-	sk.WaitFlush(t, end, 60*time.Second)
-	segSize := uint64(1 << 20)
-	st := sk.Status(t)
-	first, _ := wal.ParseLSN(st.Timelines[0].FlushLSN)
-	_ = first
-	start := wal.SegmentStart(end, segSize) - wal.LSN(segSize) + 3*wal.BlockSize + 123
-	got, msgs := streamRange(t, sk.ConnString(), start, end, 1)
-	want := primaryBytes(t, primary, 1, segSize, start, end)
-	if !bytes.Equal(got, want) {
-		t.Fatalf("streamed bytes differ from the primary's")
+	for _, c := range []struct {
+		name  string
+		extra []string
+		max   int
+	}{
+		{"default", nil, 1 << 20},
+		{"128kB", []string{"--max-send-size", "128kB"}, 128 << 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			primary := pgtest.StartPrimary(t, pgtest.Options{WalSegSizeMB: 1})
+			sk := StartSK(t, primary.ConnString(), c.extra...)
+			sk.WaitFlush(t, flushLSNOfPrimary(t, primary), 60*time.Second)
+			generateSegments(t, primary, 2)
+			end := flushLSNOfPrimary(t, primary)
+			sk.WaitFlush(t, end, 60*time.Second)
+			segSize := uint64(1 << 20)
+			start := wal.SegmentStart(end, segSize) - wal.LSN(segSize) + 3*wal.BlockSize + 123
+			got, msgs := streamRange(t, sk.ConnString(), start, end, 1)
+			want := primaryBytes(t, primary, 1, segSize, start, end)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("streamed bytes differ from the primary's")
+			}
+			if msgs[0].start != start {
+				t.Fatalf("first message starts at %s, want %s", msgs[0].start, start)
+			}
+			largest := 0
+			for i, m := range msgs {
+				e := m.start + wal.LSN(m.n)
+				if i < len(msgs)-1 && e%wal.BlockSize != 0 {
+					t.Fatalf("message %d ends at %s, not on a page boundary", i, e)
+				}
+				if m.n > c.max {
+					t.Fatalf("message %d carries %d bytes, more than %d", i, m.n, c.max)
+				}
+				largest = max(largest, m.n)
+			}
+			t.Logf("%d bytes from %s in %d messages (largest %d) identical to the primary's", len(got), start, len(msgs), largest)
+		})
 	}
-	if msgs[0].start != start {
-		t.Fatalf("first message starts at %s, want %s", msgs[0].start, start)
-	}
-	for i, m := range msgs {
-		e := m.start + wal.LSN(m.n)
-		if i < len(msgs)-1 && e%wal.BlockSize != 0 {
-			t.Fatalf("message %d ends at %s, not on a page boundary", i, e)
-		}
-		if m.n > 128*1024 {
-			t.Fatalf("message %d carries %d bytes", i, m.n)
-		}
-	}
-	t.Logf("%d bytes from %s in %d messages identical to the primary's", len(got), start, len(msgs))
 }
