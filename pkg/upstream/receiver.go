@@ -686,9 +686,9 @@ streaming:
 				// hand-off to another thread. WAL still arriving is left
 				// to the flusher, which groups it while this goroutine
 				// reads on.
-				now := fe.ReadBufferLen() == 0 && idle.quiet()
+				flushHere := fe.ReadBufferLen() == 0 && idle.quiet()
 				var k chan<- struct{}
-				if !now {
+				if !flushHere {
 					k = kick
 				}
 				appended, err := r.xlogData(m.Data, src, k)
@@ -696,7 +696,7 @@ streaming:
 				if err != nil {
 					return streamed, err
 				}
-				if now && appended {
+				if flushHere && appended {
 					if err := r.flushAck(st); err != nil {
 						return streamed, err
 					}
@@ -804,8 +804,8 @@ func readTimelineEnd(ctx context.Context, conn *pgconn.PgConn) (*timelineEnd, er
 
 // xlogData takes one XLogData message (the body of its CopyData) from src:
 // the WAL is appended and, with kick not nil, the flusher kicked to make it
-// durable and acknowledge it (with kick nil the caller flushes itself). appended says the timeline took the WAL. It
-// allocates nothing (BenchmarkIngestXLogData). From a peer it returns
+// durable and acknowledge it (with kick nil the caller flushes itself).
+// appended says the timeline took the WAL. It allocates nothing (BenchmarkIngestXLogData). From a peer it returns
 // errStopReached, once the WAL is durable, at the position the peer was
 // asked for.
 func (r *Receiver) xlogData(data []byte, src *source, kick chan<- struct{}) (appended bool, err error) {
