@@ -477,7 +477,7 @@ func BenchmarkStream(b *testing.B) {
 	// --wal-keep-size of 1GB would let retention remove its start).
 	keep := fmt.Sprintf("%dMB", int(gib*1024)+1024)
 	// BENCH_SK_ARGS adds flags to both safekeepers, for experiments
-	// (--max-send-size 1MB).
+	// (--max-send-size 128kB).
 	extra := strings.Fields(os.Getenv("BENCH_SK_ARGS"))
 	skMem := StartSKNamed(b, "sk_memory", primary.ConnString(), nil,
 		append([]string{"--wal-memory-size", memFlag, "--wal-keep-size", keep, "--log-level", "info"}, extra...)...)
