@@ -2,15 +2,9 @@ package auth
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/pgsafekeeper/safekeeper/internal/testcert"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 )
 
@@ -281,40 +276,8 @@ host     dave       10.0.0.0/8      trust
 	s.result(t)
 }
 
-// testCert makes a self-signed ECDSA P-256 / SHA-256 certificate for
-// 127.0.0.1 and returns the server configuration and a pool trusting it.
-func testCert(t testing.TB) (*tls.Config, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}, pool
-}
-
 func TestSCRAMPlusWithPgconn(t *testing.T) {
-	tlsCfg, _ := testCert(t)
+	tlsCfg := testcert.Must(t).ServerConfig()
 	a := newAuth(t, scramLine(t, "alice", "pw"), "hostssl all all scram-sha-256\nhostnossl all all reject\n")
 	s := startTestServer(t, a, tlsCfg)
 
@@ -479,7 +442,7 @@ func TestSCRAMWithLibraryClient(t *testing.T) {
 }
 
 func TestSCRAMProtocolErrors(t *testing.T) {
-	tlsCfg, _ := testCert(t)
+	tlsCfg := testcert.Must(t).ServerConfig()
 	a := newAuth(t, scramLine(t, "alice", "pw"), "")
 	s := startTestServer(t, a, tlsCfg)
 

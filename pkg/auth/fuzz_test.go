@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/xdg-go/scram"
 
+	"github.com/pgsafekeeper/safekeeper/internal/testcert"
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 )
 
@@ -63,7 +64,7 @@ func FuzzSCRAMExchange(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	tlsCfg, _ := testCert(f)
+	tlsCfg := testcert.Must(f).ServerConfig()
 	leaf := tlsCfg.Certificates[0].Leaf
 	saved := nonceGen
 	nonceGen = func() string { return fuzzServerNonce }

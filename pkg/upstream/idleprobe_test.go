@@ -3,17 +3,13 @@
 package upstream
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/pgsafekeeper/safekeeper/internal/testcert"
 )
 
 // The probe sees bytes waiting in a plain socket and in the socket under
@@ -25,9 +21,9 @@ func TestIdleProbe(t *testing.T) {
 	})
 	t.Run("tls", func(t *testing.T) {
 		c, s := loopbackPair(t)
-		cert := selfSigned(t)
-		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
-		ts := tls.Server(s, &tls.Config{Certificates: []tls.Certificate{cert}})
+		certs := testcert.Must(t)
+		tc := tls.Client(c, &tls.Config{RootCAs: certs.Pool(), ServerName: "127.0.0.1"})
+		ts := tls.Server(s, certs.ServerConfig())
 		errc := make(chan error, 1)
 		go func() { errc <- ts.Handshake() }()
 		if err := tc.Handshake(); err != nil {
@@ -97,19 +93,4 @@ func loopbackPair(t *testing.T) (client, server net.Conn) {
 	}
 	t.Cleanup(func() { client.Close(); server.Close() })
 	return client, server
-}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
