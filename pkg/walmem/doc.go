@@ -19,7 +19,9 @@
 // never blocks the writer and the writer never waits for a reader: each
 // chunk carries a generation (its base position and the window's epoch) and
 // a count of readers copying from it. A reader announces itself, checks the
-// generation, copies and leaves; the writer, before reusing a chunk,
+// generation, copies and leaves (or, with Borrow, uses the chunk's bytes in
+// place for one non-blocking write to a socket, then releases its Pin);
+// the writer, before reusing a chunk,
 // invalidates its generation and checks the count. Sequentially consistent
 // atomics guarantee that either the reader sees the invalid generation
 // (and misses) or the writer sees the reader (and skips that chunk: the

@@ -154,6 +154,57 @@ func (w *Window) copyOut(r *ring, sn snapshot, p []byte, tli uint32, pos uint64)
 	return true
 }
 
+// Pin holds a chunk of a window against being taken over by the writer
+// (see Borrow). The zero Pin holds nothing.
+type Pin struct{ c *chunk }
+
+// Release lets the writer take the chunk over again.
+func (p Pin) Release() {
+	if p.c != nil {
+		p.c.refs.Add(-1)
+	}
+}
+
+// Borrow returns the window's own bytes of PostgreSQL timeline tli from lsn
+// on, without copying them: at most n bytes, and no further than the end
+// of the chunk holding lsn or the published durable end. ok is false when
+// the window does not hold lsn (not durable, moved past, or another
+// timeline). The chunk is pinned, as by a reader copying from it, until
+// the Pin is released; release it after one non-blocking use (a write to
+// a socket): while it is pinned the writer skips the chunk when it comes
+// round, and the window restarts after it.
+func (w *Window) Borrow(tli uint32, lsn wal.LSN, n int) (b []byte, p Pin, ok bool) {
+	if w == nil || n <= 0 {
+		return nil, Pin{}, false
+	}
+	r := w.r.Load()
+	if r == nil {
+		return nil, Pin{}, false
+	}
+	s := r.seq.Load()
+	if s&1 != 0 {
+		return nil, Pin{}, false // a switch is under way
+	}
+	sn := snapshot{te: r.tliEpoch.Load(), start: r.start.Load(), end: r.end.Load()}
+	if r.seq.Load() != s {
+		return nil, Pin{}, false
+	}
+	pos := uint64(lsn)
+	if uint32(sn.te>>32) != tli || pos < sn.start || pos >= sn.end {
+		return nil, Pin{}, false
+	}
+	base := pos &^ (w.chunkSize - 1)
+	k := min(uint64(n), sn.end-pos, base+w.chunkSize-pos)
+	c := w.chunkOf(r, pos)
+	c.refs.Add(1)
+	if c.gen.Load() != w.genOf(base, uint32(sn.te)) {
+		c.refs.Add(-1)
+		return nil, Pin{}, false
+	}
+	off := pos - base
+	return c.buf[off : off+k : off+k], Pin{c}, true
+}
+
 // Write copies WAL of PostgreSQL timeline tli appended at start into the
 // window; it becomes readable when Publish reaches past it. Bytes below
 // what the window already holds are skipped (a re-sent range), a gap

@@ -414,3 +414,88 @@ func BenchmarkWrite(b *testing.B) {
 		w.Publish(wal.LSN(pos))
 	}
 }
+
+// Borrow hands out the window's own bytes up to the end of a chunk and the
+// durable end, misses where ReadAt misses, pins the chunk against the
+// writer until released, and allocates nothing.
+func TestBorrow(t *testing.T) {
+	w := New(1 << 20)
+	cs := w.ChunkSize()
+	const start = 0xA000000
+	fill(w, 1, start, start+w.Capacity(), 65536)
+	w.Write(1, wal.LSN(start+w.Capacity()), pattern(1, start+w.Capacity(), 100)) // not durable
+
+	// Within one chunk: all n bytes.
+	b, p, ok := w.Borrow(1, wal.LSN(start+3*cs+10), 1000)
+	if !ok || !bytes.Equal(b, pattern(1, start+3*cs+10, 1000)) {
+		t.Fatalf("borrow within a chunk: ok %v, %d bytes", ok, len(b))
+	}
+	p.Release()
+	// Across a chunk boundary: up to the boundary, the rest with the next
+	// call, together the same bytes as ReadAt.
+	pos, n := uint64(start+4*cs-300), 1000
+	var got []byte
+	for n > 0 {
+		b, p, ok := w.Borrow(1, wal.LSN(pos), n)
+		if !ok {
+			t.Fatalf("borrow at %d missed", pos)
+		}
+		if len(b) > n || pos&^(cs-1) != (pos+uint64(len(b))-1)&^(cs-1) {
+			t.Fatalf("borrow at %d returned %d bytes across a chunk end", pos, len(b))
+		}
+		got = append(got, b...)
+		p.Release()
+		pos += uint64(len(b))
+		n -= len(b)
+	}
+	if !bytes.Equal(got, pattern(1, start+4*cs-300, 1000)) {
+		t.Fatal("bytes borrowed across a chunk boundary differ from the WAL")
+	}
+	// Not past the durable end; a miss at it, before the window and on
+	// another timeline.
+	end := uint64(start + w.Capacity())
+	if b, p, ok := w.Borrow(1, wal.LSN(end-10), 100); !ok || len(b) != 10 {
+		t.Fatalf("borrow before the durable end: ok %v, %d bytes, want 10", ok, len(b))
+	} else {
+		p.Release()
+	}
+	for _, c := range []struct {
+		tli uint32
+		pos uint64
+	}{{1, end}, {1, start - 1}, {2, start + 3*cs}} {
+		if _, _, ok := w.Borrow(c.tli, wal.LSN(c.pos), 100); ok {
+			t.Fatalf("borrow at %d on timeline %d hit", c.pos, c.tli)
+		}
+	}
+
+	// A pinned chunk is skipped by the writer, and its bytes stay intact
+	// until the pin is released.
+	oldest := w.Stats().Start
+	b, p, ok = w.Borrow(1, oldest, 100)
+	if !ok {
+		t.Fatal("borrow of the oldest bytes missed")
+	}
+	want := append([]byte(nil), b...)
+	fill(w, 1, end, end+3*cs, 4096) // takes over the chunks up to the pinned one
+	if w.conflicts.Load() == 0 {
+		t.Fatal("the writer did not see the pinned chunk")
+	}
+	if !bytes.Equal(b, want) {
+		t.Fatal("the writer overwrote a pinned chunk")
+	}
+	p.Release()
+	if _, _, ok := w.Borrow(1, oldest, 100); ok {
+		t.Fatal("a chunk the window moved past is still lent")
+	}
+
+	fill(w, 1, end+3*cs, end+5*cs, 4096)
+	if a := testing.AllocsPerRun(1000, func() {
+		_, p, ok := w.Borrow(1, wal.LSN(end+5*cs-5000), 4096)
+		if !ok {
+			t.Fatal("miss")
+		}
+		p.Release()
+	}); a != 0 {
+		t.Fatalf("%v allocations per borrow", a)
+	}
+}
