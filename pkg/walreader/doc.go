@@ -15,7 +15,9 @@
 //
 // A Reader belongs to one consumer and is not safe for concurrent use. The
 // local tier keeps the current segment file open, so streaming costs one
-// pread per message and no allocation (ReadOrLocate: no read at all, the
-// sender hands the open file to sendfile); when another tier takes over, the
-// archive tier drops the segments it holds.
+// pread per message and no allocation. ReadOrLocate reads nothing at all
+// where it can: the sender gets the open file (for sendfile) or the memory
+// window itself (a Lender, whose bytes it writes to the socket in place).
+// When another tier takes over, the archive tier drops the segments it
+// holds.
 package walreader

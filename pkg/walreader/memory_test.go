@@ -196,3 +196,56 @@ func BenchmarkRead(b *testing.B) {
 		})
 	}
 }
+
+// ReadOrLocate answers with the memory window for WAL it holds, with the
+// segment file for WAL it moved past, and copies into the buffer for a
+// memory tier that lends nothing.
+func TestReadOrLocateMemory(t *testing.T) {
+	tl := memTimeline(t, 1<<20)
+	ctx := context.Background()
+	appendFlush(t, tl, segSize+4<<20)
+	rd := walreader.New(segSize, walreader.NewMemoryTier(tl.Memory()), walreader.NewLocalTier(tl.Dir(), segSize))
+	defer rd.Close()
+	buf := make([]byte, 128<<10)
+
+	recent := wal.LSN(segSize + 4<<20 - 200<<10)
+	ext, err := rd.ReadOrLocate(ctx, buf, tli, recent)
+	if err != nil || ext.Mem == nil || ext.File != nil || ext.N != len(buf) {
+		t.Fatalf("recent WAL: %+v, %v; want the window lending %d bytes", ext, err, len(buf))
+	}
+	got := make([]byte, 0, len(buf))
+	for pos := recent; len(got) < ext.N; {
+		b, p, ok := ext.Mem.Borrow(tli, pos, ext.N-len(got))
+		if !ok {
+			t.Fatalf("borrow at %s missed", pos)
+		}
+		got = append(got, b...)
+		p.Release()
+		pos += wal.LSN(len(b))
+	}
+	if !bytes.Equal(got, walBytes(recent, len(buf))) {
+		t.Fatal("the window lent other bytes than the WAL")
+	}
+	if rd.LastTier() != "memory" {
+		t.Fatalf("served by %q, want memory", rd.LastTier())
+	}
+
+	old := wal.LSN(segSize + 1<<20)
+	ext, err = rd.ReadOrLocate(ctx, buf, tli, old)
+	if err != nil || ext.Mem != nil || ext.File == nil || ext.N != len(buf) {
+		t.Fatalf("WAL the window moved past: %+v, %v; want the segment file", ext, err)
+	}
+
+	// A memory tier over something that only copies fills the buffer.
+	rd2 := walreader.New(segSize, walreader.NewMemoryTier(copyOnly{tl.Memory()}), walreader.NewLocalTier(tl.Dir(), segSize))
+	defer rd2.Close()
+	ext, err = rd2.ReadOrLocate(ctx, buf, tli, recent)
+	if err != nil || ext.Mem != nil || ext.File != nil || ext.N != len(buf) || !bytes.Equal(buf, walBytes(recent, len(buf))) {
+		t.Fatalf("copy-only memory: %+v, %v", ext, err)
+	}
+}
+
+// copyOnly hides a window's Borrow.
+type copyOnly struct{ m walreader.Memory }
+
+func (c copyOnly) ReadAt(p []byte, tli uint32, lsn wal.LSN) bool { return c.m.ReadAt(p, tli, lsn) }

@@ -120,11 +120,13 @@ func (r *Reader) unavailable(tli uint32, lsn wal.LSN) error {
 		pgerr.New(pgerr.UndefinedFile, "requested WAL segment %s has already been removed", name))
 }
 
-// Extent is where the bytes of a ReadOrLocate are: N bytes in the
-// caller's buffer when File is nil, else N bytes of File from Off on.
+// Extent is where the N bytes of a ReadOrLocate are: in File from Off on
+// when File is set; in the memory window Mem lends when Mem is set;
+// otherwise in the caller's buffer.
 type Extent struct {
 	File *os.File
 	Off  int64
+	Mem  Lender
 	N    int
 }
 
@@ -135,18 +137,27 @@ type locator interface {
 	Locate(tli uint32, lsn wal.LSN, n int) (*os.File, int64, error)
 }
 
-// ReadOrLocate is ReadAt for a sender that can send from a file: the
-// tiers are consulted in the same order, and a tier that keeps the WAL
-// in a file (the local tier) answers with the open file and the offset
-// instead of copying up to len(p) bytes into p; any other tier (archive,
-// memory) fills p as ReadAt does. The file belongs to the reader: it is
-// valid until the next call or Close. The caller never asks for bytes
-// beyond the durable end of WAL, so the file holds them all.
+// ReadOrLocate is ReadAt for a sender that can send from a file or from
+// memory without a copy: the tiers are consulted in the same order; the
+// memory tier, when its window lends bytes (Lender) and holds lsn, answers
+// with the window; a tier that keeps the WAL in a file (the local tier)
+// answers with the open file and the offset; either instead of copying up
+// to len(p) bytes into p. The archive tier fills p as ReadAt does. The
+// file belongs to the reader: it is valid until the next call or Close.
+// The caller never asks for bytes beyond the durable end of WAL, so the
+// file holds them all; the window may move past them before they are
+// borrowed, which the sender sees as a miss.
 func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) (Extent, error) {
 	if room := r.segSize - wal.SegmentOffset(lsn, r.segSize); uint64(len(p)) > room {
 		p = p[:room]
 	}
 	for i, t := range r.tiers {
+		if mt, ok := t.(*MemoryTier); ok {
+			if l := mt.lend(tli, lsn); l != nil {
+				r.served(i, len(p), nil)
+				return Extent{Mem: l, N: len(p)}, nil
+			}
+		}
 		if lt, ok := t.(locator); ok {
 			f, off, err := lt.Locate(tli, lsn, len(p))
 			if errors.Is(err, ErrNotInTier) {
