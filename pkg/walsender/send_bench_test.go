@@ -20,6 +20,7 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walmem"
 	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
@@ -202,15 +203,18 @@ func tcpPair(tb testing.TB) *net.TCPConn {
 
 // newTCPSender returns a sender over a loopback TCP connection streaming
 // a timeline holding one segment of WAL. mode: "sendfile" from the
-// segment file, "copy" from it through the frame buffer, "memory" from the
-// memory window through the frame buffer.
+// segment file (messages up to sendfileMax; larger ones are copied),
+// "copy" from it through the frame buffer, "memory" straight from the
+// memory window (sendMem), "memcopy" from the window through the frame
+// buffer (what TLS does).
 func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN, wal.LSN) {
-	tl := newTestTimeline(tb, segSize, int(segSize), mode == "memory")
+	inMemory := mode == "memory" || mode == "memcopy"
+	tl := newTestTimeline(tb, segSize, int(segSize), inMemory)
 	nc := tcpPair(tb)
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
 	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
-	if mode == "memory" {
+	if inMemory {
 		tiers = append([]walreader.Tier{walreader.NewMemoryTier(tl.Memory())}, tiers...)
 	}
 	rd := walreader.New(segSize, tiers...)
@@ -218,7 +222,7 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
 	start := wal.LSN(segSize)
 	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
-	if mode == "sendfile" {
+	if mode == "sendfile" || mode == "memory" {
 		snd.fs = newFileSender(nc)
 		if snd.fs == nil {
 			noZeroCopy(tb)
@@ -228,14 +232,16 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 }
 
 // BenchmarkSendXLogDataTCP sends XLogData messages of several sizes to a
-// real loopback socket, from a local segment file, by copying (pread into
-// the frame buffer, one write), from the memory window, and as a plain
-// socket is served ("sendfile": the header with MSG_MORE, then sendfile
-// from the page cache, for messages up to sendfileMax; larger ones are
-// copied, which measured cheaper). None may allocate.
+// real loopback socket, from a local segment file by copying (pread into
+// the frame buffer, one write) and as a plain socket is served
+// ("sendfile": the header with MSG_MORE, then sendfile from the page
+// cache, for messages up to sendfileMax; larger ones are copied, which
+// measured cheaper), and from the memory window as a plain socket is
+// served ("memory": one sendmsg of the header and the window's bytes) and
+// as TLS is ("memcopy": through the frame buffer). None may allocate.
 func BenchmarkSendXLogDataTCP(b *testing.B) {
 	const segSize = 16 << 20
-	for _, mode := range []string{"copy", "sendfile", "memory"} {
+	for _, mode := range []string{"copy", "sendfile", "memory", "memcopy"} {
 		for _, size := range []int{256, 8 << 10, MaxSendSize, MaxSendSizeLimit} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
 				snd, start, end := newTCPSender(b, segSize, mode)
@@ -343,67 +349,142 @@ func threadCPU() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// TestSendFileBytes: what sendfile puts on the wire is the XLogData
-// framing of exactly the WAL in the segment file, in page-cut messages.
+// TestSendFileBytes: what a plain socket is sent, with sendfile from the
+// segment file or straight from the memory window, is the XLogData framing
+// of exactly the WAL in the segment file, in page-cut messages, also when
+// the window moves past a message before it is all out (the rest is read
+// from the file).
 func TestSendFileBytes(t *testing.T) {
 	const segSize = 1 << 20
-	tl := newTestTimeline(t, segSize, segSize, false)
-	nc, cl := loopback(t)
-	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
-	rd := walreader.New(segSize, walreader.NewLocalTier(tl.Dir(), segSize))
-	defer rd.Close()
-	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
-	start := wal.LSN(segSize) + 100
-	end := tl.FlushLSN()
-	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries(), fs: newFileSender(nc)}
-	if snd.fs == nil {
-		noZeroCopy(t)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		for snd.sent < end {
-			if err := snd.send(context.Background(), time.Now(), end); err != nil {
-				errc <- err
-				return
+	for _, c := range []struct {
+		name   string
+		memory bool
+		lender func(walreader.Lender) *flakyLender // nil: the window itself
+	}{
+		{name: "sendfile"},
+		{name: "memory", memory: true},
+		// The window lends 1000 bytes at a time (a message spans chunks).
+		{name: "memory-pieces", memory: true, lender: func(l walreader.Lender) *flakyLender { return &flakyLender{l: l, lim: 1000} }},
+		// Every second borrow misses: the check that the window holds the
+		// start passes, then nothing is sent before the miss.
+		{name: "memory-miss-first", memory: true, lender: func(l walreader.Lender) *flakyLender { return &flakyLender{l: l, lim: 1000, missEvery: 2} }},
+		// Every third misses: the header and 1000 bytes are out first.
+		{name: "memory-miss-later", memory: true, lender: func(l walreader.Lender) *flakyLender { return &flakyLender{l: l, lim: 1000, missEvery: 3} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tl := newTestTimeline(t, segSize, segSize, c.memory)
+			nc, cl := loopback(t)
+			s := &Server{m: metrics.New(nil), log: zap.NewNop()}
+			conn := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
+			tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
+			var fl *flakyLender
+			if c.memory {
+				var m walreader.Memory = tl.Memory()
+				if c.lender != nil {
+					fl = c.lender(tl.Memory())
+					m = fl
+				}
+				tiers = append([]walreader.Tier{walreader.NewMemoryTier(m)}, tiers...)
 			}
-		}
-		errc <- nil
-	}()
-	want, err := os.ReadFile(filepath.Join(tl.Dir().Path(), wal.SegmentFileName(1, 1, segSize)+walstore.PartialSuffix))
-	if err != nil {
-		want, err = os.ReadFile(filepath.Join(tl.Dir().Path(), wal.SegmentFileName(1, 1, segSize)))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	pos := start
-	for pos < end {
-		var hdr [frameHeader]byte
-		if _, err := io.ReadFull(cl, hdr[:]); err != nil {
-			t.Fatal(err)
-		}
-		n := int(binary.BigEndian.Uint32(hdr[1:])) + 1 - frameHeader
-		if hdr[0] != 'd' || hdr[5] != 'w' || wal.LSN(binary.BigEndian.Uint64(hdr[6:])) != pos || n <= 0 || n > MaxSendSize {
-			t.Fatalf("bad header at %s: %q, %d bytes", pos, hdr, n)
-		}
-		got := make([]byte, n)
-		if _, err := io.ReadFull(cl, got); err != nil {
-			t.Fatal(err)
-		}
-		off := wal.SegmentOffset(pos, segSize)
-		if !bytes.Equal(got, want[off:off+uint64(n)]) {
-			t.Fatalf("WAL at %s differs from the segment file", pos)
-		}
-		pos += wal.LSN(n)
-		if pos < end && pos%wal.BlockSize != 0 {
-			t.Fatalf("message ends at %s, not a page boundary", pos)
-		}
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
+			rd := walreader.New(segSize, tiers...)
+			defer rd.Close()
+			st := &stream{c: conn, consumer: consumers.NewRegistry().Add(consumers.Info{})}
+			start := wal.LSN(segSize) + 100
+			end := tl.FlushLSN()
+			snd := &sender{c: conn, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries(), fs: newFileSender(nc)}
+			if snd.fs == nil {
+				noZeroCopy(t)
+			}
+			var tiersSeen []string
+			errc := make(chan error, 1)
+			go func() {
+				for snd.sent < end {
+					if err := snd.send(context.Background(), time.Now(), end); err != nil {
+						errc <- err
+						return
+					}
+					tiersSeen = append(tiersSeen, rd.LastTier())
+				}
+				errc <- nil
+			}()
+			want, err := os.ReadFile(filepath.Join(tl.Dir().Path(), wal.SegmentFileName(1, 1, segSize)+walstore.PartialSuffix))
+			if err != nil {
+				want, err = os.ReadFile(filepath.Join(tl.Dir().Path(), wal.SegmentFileName(1, 1, segSize)))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos := start
+			for pos < end {
+				var hdr [frameHeader]byte
+				if _, err := io.ReadFull(cl, hdr[:]); err != nil {
+					t.Fatal(err)
+				}
+				n := int(binary.BigEndian.Uint32(hdr[1:])) + 1 - frameHeader
+				if hdr[0] != 'd' || hdr[5] != 'w' || wal.LSN(binary.BigEndian.Uint64(hdr[6:])) != pos || n <= 0 || n > MaxSendSize {
+					t.Fatalf("bad header at %s: %q, %d bytes", pos, hdr, n)
+				}
+				got := make([]byte, n)
+				if _, err := io.ReadFull(cl, got); err != nil {
+					t.Fatal(err)
+				}
+				off := wal.SegmentOffset(pos, segSize)
+				if !bytes.Equal(got, want[off:off+uint64(n)]) {
+					t.Fatalf("WAL at %s differs from the segment file", pos)
+				}
+				pos += wal.LSN(n)
+				if pos < end && pos%wal.BlockSize != 0 {
+					t.Fatalf("message ends at %s, not a page boundary", pos)
+				}
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			wantTier := "local"
+			if c.memory {
+				wantTier = "memory"
+			}
+			if fl != nil && fl.missEvery > 0 {
+				wantTier = "local" // what the rest of each message was read from
+			}
+			if len(tiersSeen) == 0 || tiersSeen[0] != wantTier {
+				t.Fatalf("tiers that served the messages: %v, want %s first", tiersSeen, wantTier)
+			}
+			if fl != nil && fl.lent == 0 {
+				t.Fatal("the window lent nothing")
+			}
+			if fl != nil && fl.missEvery > 0 && fl.missed == 0 {
+				t.Fatal("no borrow missed")
+			}
+		})
 	}
 }
+
+// flakyLender is the memory window seen by a sender whose window moves
+// on: it lends at most lim bytes at a time and misses every missEvery-th
+// borrow; its copying reads always miss, so what it does not lend comes
+// from the files.
+type flakyLender struct {
+	l              walreader.Lender
+	lim, missEvery int
+	calls, lent    int
+	missed         int
+}
+
+func (f *flakyLender) Borrow(tli uint32, lsn wal.LSN, n int) ([]byte, walmem.Pin, bool) {
+	f.calls++
+	if f.missEvery > 0 && f.calls%f.missEvery == 0 {
+		f.missed++
+		return nil, walmem.Pin{}, false
+	}
+	b, p, ok := f.l.Borrow(tli, lsn, min(n, f.lim))
+	if ok {
+		f.lent += len(b)
+	}
+	return b, p, ok
+}
+
+func (f *flakyLender) ReadAt([]byte, uint32, wal.LSN) bool { return false }
 
 // BenchmarkLoopbackWrite is the floor under BenchmarkSendXLogDataTCP: one
 // plain Write of the same number of bytes to the same kind of socket, no

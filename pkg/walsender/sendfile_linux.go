@@ -7,25 +7,48 @@ import (
 	"os"
 	"runtime"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walmem"
+	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
 )
 
-// fileSender writes an XLogData message whose WAL stays in a segment file:
-// the 30-byte header with MSG_MORE, so that the kernel puts it in the same
-// TCP segment as what follows, then the WAL with sendfile(2) from the page
-// cache, without a copy through user space. It runs in the callback of the
-// connection's RawConn, so a full socket buffer parks the goroutine in the
-// network poller as a Write would, and the write deadline applies.
+// fileSender writes an XLogData message to a plain socket without copying
+// its WAL through a buffer of its own:
 //
-// Everything is prepared in fields and the callback is bound once: sending
-// a message allocates nothing.
+//   - WAL in a segment file (send): the 30-byte header with MSG_MORE, so
+//     that the kernel puts it in the same TCP segment as what follows,
+//     then the WAL with sendfile(2) from the page cache.
+//   - WAL in the memory window (sendMem): the header and the window's own
+//     bytes in one sendmsg(2), the window's chunk pinned only for that
+//     non-blocking call (see walmem.Window.Borrow).
+//
+// It runs in the callback of the connection's RawConn, so a full socket
+// buffer parks the goroutine in the network poller as a Write would (with
+// no chunk pinned), and the write deadline applies.
+//
+// Everything is prepared in fields and the callbacks are bound once:
+// sending a message allocates nothing.
 type fileSender struct {
-	rc     syscall.RawConn
-	write  func(fd uintptr) bool
-	hdr    []byte
-	src    int
-	off    int64
-	remain int
-	err    error
+	rc       syscall.RawConn
+	write    func(fd uintptr) bool
+	writeMem func(fd uintptr) bool
+	hdr      []byte
+	src      int
+	off      int64
+	remain   int
+	err      error
+
+	// sendMem's message
+	mem    walreader.Lender
+	tli    uint32
+	pos    wal.LSN
+	missed bool // the window stopped holding pos
+	iov    [2]unix.Iovec
+	msg    unix.Msghdr
 }
 
 // errNoSendfile reports that the kernel refused sendfile for this file and
@@ -51,6 +74,7 @@ func newFileSender(nc net.Conn) *fileSender {
 	}
 	fs := &fileSender{rc: rc}
 	fs.write = fs.step
+	fs.writeMem = fs.stepMem
 	return fs
 }
 
@@ -106,6 +130,74 @@ func (fs *fileSender) step(fd uintptr) bool {
 			return true
 		default:
 			fs.err = err
+			return true
+		}
+	}
+	return true
+}
+
+// sendMem writes hdr, then n bytes of timeline tli's WAL from pos, lent by
+// the memory window l. hdrLeft is how much of hdr and sent how many of the
+// n bytes went out: when the window moves past the WAL before it is all
+// out (sent < n, no error), the caller reads the rest elsewhere and writes
+// it after the hdrLeft last bytes of the header.
+func (fs *fileSender) sendMem(hdr []byte, l walreader.Lender, tli uint32, pos wal.LSN, n int) (hdrLeft, sent int, err error) {
+	fs.hdr, fs.mem, fs.tli, fs.pos, fs.remain, fs.err, fs.missed = hdr, l, tli, pos, n, nil, false
+	err = fs.rc.Write(fs.writeMem)
+	if err == nil {
+		err = fs.err
+	}
+	hdrLeft, sent = len(fs.hdr), n-fs.remain
+	fs.hdr, fs.mem = nil, nil
+	fs.iov = [2]unix.Iovec{}
+	return hdrLeft, sent, err
+}
+
+// stepMem is sendMem's RawConn callback: false means "wait until
+// writable, then call again". No chunk stays pinned across a wait.
+func (fs *fileSender) stepMem(fd uintptr) bool {
+	for len(fs.hdr) > 0 || fs.remain > 0 {
+		iovs := 0
+		if len(fs.hdr) > 0 {
+			fs.iov[0].Base = &fs.hdr[0]
+			fs.iov[0].SetLen(len(fs.hdr))
+			iovs = 1
+		}
+		var pin walmem.Pin
+		more := false
+		if fs.remain > 0 {
+			b, p, ok := fs.mem.Borrow(fs.tli, fs.pos, fs.remain)
+			if !ok {
+				fs.missed = true
+				return true
+			}
+			pin = p
+			fs.iov[iovs].Base = &b[0]
+			fs.iov[iovs].SetLen(len(b))
+			iovs++
+			more = len(b) < fs.remain // the message goes on in the next chunk
+		}
+		fs.msg.Iov = &fs.iov[0]
+		fs.msg.SetIovlen(iovs)
+		flags := unix.MSG_NOSIGNAL
+		if more {
+			flags |= unix.MSG_MORE
+		}
+		n, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&fs.msg)), uintptr(flags))
+		pin.Release()
+		switch errno {
+		case 0:
+			k := int(n)
+			h := min(k, len(fs.hdr))
+			fs.hdr = fs.hdr[h:]
+			k -= h
+			fs.pos += wal.LSN(k)
+			fs.remain -= k
+		case unix.EAGAIN:
+			return false
+		case unix.EINTR:
+		default:
+			fs.err = errno
 			return true
 		}
 	}

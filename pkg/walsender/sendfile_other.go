@@ -6,6 +6,9 @@ import (
 	"errors"
 	"net"
 	"os"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
 )
 
 // fileSender is Linux-only; elsewhere WAL is read into the frame buffer.
@@ -16,3 +19,7 @@ var errNoSendfile = errors.New("sendfile not supported")
 func newFileSender(net.Conn) *fileSender { return nil }
 
 func (*fileSender) send([]byte, *os.File, int64, int) (int, error) { return 0, errNoSendfile }
+
+func (*fileSender) sendMem([]byte, walreader.Lender, uint32, wal.LSN, int) (int, int, error) {
+	return 0, 0, errNoSendfile
+}

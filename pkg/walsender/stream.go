@@ -393,9 +393,11 @@ func (s *sender) writeDeadline(now time.Time) {
 	}
 }
 
-// send writes one XLogData message with WAL from s.sent towards end.
-// WAL in a local segment file goes from the page cache to a plain socket
-// with sendfile (s.fs); anything else (TLS, the archive tier) is read into
+// send writes one XLogData message with WAL from s.sent towards end. To a
+// plain socket (s.fs), WAL in the memory window goes out straight from the
+// window, the header with it in one sendmsg, and WAL in a local segment
+// file up to sendfileMax goes from the page cache with sendfile. Anything
+// else (TLS, the archive tier, a larger message from a file) is read into
 // the frame buffer and written with the header in one Write.
 func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	n := uint64(end - s.sent)
@@ -414,8 +416,14 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	buf := (*s.frame)[:frameHeader+n]
 	var ext walreader.Extent
 	var err error
-	if s.fs != nil && n <= sendfileMax {
+	if s.fs != nil {
 		ext, err = s.rd.ReadOrLocate(ctx, buf[frameHeader:], tli, s.sent)
+		if err == nil && ext.File != nil && ext.N > sendfileMax {
+			// Copied rather than sent with sendfile (see sendfileMax).
+			k := ext.N
+			ext = walreader.Extent{}
+			ext.N, err = s.rd.ReadAt(ctx, buf[frameHeader:frameHeader+k], tli, s.sent)
+		}
 	} else {
 		ext.N, err = s.rd.ReadAt(ctx, buf[frameHeader:], tli, s.sent)
 	}
@@ -431,12 +439,19 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	binary.BigEndian.PutUint64(buf[14:], uint64(end))
 	binary.BigEndian.PutUint64(buf[22:], uint64(pgTime(now)))
 	s.writeDeadline(now)
-	if ext.File == nil {
+	switch {
+	case ext.Mem != nil:
+		if err := s.sendMem(ctx, buf, ext, tli); err != nil {
+			return err
+		}
+	case ext.File != nil:
+		if err := s.sendFile(buf, ext); err != nil {
+			return err
+		}
+	default:
 		if _, err := s.c.nc.Write(buf); err != nil {
 			return errClosed
 		}
-	} else if err := s.sendFile(buf, ext); err != nil {
-		return err
 	}
 	s.sent += wal.LSN(got)
 	s.st.consumer.SetSent(s.sent)
@@ -470,6 +485,39 @@ func (s *sender) sendFile(buf []byte, ext walreader.Extent) error {
 		return errClosed
 	}
 	if err != nil {
+		return errClosed
+	}
+	return nil
+}
+
+// sendMem writes the header in buf and the WAL of ext from the memory
+// window. When the window moves past the WAL before it is all out (a
+// consumer reading at the window's trailing edge), the rest is read from
+// the next tiers into buf and written after it, so the message goes on
+// without a gap. Nothing sent yet: a failed read is reported to the
+// consumer as any read error is; in the middle of a message the
+// connection is dropped.
+func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, tli uint32) error {
+	hdrLeft, sent, err := s.fs.sendMem(buf[:frameHeader], ext.Mem, tli, s.sent, ext.N)
+	if err != nil {
+		return errClosed
+	}
+	if hdrLeft == 0 && sent == ext.N {
+		return nil
+	}
+	rest := buf[frameHeader+sent : frameHeader+ext.N]
+	k, err := s.rd.ReadAt(ctx, rest, tli, s.sent+wal.LSN(sent))
+	if err == nil && k < len(rest) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		if hdrLeft == frameHeader {
+			return s.readError(ctx, err)
+		}
+		s.c.log.Error("could not read WAL in the middle of a message; closing", zap.Stringer("lsn", s.sent+wal.LSN(sent)), zap.Error(err))
+		return errClosed
+	}
+	if _, err := s.c.nc.Write(buf[frameHeader-hdrLeft+sent : frameHeader+ext.N]); err != nil {
 		return errClosed
 	}
 	return nil
