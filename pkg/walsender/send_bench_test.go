@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -52,10 +53,14 @@ func newTestTimeline(tb testing.TB, segSize uint64, size int, memory bool) *time
 		tb.Fatal(err)
 	}
 	chunk := make([]byte, 1<<20)
-	for i := range chunk {
-		chunk[i] = byte(i)
-	}
 	for pos := 0; pos < size; pos += len(chunk) {
+		// Every position has its own byte, so that bytes from the
+		// wrong place show (a period of 256 would hide a shift by a
+		// multiple of it).
+		for i := range chunk {
+			v := uint64(start) + uint64(pos+i)
+			chunk[i] = byte(v*2654435761>>13) ^ byte(v>>8) ^ byte(v>>16)
+		}
 		if err := tl.Append(start+wal.LSN(pos), chunk); err != nil {
 			tb.Fatal(err)
 		}
@@ -357,12 +362,17 @@ func threadCPU() int64 {
 func TestSendFileBytes(t *testing.T) {
 	const segSize = 1 << 20
 	for _, c := range []struct {
-		name   string
-		memory bool
-		lender func(walreader.Lender) *flakyLender // nil: the window itself
+		name    string
+		memory  bool
+		maxSend uint64                              // 0: MaxSendSize
+		lender  func(walreader.Lender) *flakyLender // nil: the window itself
 	}{
 		{name: "sendfile"},
+		// Larger than sendfileMax: read from the located file instead.
+		{name: "file-1MiB", maxSend: MaxSendSizeLimit},
 		{name: "memory", memory: true},
+		// Each message spans eight of the window's 128 KiB chunks.
+		{name: "memory-1MiB", memory: true, maxSend: MaxSendSizeLimit},
 		// The window lends 1000 bytes at a time (a message spans chunks).
 		{name: "memory-pieces", memory: true, lender: func(l walreader.Lender) *flakyLender { return &flakyLender{l: l, lim: 1000} }},
 		// Every second borrow misses: the check that the window holds the
@@ -388,6 +398,12 @@ func TestSendFileBytes(t *testing.T) {
 			}
 			rd := walreader.New(segSize, tiers...)
 			defer rd.Close()
+			counted := &tierBytes{}
+			rd.Observe(counted)
+			if c.maxSend != 0 {
+				s.maxSend = c.maxSend
+			}
+			maxMsg := s.sendSize()
 			st := &stream{c: conn, consumer: consumers.NewRegistry().Add(consumers.Info{})}
 			start := wal.LSN(segSize) + 100
 			end := tl.FlushLSN()
@@ -421,7 +437,7 @@ func TestSendFileBytes(t *testing.T) {
 					t.Fatal(err)
 				}
 				n := int(binary.BigEndian.Uint32(hdr[1:])) + 1 - frameHeader
-				if hdr[0] != 'd' || hdr[5] != 'w' || wal.LSN(binary.BigEndian.Uint64(hdr[6:])) != pos || n <= 0 || n > MaxSendSize {
+				if hdr[0] != 'd' || hdr[5] != 'w' || wal.LSN(binary.BigEndian.Uint64(hdr[6:])) != pos || n <= 0 || uint64(n) > maxMsg {
 					t.Fatalf("bad header at %s: %q, %d bytes", pos, hdr, n)
 				}
 				got := make([]byte, n)
@@ -450,6 +466,13 @@ func TestSendFileBytes(t *testing.T) {
 			if len(tiersSeen) == 0 || tiersSeen[0] != wantTier {
 				t.Fatalf("tiers that served the messages: %v, want %s first", tiersSeen, wantTier)
 			}
+			if fl == nil || fl.missEvery == 0 {
+				// Each byte read once, by the tier that served it
+				// (after a miss the rest is read again elsewhere).
+				if counted.n != int(end-start) || counted.tiers != wantTier {
+					t.Fatalf("reads counted %d bytes from %q, want %d from %q", counted.n, counted.tiers, end-start, wantTier)
+				}
+			}
 			if fl != nil && fl.lent == 0 {
 				t.Fatal("the window lent nothing")
 			}
@@ -457,6 +480,22 @@ func TestSendFileBytes(t *testing.T) {
 				t.Fatal("no borrow missed")
 			}
 		})
+	}
+}
+
+// tierBytes is a walreader.Observer adding up the bytes read and naming
+// the tiers that served them ("a+b" for more than one).
+type tierBytes struct {
+	n     int
+	tiers string
+}
+
+func (c *tierBytes) WALRead(tier string, n int) {
+	c.n += n
+	if c.tiers == "" {
+		c.tiers = tier
+	} else if !strings.Contains(c.tiers, tier) {
+		c.tiers += "+" + tier
 	}
 }
 

@@ -419,10 +419,17 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	if s.fs != nil {
 		ext, err = s.rd.ReadOrLocate(ctx, buf[frameHeader:], tli, s.sent)
 		if err == nil && ext.File != nil && ext.N > sendfileMax {
-			// Copied rather than sent with sendfile (see sendfileMax).
-			k := ext.N
-			ext = walreader.Extent{}
-			ext.N, err = s.rd.ReadAt(ctx, buf[frameHeader:frameHeader+k], tli, s.sent)
+			// Copied rather than sent with sendfile (see sendfileMax),
+			// from the file already located: the reader counted these
+			// bytes once.
+			var k int
+			k, err = ext.File.ReadAt(buf[frameHeader:frameHeader+ext.N], ext.Off)
+			if err == io.EOF && k == ext.N {
+				err = nil
+			} else if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			ext = walreader.Extent{N: k}
 		}
 	} else {
 		ext.N, err = s.rd.ReadAt(ctx, buf[frameHeader:], tli, s.sent)
@@ -505,6 +512,10 @@ func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, 
 	if hdrLeft == 0 && sent == ext.N {
 		return nil
 	}
+	// The rest is read after the header may have gone out, under the
+	// write deadline: from the local files as a rule; if they are gone
+	// too, from the archive, and a slow archive then ends the
+	// connection rather than the message.
 	rest := buf[frameHeader+sent : frameHeader+ext.N]
 	k, err := s.rd.ReadAt(ctx, rest, tli, s.sent+wal.LSN(sent))
 	if err == nil && k < len(rest) {
