@@ -71,8 +71,12 @@ func TestSet(t *testing.T) {
 	if blk == nil || !s.CA.Equal(mustParse(t, blk.Bytes)) {
 		t.Fatal("ca.pem does not hold the CA")
 	}
-	if fi, err := os.Stat(f.Key); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("key file mode: %v %v", fi.Mode(), err)
+	fi, err := os.Stat(f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v, want 0600", fi.Mode().Perm())
 	}
 }
 
