@@ -805,9 +805,9 @@ func readTimelineEnd(ctx context.Context, conn *pgconn.PgConn) (*timelineEnd, er
 // xlogData takes one XLogData message (the body of its CopyData) from src:
 // the WAL is appended and, with kick not nil, the flusher kicked to make it
 // durable and acknowledge it (with kick nil the caller flushes itself).
-// appended says the timeline took the WAL. It allocates nothing (BenchmarkIngestXLogData). From a peer it returns
-// errStopReached, once the WAL is durable, at the position the peer was
-// asked for.
+// appended says the timeline took the WAL. It allocates nothing
+// (BenchmarkIngestXLogData). From a peer it returns errStopReached, once
+// the WAL is durable, at the position the peer was asked for.
 func (r *Receiver) xlogData(data []byte, src *source, kick chan<- struct{}) (appended bool, err error) {
 	if len(data) < 25 {
 		return false, fmt.Errorf("XLogData too short: %d bytes", len(data))

@@ -43,12 +43,11 @@ type fileSender struct {
 	err      error
 
 	// sendMem's message
-	mem    walreader.Lender
-	tli    uint32
-	pos    wal.LSN
-	missed bool // the window stopped holding pos
-	iov    [2]unix.Iovec
-	msg    unix.Msghdr
+	mem walreader.Lender
+	tli uint32
+	pos wal.LSN
+	iov [2]unix.Iovec
+	msg unix.Msghdr
 }
 
 // errNoSendfile reports that the kernel refused sendfile for this file and
@@ -142,7 +141,7 @@ func (fs *fileSender) step(fd uintptr) bool {
 // out (sent < n, no error), the caller reads the rest elsewhere and writes
 // it after the hdrLeft last bytes of the header.
 func (fs *fileSender) sendMem(hdr []byte, l walreader.Lender, tli uint32, pos wal.LSN, n int) (hdrLeft, sent int, err error) {
-	fs.hdr, fs.mem, fs.tli, fs.pos, fs.remain, fs.err, fs.missed = hdr, l, tli, pos, n, nil, false
+	fs.hdr, fs.mem, fs.tli, fs.pos, fs.remain, fs.err = hdr, l, tli, pos, n, nil
 	err = fs.rc.Write(fs.writeMem)
 	if err == nil {
 		err = fs.err
@@ -168,8 +167,7 @@ func (fs *fileSender) stepMem(fd uintptr) bool {
 		if fs.remain > 0 {
 			b, p, ok := fs.mem.Borrow(fs.tli, fs.pos, fs.remain)
 			if !ok {
-				fs.missed = true
-				return true
+				return true // the window moved past pos: sendMem's caller reads the rest
 			}
 			pin = p
 			fs.iov[iovs].Base = &b[0]

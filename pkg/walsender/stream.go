@@ -422,14 +422,13 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 			// Copied rather than sent with sendfile (see sendfileMax),
 			// from the file already located: the reader counted these
 			// bytes once.
-			var k int
-			k, err = ext.File.ReadAt(buf[frameHeader:frameHeader+ext.N], ext.Off)
-			if err == io.EOF && k == ext.N {
-				err = nil
-			} else if err == io.EOF {
-				err = io.ErrUnexpectedEOF
+			k, rerr := ext.File.ReadAt(buf[frameHeader:frameHeader+ext.N], ext.Off)
+			if k < ext.N && (rerr == nil || rerr == io.EOF) {
+				rerr = io.ErrUnexpectedEOF
+			} else if k == ext.N {
+				rerr = nil // io.EOF at the very end of the file
 			}
-			ext = walreader.Extent{N: k}
+			ext, err = walreader.Extent{N: k}, rerr
 		}
 	} else {
 		ext.N, err = s.rd.ReadAt(ctx, buf[frameHeader:], tli, s.sent)
