@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +18,7 @@ import (
 type idleProbe struct {
 	rc    syscall.RawConn
 	n     int
+	n32   int32
 	err   error
 	probe func(fd uintptr) // made once: a closure per call would allocate
 }
@@ -35,7 +37,15 @@ func newIdleProbe(c net.Conn) *idleProbe {
 		return p
 	}
 	p.rc = rc
-	p.probe = func(fd uintptr) { p.n, p.err = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }
+	// A raw call: an ioctl that cannot block needs no syscall bookkeeping
+	// (see pollConn).
+	p.probe = func(fd uintptr) {
+		_, _, e := unix.RawSyscall(unix.SYS_IOCTL, fd, unix.TIOCINQ, uintptr(unsafe.Pointer(&p.n32)))
+		p.n, p.err = int(p.n32), nil
+		if e != 0 {
+			p.err = e
+		}
+	}
 	return p
 }
 

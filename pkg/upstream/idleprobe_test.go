@@ -34,6 +34,26 @@ func TestIdleProbe(t *testing.T) {
 		}
 		checkProbe(t, tc, tc, ts)
 	})
+	t.Run("pollconn", func(t *testing.T) {
+		client, server := loopbackPair(t)
+		pc := wrapPollConn(client)
+		checkProbe(t, pc, pc, server)
+	})
+	t.Run("pollconn-tls", func(t *testing.T) {
+		c, s := loopbackPair(t)
+		certs := testcert.Must(t)
+		tc := tls.Client(wrapPollConn(c), &tls.Config{RootCAs: certs.Pool(), ServerName: "127.0.0.1"})
+		ts := tls.Server(s, certs.ServerConfig())
+		errc := make(chan error, 1)
+		go func() { errc <- ts.Handshake() }()
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		checkProbe(t, tc, tc, ts)
+	})
 	t.Run("pipe", func(t *testing.T) {
 		a, b := net.Pipe()
 		defer a.Close()

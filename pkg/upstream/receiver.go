@@ -314,6 +314,14 @@ func Dial(ctx context.Context, connString, appName, passwordFile string) (*pgcon
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return wrapPollConn(c), nil
+	}
 	return pgconn.ConnectConfig(ctx, cfg)
 }
 

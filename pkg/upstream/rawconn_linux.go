@@ -1,0 +1,152 @@
+package upstream
+
+import (
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// pollConn reads and writes the upstream's socket with read(2) and
+// write(2) made from the callbacks of its RawConn, as raw system calls:
+// the socket is non-blocking (every net.Conn's is), so neither call can
+// block, and a would-block answer parks the goroutine in the network
+// poller exactly as net.Conn's own Read and Write do, deadlines included.
+//
+// Why: net.Conn's Read and Write enter the scheduler's syscall state,
+// which wakes the runtime's sysmon thread whenever it was asleep, and a
+// receive loop that goes idle between every commit put it back to sleep
+// and woke it again some thousand times a second (see pkg/walstore's
+// fdatasync_linux.go, which does the same for the write and the fsync). A
+// call that cannot block does not need that bookkeeping, as the
+// runtime's own epoll calls do without it.
+//
+// Everything else (deadlines, Close, addresses) is the wrapped
+// connection's. Like a net.Conn it may be used from several goroutines:
+// one Read and one Write at a time each, the others wait.
+type pollConn struct {
+	net.Conn
+	rc syscall.RawConn
+
+	rmu     sync.Mutex
+	rbuf    []byte
+	rn      int
+	rerr    error
+	readFn  func(fd uintptr) bool // bound once: a closure per call would allocate
+	wmu     sync.Mutex
+	wbuf    []byte
+	wn      int
+	werr    error
+	writeFn func(fd uintptr) bool
+}
+
+// wrapPollConn returns c read and written through raw system calls, or c
+// itself when it is not a socket with a RawConn.
+func wrapPollConn(c net.Conn) net.Conn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	p := &pollConn{Conn: c, rc: rc}
+	p.readFn = p.readStep
+	p.writeFn = p.writeStep
+	return p
+}
+
+// SyscallConn is the socket's, for the idle probe.
+func (p *pollConn) SyscallConn() (syscall.RawConn, error) { return p.rc, nil }
+
+func (p *pollConn) readStep(fd uintptr) bool {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p.rbuf[0])), uintptr(len(p.rbuf)))
+	switch e {
+	case 0:
+		p.rn = int(n)
+	case unix.EAGAIN, unix.EINTR:
+		return false // wait in the poller until readable
+	default:
+		p.rerr = e
+	}
+	return true
+}
+
+func (p *pollConn) writeStep(fd uintptr) bool {
+	for p.wn < len(p.wbuf) {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p.wbuf[p.wn])), uintptr(len(p.wbuf)-p.wn))
+		switch e {
+		case 0:
+			p.wn += int(n)
+		case unix.EAGAIN:
+			return false // wait in the poller until writable
+		case unix.EINTR:
+		default:
+			p.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+func (p *pollConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	p.rbuf, p.rn, p.rerr = b, 0, nil
+	err := p.rc.Read(p.readFn)
+	p.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, p.opError("read", unwrapOp(err))
+	case p.rerr != nil:
+		return 0, p.opError("read", p.rerr)
+	case p.rn == 0:
+		return 0, io.EOF
+	}
+	return p.rn, nil
+}
+
+func (p *pollConn) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.wbuf, p.wn, p.werr = b, 0, nil
+	err := p.rc.Write(p.writeFn)
+	p.wbuf = nil
+	if err == nil {
+		err = p.werr
+	} else {
+		err = unwrapOp(err)
+	}
+	if err != nil {
+		return p.wn, p.opError("write", err)
+	}
+	return p.wn, nil
+}
+
+// opError is the error net.Conn's Read or Write would return.
+func (p *pollConn) opError(op string, err error) error {
+	e := &net.OpError{Op: op, Source: p.LocalAddr(), Addr: p.RemoteAddr(), Err: err}
+	if e.Addr != nil {
+		e.Net = e.Addr.Network()
+	}
+	return e
+}
+
+// unwrapOp takes the cause out of the RawConn's own OpError ("raw-read"),
+// so that the error reads as net.Conn's would (a timeout stays one).
+func unwrapOp(err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		return oe.Err
+	}
+	return err
+}
