@@ -62,7 +62,7 @@ func BenchmarkFdatasync(b *testing.B) {
 				if _, err := f.WriteAt(buf, off); err != nil {
 					b.Fatal(err)
 				}
-				if err := fdatasync(f); err != nil {
+				if err := fdatasync(f, true); err != nil {
 					b.Fatal(err)
 				}
 				off += int64(len(buf))

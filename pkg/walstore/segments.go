@@ -467,7 +467,7 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 			n = room
 		}
 		// Positioned writes: a short write cannot shift later bytes.
-		if _, err := w.cur.WriteAt(data[:n], int64(off)); err != nil {
+		if _, err := pwrite(w.cur, data[:n], int64(off)); err != nil {
 			if IsNoSpace(err) {
 				// Give back the blocks of the partial write; the end of
 				// written WAL has not moved, so nothing refers to them.
@@ -534,7 +534,7 @@ func (w *Writer) Sync() (wal.LSN, error) {
 		}
 	}
 	if cur != nil {
-		if err := fdatasync(cur); err != nil {
+		if err := fdatasync(cur, target-durable <= rawSyncMax); err != nil {
 			return durable, w.fail(fmt.Errorf("fdatasync: %w", err))
 		}
 	}
