@@ -36,6 +36,9 @@ type fileSender struct {
 	rc       syscall.RawConn
 	write    func(fd uintptr) bool
 	writeMem func(fd uintptr) bool
+	writeBuf func(fd uintptr) bool
+	buf      []byte     // writeBuf's bytes
+	riov     unix.Iovec // readCached's
 	hdr      []byte
 	src      int
 	off      int64
@@ -74,7 +77,69 @@ func newFileSender(nc net.Conn) *fileSender {
 	fs := &fileSender{rc: rc}
 	fs.write = fs.step
 	fs.writeMem = fs.stepMem
+	fs.writeBuf = fs.stepBuf
 	return fs
+}
+
+// writeAll writes b whole, as the connection's Write would, with raw
+// write(2) calls from the RawConn's callback: the socket is non-blocking,
+// so a call cannot block, and it needs none of the scheduler's syscall
+// bookkeeping, which wakes the runtime's sysmon thread whenever it sleeps
+// (see pkg/walstore's fdatasync_linux.go). A full socket parks the
+// goroutine in the poller.
+func (fs *fileSender) writeAll(b []byte) error {
+	fs.buf, fs.err = b, nil
+	err := fs.rc.Write(fs.writeBuf)
+	fs.buf = nil
+	if err == nil {
+		err = fs.err
+	}
+	return err
+}
+
+func (fs *fileSender) stepBuf(fd uintptr) bool {
+	for len(fs.buf) > 0 {
+		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&fs.buf[0])), uintptr(len(fs.buf)))
+		switch errno {
+		case 0:
+			fs.buf = fs.buf[n:]
+		case unix.EAGAIN:
+			return false
+		case unix.EINTR:
+		default:
+			fs.err = errno
+			return true
+		}
+	}
+	return true
+}
+
+// readCached reads len(b) bytes of f at off into b with one raw
+// preadv2(RWF_NOWAIT): WAL in the page cache is copied without the
+// scheduler's syscall bookkeeping, while WAL that would have to come from
+// the disk (EAGAIN), or a kernel without RWF_NOWAIT, is read with an
+// ordinary ReadAt, which may block.
+func (fs *fileSender) readCached(f *os.File, b []byte, off int64) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	fs.riov = unix.Iovec{Base: &b[0]}
+	fs.riov.SetLen(len(b))
+	n, _, errno := unix.RawSyscall6(unix.SYS_PREADV2, f.Fd(), uintptr(unsafe.Pointer(&fs.riov)), 1, uintptr(off), 0, unix.RWF_NOWAIT)
+	runtime.KeepAlive(f)
+	fs.riov = unix.Iovec{}
+	if errno == 0 && int(n) == len(b) {
+		return len(b), nil
+	}
+	k := 0
+	if errno == 0 {
+		k = int(n) // partly cached, or the file ends
+		if k == 0 {
+			return 0, io.EOF
+		}
+	}
+	m, err := f.ReadAt(b[k:], off+int64(k))
+	return k + m, err
 }
 
 // send writes hdr, then n bytes of f from off. It returns how many of the
@@ -181,7 +246,8 @@ func (fs *fileSender) stepMem(fd uintptr) bool {
 		if more {
 			flags |= unix.MSG_MORE
 		}
-		n, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&fs.msg)), uintptr(flags))
+		// A raw call: the socket is non-blocking (see writeAll).
+		n, _, errno := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&fs.msg)), uintptr(flags))
 		pin.Release()
 		switch errno {
 		case 0:

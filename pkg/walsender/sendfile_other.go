@@ -23,3 +23,7 @@ func (*fileSender) send([]byte, *os.File, int64, int) (int, error) { return 0, e
 func (*fileSender) sendMem([]byte, walreader.Lender, uint32, wal.LSN, int) (int, int, error) {
 	return 0, 0, errNoSendfile
 }
+
+func (*fileSender) writeAll([]byte) error { return errNoSendfile }
+
+func (*fileSender) readCached(f *os.File, b []byte, off int64) (int, error) { return f.ReadAt(b, off) }

@@ -422,7 +422,7 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 			// Copied rather than sent with sendfile (see sendfileMax),
 			// from the file already located: the reader counted these
 			// bytes once.
-			k, rerr := ext.File.ReadAt(buf[frameHeader:frameHeader+ext.N], ext.Off)
+			k, rerr := s.fs.readCached(ext.File, buf[frameHeader:frameHeader+ext.N], ext.Off)
 			if k < ext.N && (rerr == nil || rerr == io.EOF) {
 				rerr = io.ErrUnexpectedEOF
 			} else if k == ext.N {
@@ -453,6 +453,10 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	case ext.File != nil:
 		if err := s.sendFile(buf, ext); err != nil {
 			return err
+		}
+	case s.fs != nil:
+		if err := s.fs.writeAll(buf); err != nil {
+			return errClosed
 		}
 	default:
 		if _, err := s.c.nc.Write(buf); err != nil {
