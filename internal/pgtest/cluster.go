@@ -546,6 +546,30 @@ func (c *Cluster) SystemID(t testing.TB) uint64 {
 	return id
 }
 
+// EnableTLS makes the server accept TLS with the certificate and key in
+// the PEM files cert and key: they are copied into the data directory,
+// owned by the server's user (PostgreSQL refuses a key others can read),
+// and ssl is turned on with a reload.
+func (c *Cluster) EnableTLS(t testing.TB, cert, key string) {
+	t.Helper()
+	for _, f := range []struct{ src, name string }{{cert, "server.crt"}, {key, "server.key"}} {
+		b, err := os.ReadFile(f.src)
+		if err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		dst := filepath.Join(c.DataDir, f.name)
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		if err := chownServer(dst); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+	}
+	c.Exec(t, "ALTER SYSTEM SET ssl_cert_file = 'server.crt'")
+	c.Exec(t, "ALTER SYSTEM SET ssl_key_file = 'server.key'")
+	c.SetConf(t, "ssl", "on")
+}
+
 // SetConf sets a configuration parameter with ALTER SYSTEM and reloads the
 // configuration (see Reload). Parameters that need a restart take effect
 // only after Restart. The value is quoted as for Options.Conf.
