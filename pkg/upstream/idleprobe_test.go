@@ -21,17 +21,7 @@ func TestIdleProbe(t *testing.T) {
 	})
 	t.Run("tls", func(t *testing.T) {
 		c, s := loopbackPair(t)
-		certs := testcert.Must(t)
-		tc := tls.Client(c, &tls.Config{RootCAs: certs.Pool(), ServerName: "127.0.0.1"})
-		ts := tls.Server(s, certs.ServerConfig())
-		errc := make(chan error, 1)
-		go func() { errc <- ts.Handshake() }()
-		if err := tc.Handshake(); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
+		tc, ts := tlsPair(t, c, s)
 		checkProbe(t, tc, tc, ts)
 	})
 	t.Run("pollconn", func(t *testing.T) {
@@ -41,17 +31,7 @@ func TestIdleProbe(t *testing.T) {
 	})
 	t.Run("pollconn-tls", func(t *testing.T) {
 		c, s := loopbackPair(t)
-		certs := testcert.Must(t)
-		tc := tls.Client(wrapPollConn(c), &tls.Config{RootCAs: certs.Pool(), ServerName: "127.0.0.1"})
-		ts := tls.Server(s, certs.ServerConfig())
-		errc := make(chan error, 1)
-		go func() { errc <- ts.Handshake() }()
-		if err := tc.Handshake(); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
+		tc, ts := tlsPair(t, wrapPollConn(c), s)
 		checkProbe(t, tc, tc, ts)
 	})
 	t.Run("pipe", func(t *testing.T) {
@@ -62,6 +42,24 @@ func TestIdleProbe(t *testing.T) {
 			t.Fatal("a pipe cannot be probed, yet it was reported quiet")
 		}
 	})
+}
+
+// tlsPair runs TLS over the client c and the server s, handshake done,
+// the client verifying the server.
+func tlsPair(t *testing.T, c, s net.Conn) (*tls.Conn, *tls.Conn) {
+	t.Helper()
+	certs := testcert.Must(t)
+	tc := tls.Client(c, &tls.Config{RootCAs: certs.Pool(), ServerName: "127.0.0.1"})
+	ts := tls.Server(s, certs.ServerConfig())
+	errc := make(chan error, 1)
+	go func() { errc <- ts.Handshake() }()
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return tc, ts
 }
 
 // checkProbe: quiet before anything is sent, not quiet once the peer
