@@ -64,16 +64,22 @@ func wrapPollConn(c net.Conn) net.Conn {
 func (p *pollConn) SyscallConn() (syscall.RawConn, error) { return p.rc, nil }
 
 func (p *pollConn) readStep(fd uintptr) bool {
-	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p.rbuf[0])), uintptr(len(p.rbuf)))
-	switch e {
-	case 0:
-		p.rn = int(n)
-	case unix.EAGAIN, unix.EINTR:
-		return false // wait in the poller until readable
-	default:
-		p.rerr = e
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p.rbuf[0])), uintptr(len(p.rbuf)))
+		switch e {
+		case 0:
+			p.rn = int(n)
+		case unix.EINTR:
+			// Again at once: the poller reports readiness once (edge
+			// triggered), so waiting for it could wait for more data.
+			continue
+		case unix.EAGAIN:
+			return false // wait in the poller until readable
+		default:
+			p.rerr = e
+		}
+		return true
 	}
-	return true
 }
 
 func (p *pollConn) writeStep(fd uintptr) bool {
