@@ -36,8 +36,6 @@ type fileSender struct {
 	rc       syscall.RawConn
 	write    func(fd uintptr) bool
 	writeMem func(fd uintptr) bool
-	writeBuf func(fd uintptr) bool
-	buf      []byte     // writeBuf's bytes
 	riov     unix.Iovec // readCached's
 	hdr      []byte
 	src      int
@@ -77,41 +75,19 @@ func newFileSender(nc net.Conn) *fileSender {
 	fs := &fileSender{rc: rc}
 	fs.write = fs.step
 	fs.writeMem = fs.stepMem
-	fs.writeBuf = fs.stepBuf
 	return fs
 }
 
-// writeAll writes b whole, as the connection's Write would, with raw
-// write(2) calls from the RawConn's callback: the socket is non-blocking,
-// so a call cannot block, and it needs none of the scheduler's syscall
-// bookkeeping, which wakes the runtime's sysmon thread whenever it sleeps
-// (see pkg/walstore's fdatasync_linux.go). A full socket parks the
-// goroutine in the poller.
+// writeAll writes b whole, as the connection's Write would: it is
+// sendMem with no WAL after the "header", so the bytes go out with raw
+// sendmsg(2) calls from the RawConn's callback. The socket is
+// non-blocking, so a call cannot block, and it needs none of the
+// scheduler's syscall bookkeeping, which wakes the runtime's sysmon
+// thread whenever it sleeps (see pkg/walstore's fdatasync_linux.go). A
+// full socket parks the goroutine in the poller.
 func (fs *fileSender) writeAll(b []byte) error {
-	fs.buf, fs.err = b, nil
-	err := fs.rc.Write(fs.writeBuf)
-	fs.buf = nil
-	if err == nil {
-		err = fs.err
-	}
+	_, _, err := fs.sendMem(b, nil, 0, 0, 0)
 	return err
-}
-
-func (fs *fileSender) stepBuf(fd uintptr) bool {
-	for len(fs.buf) > 0 {
-		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&fs.buf[0])), uintptr(len(fs.buf)))
-		switch errno {
-		case 0:
-			fs.buf = fs.buf[n:]
-		case unix.EAGAIN:
-			return false
-		case unix.EINTR:
-		default:
-			fs.err = errno
-			return true
-		}
-	}
-	return true
 }
 
 // readCached reads len(b) bytes of f at off into b with one raw
