@@ -74,6 +74,49 @@ func procCPUNs(pid int) (time.Duration, bool) {
 	return time.Duration(sum), true
 }
 
+// threadCPUNs is the CPU time of each of a process's threads, by thread
+// id, from schedstat.
+func threadCPUNs(pid int) map[string]int64 {
+	out := map[string]int64{}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return out
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				out[t.Name()] = ns
+			}
+		}
+	}
+	return out
+}
+
+// threadCPUDelta formats the CPU each thread used between two
+// threadCPUNs samples, per GiB of gib, largest first.
+func threadCPUDelta(before, after map[string]int64, gib float64) string {
+	type th struct {
+		id string
+		ns int64
+	}
+	var ts []th
+	for id, ns := range after {
+		if d := ns - before[id]; d > 0 {
+			ts = append(ts, th{id, d})
+		}
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].ns > ts[j].ns })
+	var sb strings.Builder
+	for _, t := range ts {
+		fmt.Fprintf(&sb, " %s:%.3f", t.id, float64(t.ns)/1e9/gib)
+	}
+	return sb.String()
+}
+
 // cpuSampler follows a process's CPU time until stopped; the last sample
 // before the process exits is kept (at most one interval short).
 type cpuSampler struct {
@@ -549,15 +592,23 @@ func BenchmarkStream(b *testing.B) {
 	// whole process from before the connection to the last byte; the
 	// walsender's whole life to the last byte (it is forked for the
 	// connection).
+	debug := os.Getenv("BENCH_DEBUG") != ""
 	single := func(t streamTarget, app string) (cpu, wall time.Duration) {
 		var base time.Duration
+		var threads0, threads1 map[string]int64
 		if t.sk != nil {
+			if debug {
+				threads0 = threadCPUNs(t.sk.PID())
+			}
 			base, _ = procCPUNs(t.sk.PID())
 		}
 		var end1 time.Duration
 		wall, n, err := streamDiscard(ctx, t.connString(app), start, end, func(pid uint32) {
 			if t.sk != nil {
 				end1, _ = procCPUNs(t.sk.PID())
+				if debug {
+					threads1 = threadCPUNs(t.sk.PID())
+				}
 			} else {
 				end1, _ = procCPUNs(int(pid))
 			}
@@ -567,6 +618,9 @@ func BenchmarkStream(b *testing.B) {
 		}
 		if n < size {
 			b.Fatalf("%s: %d bytes, want %d", t.name, n, size)
+		}
+		if debug && t.sk != nil {
+			b.Logf("%s: CPU s/GiB per thread (main thread id %d):%s", app, t.sk.PID(), threadCPUDelta(threads0, threads1, sizeGiB))
 		}
 		return end1 - base, wall
 	}
