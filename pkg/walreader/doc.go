@@ -11,7 +11,10 @@
 // removed", which the walsender turns into the consumer's error.
 //
 // Observers learn which tier served each read and how much (the consumer's
-// status, the per-tier read metric).
+// status, the per-tier read metric). Bytes the memory window lends are
+// counted when the sender reports them sent (Lent), so that a message the
+// window moved past in the middle counts each byte once, for the tier it
+// went out from.
 //
 // A Reader belongs to one consumer and is not safe for concurrent use. The
 // local tier keeps the current segment file open, so streaming costs one

@@ -49,7 +49,9 @@ type Reader struct {
 	names   []string
 	segSize uint64
 	last    int // index of the tier that served the last read, -1 before
-	obs     []Observer
+	// lentTier is the tier whose window ReadOrLocate last lent.
+	lentTier int
+	obs      []Observer
 }
 
 // New returns a reader over the given tiers, consulted in order.
@@ -97,6 +99,21 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) 
 
 // served records that tier i answered a read of n bytes with err.
 func (r *Reader) served(i, n int, err error) {
+	r.switchTo(i)
+	if err == nil {
+		r.count(i, n)
+	}
+}
+
+// count tells the observers that tier i served n bytes.
+func (r *Reader) count(i, n int) {
+	for _, o := range r.obs {
+		o.WALRead(r.names[i], n)
+	}
+}
+
+// switchTo makes tier i the one serving the reader.
+func (r *Reader) switchTo(i int) {
 	if i != r.last {
 		// Another tier took over (e.g. a catch-up read reached the
 		// local files): the previous one may drop what it holds.
@@ -106,11 +123,6 @@ func (r *Reader) served(i, n int, err error) {
 			}
 		}
 		r.last = i
-	}
-	if err == nil {
-		for _, o := range r.obs {
-			o.WALRead(r.names[i], n)
-		}
 	}
 }
 
@@ -146,7 +158,8 @@ type locator interface {
 // file belongs to the reader: it is valid until the next call or Close.
 // The caller never asks for bytes beyond the durable end of WAL, so the
 // file holds them all; the window may move past them before they are
-// borrowed, which the sender sees as a miss.
+// borrowed, which the sender sees as a miss. Bytes the window lends are
+// counted for the observers when the sender reports them sent (Lent).
 func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal.LSN) (Extent, error) {
 	if room := r.segSize - wal.SegmentOffset(lsn, r.segSize); uint64(len(p)) > room {
 		p = p[:room]
@@ -154,7 +167,11 @@ func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal
 	for i, t := range r.tiers {
 		if mt, ok := t.(*MemoryTier); ok {
 			if l := mt.lend(tli, lsn); l != nil {
-				r.served(i, len(p), nil)
+				// Counted by Lent, once sent: the window may move
+				// past the bytes first, and then the rest is read
+				// (and counted) elsewhere.
+				r.switchTo(i)
+				r.lentTier = i
 				return Extent{Mem: l, N: len(p)}, nil
 			}
 		}
@@ -177,6 +194,14 @@ func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal
 		return Extent{N: n}, err
 	}
 	return Extent{}, r.unavailable(tli, lsn)
+}
+
+// Lent tells the observers that n bytes the window of the last
+// ReadOrLocate lent were sent from it.
+func (r *Reader) Lent(n int) {
+	if n > 0 {
+		r.count(r.lentTier, n)
+	}
 }
 
 // Close closes all tiers.

@@ -509,6 +509,7 @@ func (s *sender) sendFile(buf []byte, ext walreader.Extent) error {
 // connection is dropped.
 func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, tli uint32) error {
 	hdrLeft, sent, err := s.fs.sendMem(buf[:frameHeader], ext.Mem, tli, s.sent, ext.N)
+	s.rd.Lent(sent)
 	if err != nil {
 		return errClosed
 	}
