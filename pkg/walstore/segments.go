@@ -562,8 +562,9 @@ func (w *Writer) fail(err error) error {
 // ingest went idle holds no file descriptor; the next Write opens the
 // file again. With WAL not yet synced, or complete segments not yet
 // renamed, it does nothing: call it after a Sync. (A preallocation of the
-// next segment under way holds a descriptor until it is done.) It never
-// blocks a Write for longer than a close.
+// next segment, or a tail fill of the current one, under way holds a
+// descriptor of its own until it is done: at most one segment of zeros
+// written and fsynced.) It never blocks a Write for longer than a close.
 func (w *Writer) CloseIdle() error {
 	w.syncMu.Lock() // no Sync is using cur meanwhile
 	defer w.syncMu.Unlock()
