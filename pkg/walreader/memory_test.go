@@ -206,12 +206,25 @@ func TestReadOrLocateMemory(t *testing.T) {
 	appendFlush(t, tl, segSize+4<<20)
 	rd := walreader.New(segSize, walreader.NewMemoryTier(tl.Memory()), walreader.NewLocalTier(tl.Dir(), segSize))
 	defer rd.Close()
+	log := &tierLog{bytes: map[string]int{}}
+	rd.Observe(log)
 	buf := make([]byte, 128<<10)
 
+	rd.Lent(100) // before any lend: nothing to count
 	recent := wal.LSN(segSize + 4<<20 - 200<<10)
 	ext, err := rd.ReadOrLocate(ctx, buf, tli, recent)
 	if err != nil || ext.Mem == nil || ext.File != nil || ext.N != len(buf) {
 		t.Fatalf("recent WAL: %+v, %v; want the window lending %d bytes", ext, err, len(buf))
+	}
+	// A lend is counted as it is sent, not when it is made.
+	if len(log.bytes) != 0 {
+		t.Fatalf("counted %v before anything was sent, want nothing", log.bytes)
+	}
+	rd.Lent(0)
+	rd.Lent(1000)
+	rd.Lent(500)
+	if len(log.bytes) != 1 || log.bytes["memory"] != 1500 {
+		t.Fatalf("counted %v after 1500 bytes sent from the window, want memory: 1500", log.bytes)
 	}
 	got := make([]byte, 0, len(buf))
 	for pos := recent; len(got) < ext.N; {
@@ -234,6 +247,12 @@ func TestReadOrLocateMemory(t *testing.T) {
 	ext, err = rd.ReadOrLocate(ctx, buf, tli, old)
 	if err != nil || ext.Mem != nil || ext.File == nil || ext.N != len(buf) {
 		t.Fatalf("WAL the window moved past: %+v, %v; want the segment file", ext, err)
+	}
+	// The file is counted when located; a Lent after a call that lent
+	// nothing counts nothing for the window.
+	rd.Lent(700)
+	if log.bytes["memory"] != 1500 || log.bytes["local"] != len(buf) {
+		t.Fatalf("counted %v, want memory: 1500, local: %d", log.bytes, len(buf))
 	}
 
 	// A memory tier over something that only copies fills the buffer.

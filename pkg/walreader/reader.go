@@ -37,8 +37,10 @@ type releaser interface{ Release() }
 type namer interface{ Name() string }
 
 // Observer is told of every successful read: the name of the tier that
-// served it and how many bytes it read. It is called on the reader's
-// goroutine, must not block, and should not allocate.
+// served it and how many bytes it read. Bytes the memory window lends to
+// ReadOrLocate's caller are reported when the caller says they were sent
+// (Lent), and only those. It is called on the reader's goroutine, must
+// not block, and should not allocate.
 type Observer interface {
 	WALRead(tier string, n int)
 }
@@ -49,7 +51,8 @@ type Reader struct {
 	names   []string
 	segSize uint64
 	last    int // index of the tier that served the last read, -1 before
-	// lentTier is the tier whose window ReadOrLocate last lent.
+	// lentTier is the tier whose window the last ReadOrLocate lent, -1
+	// when it lent none.
 	lentTier int
 	obs      []Observer
 }
@@ -62,7 +65,7 @@ func New(segSize uint64, tiers ...Tier) *Reader {
 			names[i] = n.Name()
 		}
 	}
-	return &Reader{tiers: tiers, names: names, segSize: segSize, last: -1}
+	return &Reader{tiers: tiers, names: names, segSize: segSize, last: -1, lentTier: -1}
 }
 
 // Observe adds an observer of the reader's reads (metrics, a consumer's
@@ -164,6 +167,7 @@ func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal
 	if room := r.segSize - wal.SegmentOffset(lsn, r.segSize); uint64(len(p)) > room {
 		p = p[:room]
 	}
+	r.lentTier = -1
 	for i, t := range r.tiers {
 		if mt, ok := t.(*MemoryTier); ok {
 			if l := mt.lend(tli, lsn); l != nil {
@@ -196,10 +200,10 @@ func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal
 	return Extent{}, r.unavailable(tli, lsn)
 }
 
-// Lent tells the observers that n bytes the window of the last
-// ReadOrLocate lent were sent from it.
+// Lent tells the observers that n bytes were sent from the window the
+// last ReadOrLocate lent. Without such a lend it does nothing.
 func (r *Reader) Lent(n int) {
-	if n > 0 {
+	if n > 0 && r.lentTier >= 0 {
 		r.count(r.lentTier, n)
 	}
 }
