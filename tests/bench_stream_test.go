@@ -51,11 +51,26 @@ func procCPU(pid int) (time.Duration, bool) {
 // exited are missing from the sum; the Go runtime and a walsender keep
 // theirs. Falls back to procCPU when schedstat is unavailable.
 func procCPUNs(pid int) (time.Duration, bool) {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
+	threads, ok := threadCPUNs(pid)
+	if !ok {
 		return procCPU(pid)
 	}
 	var sum int64
+	for _, ns := range threads {
+		sum += ns
+	}
+	return time.Duration(sum), true
+}
+
+// threadCPUNs is the CPU time of each of a process's threads, by thread
+// id, from schedstat; false when schedstat is unavailable. Threads that
+// exit while it reads are left out.
+func threadCPUNs(pid int) (map[string]int64, bool) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, false
+	}
+	out := make(map[string]int64, len(tasks))
 	for _, t := range tasks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
@@ -63,37 +78,15 @@ func procCPUNs(pid int) (time.Duration, bool) {
 		}
 		f := strings.Fields(string(b))
 		if len(f) == 0 {
-			return procCPU(pid)
+			return nil, false
 		}
 		ns, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return procCPU(pid)
+			return nil, false
 		}
-		sum += ns
+		out[t.Name()] = ns
 	}
-	return time.Duration(sum), true
-}
-
-// threadCPUNs is the CPU time of each of a process's threads, by thread
-// id, from schedstat.
-func threadCPUNs(pid int) map[string]int64 {
-	out := map[string]int64{}
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return out
-	}
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-				out[t.Name()] = ns
-			}
-		}
-	}
-	return out
+	return out, true
 }
 
 // threadCPUDelta formats the CPU each thread used between two
@@ -598,7 +591,7 @@ func BenchmarkStream(b *testing.B) {
 		var threads0, threads1 map[string]int64
 		if t.sk != nil {
 			if debug {
-				threads0 = threadCPUNs(t.sk.PID())
+				threads0, _ = threadCPUNs(t.sk.PID())
 			}
 			base, _ = procCPUNs(t.sk.PID())
 		}
@@ -607,7 +600,7 @@ func BenchmarkStream(b *testing.B) {
 			if t.sk != nil {
 				end1, _ = procCPUNs(t.sk.PID())
 				if debug {
-					threads1 = threadCPUNs(t.sk.PID())
+					threads1, _ = threadCPUNs(t.sk.PID())
 				}
 			} else {
 				end1, _ = procCPUNs(int(pid))
