@@ -551,6 +551,15 @@ func serve(cfg config, log *zap.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.listenHTTP, err)
 	}
 
+	// The timelines outlive the listeners: they stop after the walsender
+	// has taken its consumers through the shutdown sequence. They are
+	// hosted before either listener serves, so the API never lists fewer
+	// timelines than the data directory holds (hosting only registers
+	// each one; opening runs in its own goroutine).
+	mgrCtx, stopTimelines := context.WithCancel(context.Background())
+	defer stopTimelines()
+	mgr.Start(mgrCtx, defs, pre)
+
 	httpSrv := &http.Server{Handler: httpapi.Handler(httpapi.Config{
 		Node: cfg.name, Version: buildVersion(), Registry: reg, Timelines: mgr, Gatherer: promReg,
 		Ready: httpapi.Readiness{MaxLag: cfg.readyMaxLag, ArchiveFailFor: cfg.readyArchiveFail, Pending: pending.get,
@@ -577,12 +586,6 @@ func serve(cfg config, log *zap.Logger) error {
 		zap.String("version", buildVersion()), zap.String("data_dir", cfg.dataDir),
 		zap.String("listen_pg", pgLn.Addr().String()), zap.String("listen_http", httpLn.Addr().String()),
 		zap.Int("timelines", len(defs)))
-	// The timelines outlive the listeners: they stop after the walsender
-	// has taken its consumers through the shutdown sequence.
-	mgrCtx, stopTimelines := context.WithCancel(context.Background())
-	defer stopTimelines()
-	mgr.Start(mgrCtx, defs, pre)
-
 	fatal := make(chan error, 1) // a failure that must end the process
 	if !known && cfg.upstream != "" {
 		wg.Add(1)
