@@ -40,6 +40,11 @@ func writeAll(t *testing.T, dir string, start wal.LSN, data []byte) *Writer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Close waits for a preallocation or tail fill still under way, which
+	// would otherwise create files while TempDir removes the directory
+	// (the cleanups run in reverse order: this one before TempDir's).
+	// Closing twice is harmless.
+	t.Cleanup(func() { w.Close() })
 	// Several writes of odd sizes, as messages arrive.
 	for off := 0; off < len(data); {
 		n := 7919
