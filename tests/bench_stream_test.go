@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -474,6 +476,77 @@ func warmTmpfs(b *testing.B, dir string, n int64) {
 // storage, so that the WAL is as large as the rows (no TOAST compression),
 // and no autovacuum, whose pass right after a load would slow whichever
 // server is measured first.
+// rangeFiles returns the segment files under dir (searched to any depth)
+// holding timeline 1's WAL from start to end, ".partial" or not.
+func rangeFiles(b *testing.B, dir string, start, end wal.LSN, segSize uint64) []string {
+	b.Helper()
+	want := map[string]bool{}
+	for seg := wal.SegmentNo(start, segSize); seg <= wal.SegmentNo(end-1, segSize); seg++ {
+		want[wal.SegmentFileName(1, seg, segSize)] = true
+	}
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && want[strings.TrimSuffix(d.Name(), ".partial")] {
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil || len(out) != len(want) {
+		b.Fatalf("%s: %d of the range's %d segment files found (%v)", dir, len(out), len(want), err)
+	}
+	return out
+}
+
+// warmFiles brings the files whole into the page cache and returns the
+// share of their pages that already were (mincore). The file variants of
+// the streaming scenarios read WAL from the page cache, as the walsender
+// they are compared with does; this VM pages out file pages nobody touched
+// for a minute (DAMON, docs/performance.md), which would otherwise turn
+// either side's stream into a disk read at random.
+func warmFiles(b *testing.B, paths []string) float64 {
+	b.Helper()
+	var pages, resident int
+	buf := make([]byte, 1<<20)
+	ps := os.Getpagesize()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fi, err := f.Stat()
+		if err != nil || fi.Size() == 0 {
+			f.Close()
+			continue
+		}
+		m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			b.Fatal(err)
+		}
+		vec := make([]byte, (len(m)+ps-1)/ps)
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0])))
+		unix.Munmap(m)
+		if errno != 0 {
+			b.Fatal(errno)
+		}
+		in := 0
+		for _, v := range vec {
+			in += int(v & 1)
+		}
+		pages += len(vec)
+		resident += in
+		for off := int64(0); in < len(vec) && off < fi.Size(); off += int64(len(buf)) {
+			if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+				b.Fatal(err)
+			}
+		}
+		f.Close()
+	}
+	if pages == 0 {
+		return 1
+	}
+	return float64(resident) / float64(pages)
+}
+
 func createBenchTable(b *testing.B, primary *pgtest.Cluster) {
 	b.Helper()
 	primary.Exec(b, "CREATE TABLE bench(x text)")
@@ -581,12 +654,28 @@ func BenchmarkStream(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Minute)
 	defer cancel()
 
+	// Before each stream from files, the range's files are brought back
+	// into the page cache where the VM paged them out; what share was
+	// still there is logged when it was not all.
+	fileSets := map[string][]string{
+		"skfiles": rangeFiles(b, skFiles.DataDir, start, end, segSize),
+		"pg":      rangeFiles(b, filepath.Join(primary.DataDir, "pg_wal"), start, end, segSize),
+	}
+	warm := func(t streamTarget, what string) {
+		if paths := fileSets[t.key]; paths != nil {
+			if in := warmFiles(b, paths); in < 1 {
+				b.Logf("%s: %.1f%% of %s's range was in the page cache; read back before the stream", what, 100*in, t.name)
+			}
+		}
+	}
+
 	// One stream, server CPU (all threads, schedstat): the safekeeper's
 	// whole process from before the connection to the last byte; the
 	// walsender's whole life to the last byte (it is forked for the
 	// connection).
 	debug := os.Getenv("BENCH_DEBUG") != ""
 	single := func(t streamTarget, app string) (cpu, wall time.Duration) {
+		warm(t, app)
 		var base time.Duration
 		var threads0, threads1 map[string]int64
 		if t.sk != nil {
@@ -677,6 +766,7 @@ func BenchmarkStream(b *testing.B) {
 	// starts spread evenly over the range; aggregate bytes over the time
 	// from the first connection to the last byte.
 	concurrent := func(t streamTarget, k, round int) float64 {
+		warm(t, fmt.Sprintf("p3_%s_%d_%d", t.key, k, round))
 		per := (2 * size / int64(k)) &^ (wal.BlockSize - 1)
 		spread := size - per
 		var wg sync.WaitGroup
@@ -707,6 +797,7 @@ func BenchmarkStream(b *testing.B) {
 	}
 
 	receivewal := func(t streamTarget, round int) time.Duration {
+		warm(t, fmt.Sprintf("p4_%s_%d", t.key, round))
 		wall, _ := receivewalRange(ctx, b, primary, t.port, filepath.Join(scratch, fmt.Sprintf("p4_%s_%d", t.key, round)), start, end, segSize)
 		return wall
 	}
@@ -771,7 +862,7 @@ func BenchmarkStream(b *testing.B) {
 	}
 	b.StopTimer()
 
-	rangeNote := fmt.Sprintf("range %.2f GiB (%s..%s, 16 MiB segments), %d rounds alternating the servers' order; memory tier: --wal-memory-size %s, warm-up stream served from %v; files: --wal-memory-size 0 (segments in the page cache)",
+	rangeNote := fmt.Sprintf("range %.2f GiB (%s..%s, 16 MiB segments), %d rounds alternating the servers' order; memory tier: --wal-memory-size %s, warm-up stream served from %v; files: --wal-memory-size 0 (segments in the page cache: checked, and read back where they were not, before each stream from files, the walsender's too)",
 		sizeGiB, start, end, rounds, memFlag, seen)
 	variants := []struct{ key, text string }{{"skmem", "from the memory tier"}, {"skfiles", "from files"}}
 	for _, v := range variants {
