@@ -279,6 +279,23 @@ func (t *Timeline) Append(start wal.LSN, data []byte) error {
 	return nil
 }
 
+// SetCatchingUp tells the WAL writer whether the upstream is far ahead
+// (see walstore.Writer.SetCatchingUp). It is cheap when nothing changes,
+// so the receiver says it with every message, which also covers a writer
+// replaced at a timeline switch.
+func (t *Timeline) SetCatchingUp(on bool) {
+	if w := t.w.Load(); w != nil {
+		w.SetCatchingUp(on)
+	}
+}
+
+// CatchingUp reports whether the WAL writer was last told that the
+// upstream is far ahead.
+func (t *Timeline) CatchingUp() bool {
+	w := t.w.Load()
+	return w != nil && w.CatchingUp()
+}
+
 // Flush makes all appended WAL durable, publishes the new end to waiting
 // senders and returns it. Concurrent callers never move the published end
 // backwards: it is advanced under the lock, only forwards.

@@ -25,6 +25,7 @@ type repeatReader struct {
 	msg     []byte
 	off     int
 	payload int
+	ahead   uint64 // how far the upstream's end of WAL is past each message's end
 }
 
 func (r *repeatReader) Read(p []byte) (int, error) {
@@ -34,7 +35,7 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 		r.off = 0
 		start := binary.BigEndian.Uint64(r.msg[6:])
 		binary.BigEndian.PutUint64(r.msg[6:], start+uint64(r.payload))
-		binary.BigEndian.PutUint64(r.msg[14:], start+2*uint64(r.payload))
+		binary.BigEndian.PutUint64(r.msg[14:], start+2*uint64(r.payload)+r.ahead)
 	}
 	return n, nil
 }
@@ -42,6 +43,7 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 // ingestRig is a receiver on a fresh timeline fed from a repeatReader.
 type ingestRig struct {
 	r    *Receiver
+	rr   *repeatReader
 	fe   *pgproto3.Frontend
 	src  *source
 	kick chan struct{}
@@ -74,7 +76,9 @@ func newIngestRig(tb testing.TB, dir string, segSize uint64, payload int) *inges
 	}
 	rr := &repeatReader{msg: msg, payload: payload}
 	r := New(Config{}, Sources{}, tl, consumers.NewRegistry(), zap.NewNop(), metrics.New(prometheus.NewRegistry()).ForTimeline("t", "l"))
-	return &ingestRig{r: r, fe: pgproto3.NewFrontend(rr, &bytes.Buffer{}), src: r.primary(), kick: make(chan struct{}, 1), tl: tl}
+	src := r.primary()
+	src.segSize = segSize
+	return &ingestRig{r: r, rr: rr, fe: pgproto3.NewFrontend(rr, &bytes.Buffer{}), src: src, kick: make(chan struct{}, 1), tl: tl}
 }
 
 // one receives and ingests one message.
@@ -160,5 +164,53 @@ func TestIngestAllocatesNothing(t *testing.T) {
 	}
 	if got, want := g.tl.WrittenLSN(), wal.LSN(1<<20+(1+runs)*(8<<10)); got != want {
 		t.Fatalf("written %s, want %s", got, want)
+	}
+}
+
+// The writer is told it is catching up once the upstream's end of WAL (in
+// each XLogData) is more than two segments past what was received, and
+// that it caught up once within one segment; in between it stays as it
+// was. Ingesting stays allocation-free either way.
+func TestCatchUpFollowsTheUpstreamEnd(t *testing.T) {
+	const segSize, payload = 1 << 20, 8 << 10
+	g := newIngestRig(t, t.TempDir(), segSize, payload)
+	defer g.tl.Close()
+	for _, step := range []struct {
+		ahead uint64
+		want  bool
+	}{
+		{0, false},
+		{2 * segSize, false}, // not more than two segments
+		{2*segSize + 1, true},
+		{segSize + 1, true}, // between the thresholds: unchanged
+		{segSize, false},
+		{2 * segSize, false},
+		{3 * segSize, true},
+	} {
+		g.rr.ahead = step.ahead
+		// The frontend may hold the next message already: the new end
+		// shows in the message after it.
+		for range 3 {
+			g.one(t)
+		}
+		if got := g.tl.CatchingUp(); got != step.want || g.src.catchingUp != step.want {
+			t.Fatalf("upstream %d bytes ahead: writer catching up %v (session %v), want %v", step.ahead, got, g.src.catchingUp, step.want)
+		}
+	}
+	// A tail fill started when the writer caught up may still be zeroing
+	// its segment on its own goroutine, allocating there: measure again,
+	// boundedly, until it is done (as TestIngestAllocatesNothing does).
+	var allocs float64
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		allocs = testing.AllocsPerRun(20, func() { g.one(t) })
+		if allocs == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if allocs != 0 {
+		t.Fatalf("ingesting while catching up allocates %.1f times per message", allocs)
+	}
+	if !g.tl.CatchingUp() {
+		t.Fatal("no longer catching up")
 	}
 }

@@ -262,6 +262,9 @@ type source struct {
 	hs           HotStandby  // feedback forwarded to the source
 	idle         *time.Timer // peer sessions: cancels the session when reset no more
 	passwordFile string
+	// The session's view of the primary's backlog (see catchUp).
+	segSize    uint64
+	catchingUp bool
 }
 
 func (r *Receiver) primary() *source {
@@ -619,6 +622,10 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, src *source,
 		}
 	}
 streaming:
+	// Every session starts as if caught up; with the primary, its first
+	// message says otherwise if it is so.
+	src.segSize, src.catchingUp = r.tl.Control().WalSegSize, false
+	r.tl.SetCatchingUp(false)
 	if src.peer == "" {
 		// Logged once the primary accepted START_REPLICATION.
 		r.log.Info("streaming WAL from upstream", zap.Stringer("start_lsn", start), zap.Uint32("tli", tli))
@@ -829,6 +836,7 @@ func (r *Receiver) xlogData(data []byte, src *source, kick chan<- struct{}) (app
 	r.m.BytesReceived.Add(float64(len(payload)))
 	if src.peer == "" {
 		r.noteEnd(walEnd)
+		r.catchUp(src, walEnd, dataStart+wal.LSN(len(payload)))
 	} else if src.idle.Reset(peerIdleTimeout); src.stopAt != 0 && dataStart+wal.LSN(len(payload)) >= src.stopAt {
 		if _, err := r.tl.Flush(); err != nil {
 			return true, err
@@ -842,6 +850,29 @@ func (r *Receiver) xlogData(data []byte, src *source, kick chan<- struct{}) (app
 		}
 	}
 	return true, nil
+}
+
+// catchUp tells the timeline's writer whether this safekeeper is catching
+// up on a backlog (see walstore.Writer.SetCatchingUp): from more than two
+// segments behind the primary's end of WAL (the end each XLogData
+// carries) until it is within one. In between it keeps what it was, so
+// that a lag near the threshold does not flip the writer back and forth.
+func (r *Receiver) catchUp(src *source, upstreamEnd, written wal.LSN) {
+	var lag uint64
+	if upstreamEnd > written {
+		lag = uint64(upstreamEnd - written)
+	}
+	switch {
+	case !src.catchingUp && src.segSize > 0 && lag > 2*src.segSize:
+		src.catchingUp = true
+		r.log.Debug("catching up: new segments are written once, not zero-filled first",
+			zap.Stringer("upstream_end", upstreamEnd), zap.Stringer("written", written))
+	case src.catchingUp && lag <= src.segSize:
+		src.catchingUp = false
+		r.log.Debug("caught up: new segments are zero-filled ahead again",
+			zap.Stringer("upstream_end", upstreamEnd), zap.Stringer("written", written))
+	}
+	r.tl.SetCatchingUp(src.catchingUp)
 }
 
 // flusher makes received WAL durable in groups and reports each new durable

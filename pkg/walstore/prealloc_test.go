@@ -254,3 +254,112 @@ func TestTailFill(t *testing.T) {
 	}
 	w.stopTailFill()
 }
+
+// While catching up, segments are written once: the next segment is
+// created ahead of the writer but empty, the current one grows with the
+// WAL and gets no tail fill, and what is written is exactly the WAL. Once
+// caught up, the current segment is zero-filled to its full size in the
+// background, the empty segment created ahead is filled when the writer
+// enters it, and later ones are zero-filled ahead again. A crash while
+// catching up recovers to the last durable record.
+func TestCatchingUpWritesOnce(t *testing.T) {
+	dir := t.TempDir()
+	start := wal.LSN(testSeg)
+	data, recs := build(start, 3*testSeg+testSeg/2)
+	w, err := OpenWriter(dir, 1, testSeg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	seg := func(segno uint64) string { return filepath.Join(dir, wal.SegmentFileName(1, segno, testSeg)) }
+	size := func(path string) int64 {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	write := func(from, to int) {
+		t.Helper()
+		for off := from; off < to; {
+			n := min(7919, to-off)
+			if err := w.Write(start+wal.LSN(off), data[off:off+n]); err != nil {
+				t.Fatal(err)
+			}
+			off += n
+		}
+		if d, err := w.Sync(); err != nil || d != start+wal.LSN(to) {
+			t.Fatalf("Sync = %s, %v; want %s", d, err, start+wal.LSN(to))
+		}
+		w.settle()
+	}
+
+	w.SetCatchingUp(true)
+	half := 2*testSeg + testSeg/2 // segments 1 and 2 complete, 3 half
+	write(0, half)
+	for segno := uint64(1); segno <= 2; segno++ {
+		got, err := os.ReadFile(seg(segno))
+		if err != nil || !bytes.Equal(got, data[(segno-1)*testSeg:segno*testSeg]) {
+			t.Fatalf("segment %d: %d bytes, %v; want its WAL", segno, len(got), err)
+		}
+	}
+	if got := size(seg(3) + PartialSuffix); got != testSeg/2 {
+		t.Fatalf("current segment while catching up: %d bytes, want the %d written (no zeros ahead)", got, testSeg/2)
+	}
+	if got := size(seg(4) + PartialSuffix); got != 0 {
+		t.Fatalf("next segment while catching up: %d bytes, want created empty", got)
+	}
+
+	// A crash now (a copy of the directory as it is): Recover finds the
+	// last record written.
+	crash := t.TempDir()
+	for _, name := range []string{wal.SegmentFileName(1, 1, testSeg), wal.SegmentFileName(1, 2, testSeg),
+		wal.SegmentFileName(1, 3, testSeg) + PartialSuffix, wal.SegmentFileName(1, 4, testSeg) + PartialSuffix} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(crash, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctl := testControl(start)
+	ctl.FlushLSN = start + wal.LSN(half)
+	res, err := Recover(crash, ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last wal.LSN
+	for _, r := range recs {
+		if r < start+wal.LSN(half) {
+			last = r
+		}
+	}
+	if res.End < last || res.End > start+wal.LSN(half) {
+		t.Fatalf("Recover after a crash while catching up: end %s, want between the last record's start %s and the flush %s", res.End, last, start+wal.LSN(half))
+	}
+
+	// Caught up: the current segment is zero-filled past the WAL.
+	w.SetCatchingUp(false)
+	w.settle()
+	if got := size(seg(3) + PartialSuffix); got != testSeg {
+		t.Fatalf("current segment once caught up: %d bytes, want filled to %d", got, testSeg)
+	}
+	write(half, len(data)) // into segment 4, created empty while catching up
+	if got := size(seg(4) + PartialSuffix); got != testSeg {
+		t.Fatalf("segment created empty, entered after catching up: %d bytes, want filled to %d", got, testSeg)
+	}
+	if got := size(seg(5) + PartialSuffix); got != testSeg {
+		t.Fatalf("next segment once caught up: %d bytes, want preallocated whole", got)
+	}
+	got, err := os.ReadFile(seg(3))
+	if err != nil || !bytes.Equal(got, data[2*testSeg:3*testSeg]) {
+		t.Fatalf("segment 3: %d bytes, %v; want its WAL", len(got), err)
+	}
+	got, err = os.ReadFile(seg(4) + PartialSuffix)
+	tail := len(data) - 3*testSeg
+	if err != nil || len(got) != testSeg || !bytes.Equal(got[:tail], data[3*testSeg:]) || !bytes.Equal(got[tail:], make([]byte, testSeg-tail)) {
+		t.Fatalf("segment 4: %d bytes, %v; want its WAL, then zeros", len(got), err)
+	}
+}

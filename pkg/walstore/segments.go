@@ -81,6 +81,10 @@ type Writer struct {
 	// fill zero-fills the rest of the current segment's file when it was
 	// not preallocated (see tailFill); nil when none is under way.
 	fill atomic.Pointer[tailFill]
+	// catchingUp: the upstream is far ahead (SetCatchingUp), so segments
+	// are created empty ahead of the writer and extended by its writes,
+	// not zero-filled first.
+	catchingUp atomic.Bool
 
 	syncMu sync.Mutex // serializes Sync
 }
@@ -101,7 +105,8 @@ var Preallocate = true
 // holds none. done is closed when the goroutine is finished; ok then says
 // the file is on disk, full-size and durable, directory entry included;
 // when the preallocation failed (a full disk, say) it was undone and the
-// writer creates the file itself, as it did before.
+// writer creates the file itself, as it did before. While the writer is
+// catching up (SetCatchingUp) the file is created empty, not filled.
 type prealloc struct {
 	segno uint64
 	done  chan struct{}
@@ -122,6 +127,7 @@ func (w *Writer) startPrealloc(segno uint64) *prealloc {
 	path := filepath.Join(w.dir, w.segName(segno)+PartialSuffix)
 	size := int64(w.segSize)
 	dir := w.dir
+	fill := !w.catchingUp.Load()
 	go func() {
 		defer close(p.done)
 		// Near a full disk the space is better left to the WAL due now:
@@ -137,7 +143,9 @@ func (w *Writer) startPrealloc(segno uint64) *prealloc {
 			p.err = err
 			return
 		}
-		err = fillSegment(f, size)
+		if fill {
+			err = fillSegment(f, size)
+		}
 		if err == nil {
 			err = f.Sync()
 		}
@@ -268,6 +276,39 @@ func (w *Writer) startTailFill(segno uint64) *tailFill {
 	}()
 	return t
 }
+
+// fillTail starts a tail fill of the current segment when its file is
+// short of the segment size and none is under way. w.mu is held.
+func (w *Writer) fillTail() {
+	if t := w.fill.Load(); Preallocate && w.cur != nil && (t == nil || t.segno != w.curSeg) {
+		if fi, err := w.cur.Stat(); err == nil && uint64(fi.Size()) < w.segSize {
+			w.fill.Store(w.startTailFill(w.curSeg))
+		}
+	}
+}
+
+// SetCatchingUp tells the writer whether the upstream is far ahead of it.
+// Zero-filling a segment before writing WAL into it makes each commit's
+// fdatasync write data only (see prealloc), but it writes every segment
+// twice: a writer catching up on a backlog, whose flushes are megabytes,
+// is bound by the disk and gains from writing once. So while catching up,
+// segments are created (and their directory entries made durable) ahead
+// of the writer as before, but empty, and the writer's own writes extend
+// them; no tail fill runs. Once caught up, the segment the writer is in
+// gets a tail fill, and the segments after it are zero-filled again.
+func (w *Writer) SetCatchingUp(on bool) {
+	if w.catchingUp.Load() == on || w.catchingUp.Swap(on) == on || on {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed && w.broken == nil {
+		w.fillTail()
+	}
+}
+
+// CatchingUp reports what SetCatchingUp last said.
+func (w *Writer) CatchingUp() bool { return w.catchingUp.Load() }
 
 // stopTailFill ends a tail fill under way and waits for it. w.mu must not
 // be held.
@@ -435,6 +476,10 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 			// normally preallocated meanwhile.
 			if off == 0 {
 				w.takePrealloc()
+				if w.cur != nil && !w.catchingUp.Load() {
+					// Created empty while catching up: zeros now.
+					w.fillTail()
+				}
 			}
 		}
 		if w.cur == nil {
@@ -451,10 +496,8 @@ func (w *Writer) Write(start wal.LSN, data []byte) error {
 				w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 				return w.broken
 			}
-			if t := w.fill.Load(); Preallocate && (t == nil || t.segno != w.curSeg) {
-				if fi, err := w.cur.Stat(); err == nil && uint64(fi.Size()) < w.segSize {
-					w.fill.Store(w.startTailFill(w.curSeg))
-				}
+			if !w.catchingUp.Load() {
+				w.fillTail()
 			}
 		}
 		if Preallocate && w.next == nil {
