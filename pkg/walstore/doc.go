@@ -16,6 +16,13 @@
 //     first position (StartLSN); Open removes files a crash left below it,
 //     so the directory never has a hole the control file claims is filled.
 //
+// The next segment is created, zero-filled and made durable (file and
+// directory entry) in the background while the writer fills the current
+// one, so that a commit's fdatasync writes data only; while the writer is
+// catching up on a backlog (SetCatchingUp) the next segment is created
+// empty instead and the writes extend it, so that each byte reaches the
+// disk once.
+//
 // Dir is the one place that knows the layout of a timeline directory;
 // Open runs the whole open sequence.
 package walstore
