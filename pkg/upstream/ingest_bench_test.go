@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -175,6 +176,7 @@ func TestCatchUpFollowsTheUpstreamEnd(t *testing.T) {
 	const segSize, payload = 1 << 20, 8 << 10
 	g := newIngestRig(t, t.TempDir(), segSize, payload)
 	defer g.tl.Close()
+	g.r.setState(StateStreaming, nil)
 	for _, step := range []struct {
 		ahead uint64
 		want  bool
@@ -193,8 +195,9 @@ func TestCatchUpFollowsTheUpstreamEnd(t *testing.T) {
 		for range 3 {
 			g.one(t)
 		}
-		if got := g.tl.CatchingUp(); got != step.want || g.src.catchingUp != step.want {
-			t.Fatalf("upstream %d bytes ahead: writer catching up %v (session %v), want %v", step.ahead, got, g.src.catchingUp, step.want)
+		if got := g.tl.CatchingUp(); got != step.want || g.src.catchingUp != step.want || g.r.Status().CatchingUp != step.want {
+			t.Fatalf("upstream %d bytes ahead: writer catching up %v (session %v, status %v), want %v",
+				step.ahead, got, g.src.catchingUp, g.r.Status().CatchingUp, step.want)
 		}
 	}
 	// A tail fill started when the writer caught up may still be zeroing
@@ -212,5 +215,10 @@ func TestCatchUpFollowsTheUpstreamEnd(t *testing.T) {
 	}
 	if !g.tl.CatchingUp() {
 		t.Fatal("no longer catching up")
+	}
+	// Not streaming (the session ended): the status does not say so.
+	g.r.setState(StateWaiting, errors.New("gone"))
+	if g.r.Status().CatchingUp {
+		t.Fatal("status says catching up while not streaming")
 	}
 }

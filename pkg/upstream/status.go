@@ -51,6 +51,10 @@ type Status struct {
 	WalEnd      *string    `json:"upstream_wal_end"`
 	LagBytes    *uint64    `json:"lag_bytes"`
 	LastMessage *time.Time `json:"last_message_at,omitempty"`
+	// CatchingUp says that, streaming, this safekeeper is catching up on a
+	// backlog (see Receiver.catchUp): its new segments are written once,
+	// not zero-filled first.
+	CatchingUp bool `json:"catching_up"`
 	// Recovery describes the last recovery from the archive or a peer.
 	Recovery *RecoveryStatus `json:"recovery,omitempty"`
 }
@@ -124,6 +128,7 @@ func (r *Receiver) Status() Status {
 		}
 		s.WalEnd, s.LagBytes = &end, &lag
 	}
+	s.CatchingUp = u.state == StateStreaming && r.tl.CatchingUp()
 	if u.recovery != nil {
 		rs := *u.recovery
 		s.Recovery = &rs
