@@ -472,10 +472,6 @@ func warmTmpfs(b *testing.B, dir string, n int64) {
 	}
 }
 
-// createBenchTable creates the table the benchmarks fill to make WAL: plain
-// storage, so that the WAL is as large as the rows (no TOAST compression),
-// and no autovacuum, whose pass right after a load would slow whichever
-// server is measured first.
 // rangeFiles returns the segment files under dir (searched to any depth)
 // holding timeline 1's WAL from start to end, ".partial" or not.
 func rangeFiles(b *testing.B, dir string, start, end wal.LSN, segSize uint64) []string {
@@ -547,6 +543,10 @@ func warmFiles(b *testing.B, paths []string) float64 {
 	return float64(resident) / float64(pages)
 }
 
+// createBenchTable creates the table the benchmarks fill to make WAL: plain
+// storage, so that the WAL is as large as the rows (no TOAST compression),
+// and no autovacuum, whose pass right after a load would slow whichever
+// server is measured first.
 func createBenchTable(b *testing.B, primary *pgtest.Cluster) {
 	b.Helper()
 	primary.Exec(b, "CREATE TABLE bench(x text)")

@@ -297,8 +297,11 @@ func (w *Writer) fillTail() {
 // them; no tail fill runs. Once caught up, the segment the writer is in
 // gets a tail fill, and the segments after it are zero-filled again.
 func (w *Writer) SetCatchingUp(on bool) {
-	if w.catchingUp.Load() == on || w.catchingUp.Swap(on) == on || on {
-		return
+	if w.catchingUp.Load() == on {
+		return // the usual case: the receiver says it with every message
+	}
+	if w.catchingUp.Swap(on) == on || on {
+		return // a racing call got there first, or nothing to fill
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
