@@ -42,6 +42,10 @@ var pageSize = int64(os.Getpagesize())
 // KiB pages).
 const hugeSize = 2 << 20
 
+// zapBatch is how many regions a reader passes before they are unmapped:
+// a consumer keeps at most 8 MiB mapped past where it reads.
+const zapBatch = 4
+
 // mapFile maps f whole, up to segSize bytes; on any failure the segment
 // is served without a mapping.
 func (m *segMap) mapFile(f *os.File, segSize uint64) {
@@ -88,12 +92,13 @@ func (m *segMap) resident(off int64, n int) []byte {
 	}
 	// A reader moves forward: the regions it has passed are unmapped
 	// (their page cache stays), so that a consumer's mapped pages, which
-	// its process's RSS counts once per mapping, stay a region or two
-	// rather than the whole segment. One huge entry each: cheap.
-	for r := off / hugeSize; m.below < r; m.below++ {
-		if m.huge[m.below] > 0 {
-			_, _, _ = unix.RawSyscall(unix.SYS_MADVISE, uintptr(unsafe.Pointer(&m.b[m.below*hugeSize])), hugeSize, unix.MADV_DONTNEED)
-		}
+	// its process's RSS counts once per mapping, stay within zapBatch
+	// regions of where it reads rather than a whole segment (up to 1 GiB).
+	// In batches: each unmapping flushes the TLB of every CPU the process
+	// ran on.
+	if r := off / hugeSize; r-m.below >= zapBatch {
+		_, _, _ = unix.RawSyscall(unix.SYS_MADVISE, uintptr(unsafe.Pointer(&m.b[m.below*hugeSize])), uintptr((r-m.below)*hugeSize), unix.MADV_DONTNEED)
+		m.below = r
 	}
 	if !m.cached(off, end) {
 		// Pages left the page cache: what comes back may be held in

@@ -87,9 +87,10 @@ func TestLocateMapsResidentWAL(t *testing.T) {
 // pieces (as walstore zero-fills one) where the kernel caches files in
 // 2 MiB folios, never one written in 64 KiB pieces. Whether this kernel
 // does is checked apart, by mapping the file and reading
-// /proc/self/smaps.
+// /proc/self/smaps. Regions the reader has passed are unmapped in
+// batches.
 func TestLocateMapsOnlyHugeRegions(t *testing.T) {
-	const seg = 16 << 20
+	const seg = 32 << 20
 	dir := walstore.Dir(t.TempDir())
 	want := waltest.Pattern(wal.LSN(seg), seg)
 	write := func(segno uint64, piece int) {
@@ -114,7 +115,11 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 		segno uint64
 		huge  bool // written in 2 MiB pieces
 	}{{1, true}, {2, false}} {
-		for _, off := range []int{0, 3 << 20, seg - n} {
+		// After each Locate, the KiB mapped with huge entries: the
+		// regions touched since the last unmapping, which comes once the
+		// reader is 4 regions (8 MiB) past it.
+		for i, off := range []int{0, 3 << 20, 17 << 20, 19 << 20, seg - n} {
+			wantKB := []int{2048, 4096, 2048, 4096, 2048}[i]
 			lsn := wal.LSN(c.segno*seg) + wal.LSN(off)
 			f, at, m, err := lt.Locate(tli, lsn, n)
 			if err != nil || f == nil || at != int64(off) {
@@ -129,11 +134,8 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 			if !c.huge {
 				t.Fatalf("segment %d at %d, written in 64 KiB pieces: located with a mapping", c.segno, off)
 			}
-			// One region mapped: the one under the bytes (each
-			// offset here is in a single region); those passed are
-			// unmapped.
-			if pmd := pmdMappedKB(t, uintptr(unsafe.Pointer(&m[0]))); pmd != 2048 {
-				t.Fatalf("segment %d at %d: mapped with %d KiB of huge entries, want 2048", c.segno, off, pmd)
+			if pmd := pmdMappedKB(t, uintptr(unsafe.Pointer(&m[0]))); pmd != wantKB {
+				t.Fatalf("segment %d at %d: mapped with %d KiB of huge entries, want %d", c.segno, off, pmd, wantKB)
 			}
 			if !bytes.Equal(m, want[off:off+n]) {
 				t.Fatalf("segment %d at %d: mapped bytes differ from the file's", c.segno, off)
