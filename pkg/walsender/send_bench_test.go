@@ -208,16 +208,22 @@ func tcpPair(tb testing.TB) *net.TCPConn {
 }
 
 // newTCPSender returns a sender over a loopback TCP connection streaming
-// a timeline holding one segment of WAL. mode: "mapped" from the segment
-// file's mapping (sendMapped) where it has huge entries (any, for a
-// segment under 2 MiB), "sendfile" from the segment file with the
-// mapping off (messages up to sendfileMax; larger ones are copied),
-// "copy" from it through the frame buffer, "memory" straight from the
-// memory window (sendMem), "memcopy" from the window through the frame
-// buffer (what TLS does).
+// one segment of a timeline's WAL: with segments of 2 MiB and more the
+// second, which the writer preallocated (zero-filled in 2 MiB writes, so
+// cached in 2 MiB folios, as a running safekeeper's segments are), else
+// the first. mode: "mapped" from the segment file's mapping (sendMapped)
+// where it has huge entries (any, for a segment under 2 MiB), "sendfile"
+// from the segment file with the mapping off (messages up to
+// sendfileMax; larger ones are copied), "copy" from it through the frame
+// buffer, "memory" straight from the memory window (sendMem), "memcopy"
+// from the window through the frame buffer (what TLS does).
 func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN, wal.LSN) {
 	inMemory := mode == "memory" || mode == "memcopy"
-	tl := newTestTimeline(tb, segSize, int(segSize), inMemory)
+	segs := 1
+	if segSize >= 2<<20 {
+		segs = 2
+	}
+	tl := newTestTimeline(tb, segSize, segs*int(segSize), inMemory)
 	nc := tcpPair(tb)
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
@@ -235,7 +241,7 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 	rd := walreader.New(segSize, tiers...)
 	tb.Cleanup(func() { rd.Close() })
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
-	start := wal.LSN(segSize)
+	start := wal.LSN(segs) * wal.LSN(segSize)
 	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
 	if mode == "sendfile" || mode == "memory" || mode == "mapped" {
 		snd.fs = newFileSender(nc)
