@@ -208,42 +208,27 @@ func tcpPair(tb testing.TB) *net.TCPConn {
 }
 
 // newTCPSender returns a sender over a loopback TCP connection streaming
-// one segment of a timeline's WAL: with segments of 2 MiB and more the
-// second, which the writer preallocated (zero-filled in 2 MiB writes, so
-// cached in 2 MiB folios, as a running safekeeper's segments are), else
-// the first. mode: "mapped" from the segment file's mapping (sendMapped)
-// where it has huge entries (any, for a segment under 2 MiB), "sendfile"
-// from the segment file with the mapping off (messages up to
-// sendfileMax; larger ones are copied), "copy" from it through the frame
-// buffer, "memory" straight from the memory window (sendMem), "memcopy"
-// from the window through the frame buffer (what TLS does).
+// a timeline holding one segment of WAL. mode: "sendfile" from the
+// segment file (messages up to sendfileMax; larger ones are copied),
+// "copy" from it through the frame buffer, "memory" straight from the
+// memory window (sendMem), "memcopy" from the window through the frame
+// buffer (what TLS does).
 func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN, wal.LSN) {
 	inMemory := mode == "memory" || mode == "memcopy"
-	segs := 1
-	if segSize >= 2<<20 {
-		segs = 2
-	}
-	tl := newTestTimeline(tb, segSize, segs*int(segSize), inMemory)
+	tl := newTestTimeline(tb, segSize, int(segSize), inMemory)
 	nc := tcpPair(tb)
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
-	lt := walreader.NewLocalTier(tl.Dir(), segSize)
-	if mode != "mapped" {
-		lt.NoMapping()
-	} else if segSize < 2<<20 {
-		// Too small for huge entries: mapped with small ones.
-		lt.MapSmallPages()
-	}
-	tiers := []walreader.Tier{lt}
+	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
 	if inMemory {
 		tiers = append([]walreader.Tier{walreader.NewMemoryTier(tl.Memory())}, tiers...)
 	}
 	rd := walreader.New(segSize, tiers...)
 	tb.Cleanup(func() { rd.Close() })
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
-	start := wal.LSN(segs) * wal.LSN(segSize)
+	start := wal.LSN(segSize)
 	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
-	if mode == "sendfile" || mode == "memory" || mode == "mapped" {
+	if mode == "sendfile" || mode == "memory" {
 		snd.fs = newFileSender(nc)
 		if snd.fs == nil {
 			noZeroCopy(tb)
@@ -254,17 +239,15 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 
 // BenchmarkSendXLogDataTCP sends XLogData messages of several sizes to a
 // real loopback socket, from a local segment file by copying (pread into
-// the frame buffer, one write), as a plain socket is served ("mapped":
-// one sendmsg of the header and the file's mapped bytes) and as it was
-// before mapping ("sendfile": the header with MSG_MORE, then sendfile
-// from the page cache, for messages up to sendfileMax; larger ones are
-// copied, which measured cheaper), and from the memory window as a plain
-// socket is served ("memory": one sendmsg of the header and the window's
-// bytes) and as TLS is ("memcopy": through the frame buffer). None may
-// allocate.
+// the frame buffer, one write) and as a plain socket is served
+// ("sendfile": the header with MSG_MORE, then sendfile from the page
+// cache, for messages up to sendfileMax; larger ones are copied, which
+// measured cheaper), and from the memory window as a plain socket is
+// served ("memory": one sendmsg of the header and the window's bytes) and
+// as TLS is ("memcopy": through the frame buffer). None may allocate.
 func BenchmarkSendXLogDataTCP(b *testing.B) {
 	const segSize = 16 << 20
-	for _, mode := range []string{"copy", "mapped", "sendfile", "memory", "memcopy"} {
+	for _, mode := range []string{"copy", "sendfile", "memory", "memcopy"} {
 		for _, size := range []int{256, 8 << 10, MaxSendSize, MaxSendSizeLimit} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
 				snd, start, end := newTCPSender(b, segSize, mode)
@@ -337,14 +320,8 @@ func BenchmarkSendReadFrom(b *testing.B) {
 // socket allocates nothing and ends at the same page boundary as a copied
 // one.
 func TestSendFileAllocatesNothing(t *testing.T) {
-	for _, mode := range []string{"mapped", "sendfile"} {
-		t.Run(mode, func(t *testing.T) { testSendFileAllocatesNothing(t, mode) })
-	}
-}
-
-func testSendFileAllocatesNothing(t *testing.T, mode string) {
 	const segSize = 1 << 20
-	snd, start, end := newTCPSender(t, segSize, mode)
+	snd, start, end := newTCPSender(t, segSize, "sendfile")
 	snd.sent = start + 100 // mid-page start
 	now := time.Now()
 	if err := snd.send(context.Background(), now, end); err != nil {
@@ -362,7 +339,7 @@ func testSendFileAllocatesNothing(t *testing.T, mode string) {
 		}
 	})
 	if allocs != 0 {
-		t.Fatalf("send (%s) allocates %.1f times per message", mode, allocs)
+		t.Fatalf("send with sendfile allocates %.1f times per message", allocs)
 	}
 	if snd.sent > end {
 		t.Fatalf("sent past the end: %s > %s", snd.sent, end)
@@ -378,9 +355,8 @@ func threadCPU() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// TestSendFileBytes: what a plain socket is sent, from the segment file's
-// mapping, with sendfile from the file, or straight from the memory
-// window, is the XLogData framing
+// TestSendFileBytes: what a plain socket is sent, with sendfile from the
+// segment file or straight from the memory window, is the XLogData framing
 // of exactly the WAL in the segment file, in page-cut messages, also when
 // the window moves past a message before it is all out (the rest is read
 // from the file).
@@ -388,14 +364,11 @@ func TestSendFileBytes(t *testing.T) {
 	const segSize = 1 << 20
 	for _, c := range []struct {
 		name    string
-		mapped  bool // the local tier maps segments
 		memory  bool
 		maxSend uint64                              // 0: MaxSendSize
 		lender  func(walreader.Lender) *flakyLender // nil: the window itself
 		counted string                              // the tiers the bytes are counted for ("": the one that served them)
 	}{
-		{name: "mapped", mapped: true},
-		{name: "mapped-1MiB", mapped: true, maxSend: MaxSendSizeLimit},
 		{name: "sendfile"},
 		// Larger than sendfileMax: read from the located file instead.
 		{name: "file-1MiB", maxSend: MaxSendSizeLimit},
@@ -416,13 +389,7 @@ func TestSendFileBytes(t *testing.T) {
 			nc, cl := loopback(t)
 			s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 			conn := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
-			lt := walreader.NewLocalTier(tl.Dir(), segSize)
-			if !c.mapped {
-				lt.NoMapping()
-			} else {
-				lt.MapSmallPages() // 1 MiB segments: never huge entries
-			}
-			tiers := []walreader.Tier{lt}
+			tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
 			var fl *flakyLender
 			if c.memory {
 				var m walreader.Memory = tl.Memory()
@@ -514,14 +481,6 @@ func TestSendFileBytes(t *testing.T) {
 			}
 			if fl != nil && fl.missEvery > 0 && fl.missed == 0 {
 				t.Fatal("no borrow missed")
-			}
-			if !c.memory {
-				// The path the messages took: the mapping when the
-				// tier maps (the segment is in the page cache).
-				ext, err := rd.ReadOrLocate(context.Background(), make([]byte, maxMsg), 1, start)
-				if err != nil || ext.File == nil || (ext.Mapped != nil) != c.mapped {
-					t.Fatalf("located %+v, %v; want the file, mapped: %v", ext, err, c.mapped)
-				}
 			}
 		})
 	}

@@ -63,13 +63,9 @@ func (r *Reserve) Ensure() error {
 	return nil
 }
 
-// writeZeros gives f size bytes by writing zeros, in 2 MiB writes at 2 MiB
-// offsets: Linux (6.16 on, for ext4) then caches a segment's pages in
-// folios of that size, which the WAL written later keeps, and a sender
-// maps them with huge page table entries (walreader's segMap). In 64 KiB
-// writes, as before, the folios were 64 KiB.
+// writeZeros gives f size bytes by writing zeros.
 func writeZeros(f *os.File, size int64) error {
-	buf := make([]byte, 2<<20)
+	buf := make([]byte, 64<<10)
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		n := min(int64(len(buf)), size-off)
 		if _, err := f.WriteAt(buf[:n], off); err != nil {
