@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -36,6 +37,9 @@ type pollConn struct {
 	rn      int
 	rerr    error
 	readFn  func(fd uintptr) bool // bound once: a closure per call would allocate
+	tryFn   func(fd uintptr) bool
+	blocked bool         // tryFn found nothing to read
+	idle    func() error // see setReadIdle; called with rmu held
 	wmu     sync.Mutex
 	wbuf    []byte
 	wn      int
@@ -56,8 +60,31 @@ func wrapPollConn(c net.Conn) net.Conn {
 	}
 	p := &pollConn{Conn: c, rc: rc}
 	p.readFn = p.readStep
+	p.tryFn = p.tryStep
 	p.writeFn = p.writeStep
 	return p
+}
+
+// setReadIdle makes fn run each time a Read of c is about to wait for the
+// socket to become readable: the receive loop makes what it wrote durable
+// then, as a walreceiver flushes once the socket has nothing more for it,
+// whether or not part of a message is already in. An error from fn ends
+// that Read with it. c is what Dial's DialFunc returned, or a TLS
+// connection over it; setReadIdle reports false for any other net.Conn,
+// and fn is then never called. Set it before reading, from the goroutine
+// that reads.
+func setReadIdle(c net.Conn, fn func() error) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	p, ok := c.(*pollConn)
+	if !ok {
+		return false
+	}
+	p.rmu.Lock()
+	p.idle = fn
+	p.rmu.Unlock()
+	return true
 }
 
 // SyscallConn is the socket's, for the idle probe.
@@ -80,6 +107,14 @@ func (p *pollConn) readStep(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// tryStep is readStep that never waits: on EAGAIN it sets p.blocked.
+func (p *pollConn) tryStep(fd uintptr) bool {
+	if !p.readStep(fd) {
+		p.blocked = true
+	}
+	return true
 }
 
 func (p *pollConn) writeStep(fd uintptr) bool {
@@ -106,7 +141,20 @@ func (p *pollConn) Read(b []byte) (int, error) {
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	p.rbuf, p.rn, p.rerr = b, 0, nil
-	err := p.rc.Read(p.readFn)
+	var err error
+	if p.idle != nil {
+		// Try once; only a read that would wait runs the idle hook.
+		p.blocked = false
+		if err = p.rc.Read(p.tryFn); err == nil && p.blocked {
+			if err := p.idle(); err != nil {
+				p.rbuf = nil
+				return 0, err
+			}
+			err = p.rc.Read(p.readFn)
+		}
+	} else {
+		err = p.rc.Read(p.readFn)
+	}
 	p.rbuf = nil
 	switch {
 	case err != nil:

@@ -597,6 +597,13 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 // errStopReached ends a recovery session that reached its target.
 var errStopReached = errors.New("recovery target reached")
 
+// flushGroupBytes is how much received WAL, not yet durable, makes the
+// receive loop hand the fsync to the flusher while it reads on, when the
+// stream does not pause (catching up). Below it the receive loop syncs
+// itself when the stream pauses; that is a commit's path, and a group
+// this small still gets walstore's raw fdatasync.
+const flushGroupBytes = 256 << 10
+
 func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, src *source, start wal.LSN, tli uint32) (bool, error) {
 	cmd := fmt.Sprintf("START_REPLICATION PHYSICAL %s TIMELINE %d", start, tli)
 	if src.slot != "" {
@@ -647,7 +654,6 @@ streaming:
 	st := &statusSender{conn: conn.Conn(), tl: r.tl, hs: src.hs}
 	kick := make(chan struct{}, 1)
 	var flushedInline atomic.Bool
-	idle := newIdleProbe(conn.Conn())
 	flushErr := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -671,11 +677,39 @@ streaming:
 	nc := conn.Conn()
 	stopWatch := context.AfterFunc(sctx, func() { nc.SetReadDeadline(time.Now()) })
 	defer stopWatch()
+
+	// Received WAL is made durable and acknowledged on this goroutine when
+	// the stream pauses, as a walreceiver does: each time a read would
+	// wait for the socket, with part of a message already in or not. A
+	// commit waiting for it then pays no hand-off to another thread, and
+	// WAL arriving back to back is written and synced as one group. Where
+	// the connection offers no such hook (not Linux), every message kicks
+	// the flusher instead.
+	var idleErr error // the hook's failure, which ends the session
+	hooked := setReadIdle(nc, func() error {
+		if r.tl.WrittenLSN() <= r.tl.FlushLSN() {
+			return nil
+		}
+		if err := r.flushAck(st); err != nil {
+			idleErr = err
+			return err
+		}
+		flushedInline.Store(true)
+		return nil
+	})
+	if hooked {
+		// Before pgconn reads again (the end of a timeline), and when the
+		// session ends: no acknowledgement may follow our CopyDone.
+		defer setReadIdle(nc, nil)
+	}
 	fe := conn.Frontend()
 	streamed := false
 	for {
 		msg, err := fe.Receive()
 		if err != nil {
+			if idleErr != nil {
+				return streamed, idleErr
+			}
 			select {
 			case ferr := <-flushErr:
 				if ferr != nil {
@@ -695,27 +729,18 @@ streaming:
 			}
 			switch m.Data[0] {
 			case 'w':
-				// With nothing more of the stream already here, the WAL is
-				// made durable and acknowledged on this goroutine, as a
-				// walreceiver does: a commit waiting for it pays no
-				// hand-off to another thread. WAL still arriving is left
-				// to the flusher, which groups it while this goroutine
-				// reads on.
-				flushHere := fe.ReadBufferLen() == 0 && idle.quiet()
+				// Synced when the stream pauses (above). A stream that
+				// does not pause, catching up, hands each flushGroupBytes
+				// to the flusher, which syncs while this goroutine reads
+				// on.
 				var k chan<- struct{}
-				if !flushHere {
+				if !hooked || r.tl.WrittenLSN()-r.tl.FlushLSN()+wal.LSN(len(m.Data)) >= flushGroupBytes {
 					k = kick
 				}
 				appended, err := r.xlogData(m.Data, src, k)
 				streamed = streamed || appended
 				if err != nil {
 					return streamed, err
-				}
-				if flushHere && appended {
-					if err := r.flushAck(st); err != nil {
-						return streamed, err
-					}
-					flushedInline.Store(true)
 				}
 			case 'k':
 				if len(m.Data) < 18 {
@@ -740,9 +765,13 @@ streaming:
 				return streamed, fmt.Errorf("unexpected streaming message type %q from upstream", m.Data[0])
 			}
 		case *pgproto3.CopyDone:
-			// The upstream ended our timeline. Stop the flusher first: a
-			// status update arriving after our CopyDone is a protocol
-			// violation for PostgreSQL. Report the final position, then end.
+			// The upstream ended our timeline. Stop the flusher and the
+			// idle hook first: a status update arriving after our
+			// CopyDone is a protocol violation for PostgreSQL. Report the
+			// final position, then end.
+			if hooked {
+				setReadIdle(nc, nil)
+			}
 			stopFlusher()
 			wg.Wait()
 			if _, err := r.tl.Flush(); err != nil {
