@@ -101,6 +101,24 @@ func TestFlusherClosesIdleSegment(t *testing.T) {
 		synctest.Wait()
 		open(0, "after the next interval, without WAL")
 
+		// WAL that neither a pause nor a kick synced (a stream that
+		// never paused nor grew to flushGroupBytes) is synced at the
+		// next tick, and the file stays open for that interval.
+		if err := tl.Append(pos, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		pos += 1000
+		synctest.Wait()
+		if tl.FlushLSN() == pos {
+			t.Fatal("synced with no kick and no tick")
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if got := tl.FlushLSN(); got != pos {
+			t.Fatalf("flush %s after a tick; want %s", got, pos)
+		}
+		open(1, "after a tick that synced WAL")
+
 		stop()
 		if err := <-done; err != nil {
 			t.Fatal(err)

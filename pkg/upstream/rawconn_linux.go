@@ -73,6 +73,11 @@ func wrapPollConn(c net.Conn) net.Conn {
 // connection over it; setReadIdle reports false for any other net.Conn,
 // and fn is then never called. Set it before reading, from the goroutine
 // that reads.
+//
+// fn may write to c (under TLS too: a tls.Conn's Write does not take the
+// lock its Read holds). It must not be set while a TLS handshake may run,
+// which holds the handshake lock that a Write would wait for: pgconn
+// completes the handshake before streaming and never renegotiates.
 func setReadIdle(c net.Conn, fn func() error) bool {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -87,7 +92,7 @@ func setReadIdle(c net.Conn, fn func() error) bool {
 	return true
 }
 
-// SyscallConn is the socket's, for the idle probe.
+// SyscallConn is the socket's, as a *net.TCPConn's would be.
 func (p *pollConn) SyscallConn() (syscall.RawConn, error) { return p.rc, nil }
 
 func (p *pollConn) readStep(fd uintptr) bool {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -88,16 +89,25 @@ func checkReadIdle(t *testing.T, r, sock, peer net.Conn) {
 	}
 	noCall(t, calls, "a read of bytes already waiting")
 
-	// Half of what the reader wants has arrived: the read of the rest
-	// runs the hook.
-	go func() {
-		_, err := io.ReadFull(r, buf)
-		done <- err
-	}()
+	// Half of what the reader wants has arrived before it reads: the
+	// read of that half does not run the hook, the read of the rest
+	// does, once.
 	if _, err := peer.Write(msg[:500]); err != nil {
 		t.Fatal(err)
 	}
+	waitInq(t, sock)
+	var got atomic.Int64
+	go func() {
+		n, err := io.ReadFull(&countingReader{r, &got}, buf)
+		if err == nil && n != len(buf) {
+			err = io.ErrShortBuffer
+		}
+		done <- err
+	}()
 	waitCall(t, calls, "a read with part of the message in")
+	if n := got.Load(); n != 500 {
+		t.Fatalf("the hook ran with %d bytes read; want it to run after the 500 that were in", n)
+	}
 	if _, err := peer.Write(msg[500:]); err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +146,18 @@ func checkReadIdle(t *testing.T, r, sock, peer net.Conn) {
 		t.Fatalf("read with a failing hook: %v, want %v", err, fail)
 	}
 	<-calls
+}
+
+// countingReader counts what its reader returned.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func waitCall(t *testing.T, calls <-chan struct{}, what string) {

@@ -935,6 +935,15 @@ func (r *Receiver) flusher(ctx context.Context, st *statusSender, hs HotStandby,
 			if flushedInline.Swap(false) {
 				flushed = true
 			}
+			if r.tl.WrittenLSN() > r.tl.FlushLSN() {
+				// A bound in time on what waits for a pause or for
+				// flushGroupBytes: a stream that neither pauses nor
+				// grows (never seen) is still synced once an interval.
+				if err := r.flushAck(st); err != nil {
+					return err
+				}
+				flushed = true
+			}
 			if err := st.send(false); err != nil {
 				return err
 			}
