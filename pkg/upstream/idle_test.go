@@ -16,7 +16,6 @@ import (
 	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
-	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
@@ -26,15 +25,8 @@ import (
 func TestFlusherClosesIdleSegment(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const seg = 1 << 20
-		id := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
-		tl, err := timeline.Open(filepath.Join(t.TempDir(), id.TenantID, id.TimelineID), id, zap.NewNop())
-		if err != nil {
-			t.Fatal(err)
-		}
+		tl := newTestTimeline(t, seg)
 		defer tl.Close()
-		if err := tl.Initialize(timeline.UpstreamInfo{SystemID: 7, WalSegSize: seg, TLI: 1}, seg); err != nil {
-			t.Fatal(err)
-		}
 		dir := tl.Dir().Path()
 		hs := consumers.NewRegistry()
 		r := New(Config{StatusInterval: 10 * time.Second}, Sources{}, tl, hs, zap.NewNop(), metrics.New(prometheus.NewRegistry()).ForTimeline("t", "l"))
@@ -132,15 +124,8 @@ func TestFlusherClosesIdleSegment(t *testing.T) {
 func TestReceiverRestsBetweenSessions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const seg = 1 << 20
-		id := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
-		tl, err := timeline.Open(filepath.Join(t.TempDir(), id.TenantID, id.TimelineID), id, zap.NewNop())
-		if err != nil {
-			t.Fatal(err)
-		}
+		tl := newTestTimeline(t, seg)
 		defer tl.Close()
-		if err := tl.Initialize(timeline.UpstreamInfo{SystemID: 7, WalSegSize: seg, TLI: 1}, seg); err != nil {
-			t.Fatal(err)
-		}
 		// Received before the connection broke, not flushed yet.
 		if err := tl.Append(seg, make([]byte, 1000)); err != nil {
 			t.Fatal(err)

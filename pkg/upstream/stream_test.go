@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +20,6 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/feedback"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
-	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
@@ -34,15 +32,8 @@ import (
 //     goes before our CopyDone and nothing of ours follows it.
 func TestStreamSyncsWhenReadWouldWait(t *testing.T) {
 	const seg = 1 << 20
-	id := timeline.ID{TenantID: timeline.NewHexID(), TimelineID: timeline.NewHexID()}
-	tl, err := timeline.Open(filepath.Join(t.TempDir(), id.TenantID, id.TimelineID), id, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tl := newTestTimeline(t, seg)
 	defer tl.Close()
-	if err := tl.Initialize(timeline.UpstreamInfo{SystemID: 7, WalSegSize: seg, TLI: 1}, seg); err != nil {
-		t.Fatal(err)
-	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
