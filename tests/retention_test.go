@@ -127,8 +127,16 @@ func checkCrashState(t testing.TB, sk *SK, tenant, timeline string, seg uint64) 
 	}
 }
 
+// loadPerSecond bounds startLoad's statements, about 1 MB of WAL each.
+const loadPerSecond = 5
+
 // startLoad inserts rows on the primary in a loop until the returned
 // function (also run at cleanup, before the primary stops) is called.
+// It runs at most loadPerSecond statements a second: unthrottled, a fast
+// VM made WAL faster than a race-detector build's offloader archives it
+// (16-24 local segments in TestRetentionKill9UnderLoad on 2026-12-02,
+// the code before and after that day's changes alike), and these tests
+// are of retention and failover under load, not of archive throughput.
 func startLoad(t testing.TB, primary *pgtest.Cluster) (stop func()) {
 	t.Helper()
 	primary.Exec(t, "CREATE TABLE IF NOT EXISTS load(id serial primary key, pad text)")
@@ -137,11 +145,13 @@ func startLoad(t testing.TB, primary *pgtest.Cluster) (stop func()) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		pace := time.NewTicker(time.Second / loadPerSecond)
+		defer pace.Stop()
 		for {
 			select {
 			case <-done:
 				return
-			default:
+			case <-pace.C:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			// About 1 MB of WAL per statement: a few MB/s, which the
