@@ -245,11 +245,18 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 // measured cheaper), and from the memory window as a plain socket is
 // served ("memory": one sendmsg of the header and the window's bytes) and
 // as TLS is ("memcopy": through the frame buffer). None may allocate.
+// "write" is the floor under all of them: the same number of bytes per
+// message written from a segment-sized buffer, front to back, with
+// (*net.TCPConn).Write and no framing, what a bare Go sender costs.
 func BenchmarkSendXLogDataTCP(b *testing.B) {
 	const segSize = 16 << 20
-	for _, mode := range []string{"copy", "sendfile", "memory", "memcopy"} {
+	for _, mode := range []string{"write", "copy", "sendfile", "memory", "memcopy"} {
 		for _, size := range []int{256, 8 << 10, MaxSendSize, MaxSendSizeLimit} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
+				if mode == "write" {
+					benchBareWrite(b, segSize, size)
+					return
+				}
 				snd, start, end := newTCPSender(b, segSize, mode)
 				snd.c.s.maxSend = uint64(max(size, MaxSendSize))
 				now := time.Now()
@@ -273,6 +280,34 @@ func BenchmarkSendXLogDataTCP(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchBareWrite writes size bytes per op to a drained loopback socket
+// from a segSize buffer, reporting the writing thread's CPU as
+// BenchmarkSendXLogDataTCP does.
+func benchBareWrite(b *testing.B, segSize, size int) {
+	nc := tcpPair(b)
+	buf := make([]byte, segSize)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := threadCPU()
+	off := 0
+	for i := 0; i < b.N; i++ {
+		if off+size > segSize {
+			off = 0
+		}
+		if _, err := nc.Write(buf[off : off+size]); err != nil {
+			b.Fatal(err)
+		}
+		off += size
+	}
+	b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // BenchmarkSendReadFrom is the alternative to fileSender measured against
