@@ -260,54 +260,52 @@ func BenchmarkSendXLogDataTCP(b *testing.B) {
 				snd, start, end := newTCPSender(b, segSize, mode)
 				snd.c.s.maxSend = uint64(max(size, MaxSendSize))
 				now := time.Now()
-				// The sending thread's CPU time (the sends, and the
-				// loopback's protocol work the kernel does in them).
-				runtime.LockOSThread()
-				defer runtime.UnlockOSThread()
-				b.SetBytes(int64(size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				cpu0 := threadCPU()
-				for i := 0; i < b.N; i++ {
+				benchSends(b, size, func() error {
 					if snd.sent+wal.LSN(size) > end {
 						snd.sent = start
 					}
-					if err := snd.send(context.Background(), now, snd.sent+wal.LSN(size)); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+					return snd.send(context.Background(), now, snd.sent+wal.LSN(size))
+				})
 			})
 		}
 	}
 }
 
-// benchBareWrite writes size bytes per op to a drained loopback socket
-// from a segSize buffer, reporting the writing thread's CPU as
-// BenchmarkSendXLogDataTCP does.
-func benchBareWrite(b *testing.B, segSize, size int) {
-	nc := tcpPair(b)
-	buf := make([]byte, segSize)
-	for i := range buf {
-		buf[i] = byte(i * 7)
-	}
+// benchSends runs send b.N times, size bytes each, on one locked thread,
+// and reports that thread's CPU per op: the sends, and the loopback's
+// protocol work the kernel does in them.
+func benchSends(b *testing.B, size int, send func() error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := threadCPU()
-	off := 0
 	for i := 0; i < b.N; i++ {
+		if err := send(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// benchBareWrite writes size bytes per op to a drained loopback socket
+// from a segSize buffer, front to back, as benchSends measures.
+func benchBareWrite(b *testing.B, segSize, size int) {
+	nc := tcpPair(b)
+	buf := make([]byte, segSize)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	off := 0
+	benchSends(b, size, func() error {
 		if off+size > segSize {
 			off = 0
 		}
-		if _, err := nc.Write(buf[off : off+size]); err != nil {
-			b.Fatal(err)
-		}
+		_, err := nc.Write(buf[off : off+size])
 		off += size
-	}
-	b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		return err
+	})
 }
 
 // BenchmarkSendReadFrom is the alternative to fileSender measured against
