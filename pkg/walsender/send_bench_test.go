@@ -560,23 +560,3 @@ func (f *flakyLender) Borrow(tli uint32, lsn wal.LSN, n int) ([]byte, walmem.Pin
 }
 
 func (f *flakyLender) ReadAt([]byte, uint32, wal.LSN) bool { return false }
-
-// BenchmarkLoopbackWrite is the floor under BenchmarkSendXLogDataTCP: one
-// plain Write of the same number of bytes to the same kind of socket, no
-// WAL read, no framing.
-func BenchmarkLoopbackWrite(b *testing.B) {
-	nc := tcpPair(b)
-	buf := make([]byte, frameHeader+MaxSendSize)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	b.SetBytes(MaxSendSize)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := threadCPU()
-	for i := 0; i < b.N; i++ {
-		if _, err := nc.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-}
