@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgsafekeeper/safekeeper/internal/testcert"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
@@ -207,16 +209,58 @@ func tcpPair(tb testing.TB) *net.TCPConn {
 	return srv
 }
 
+// tlsPair returns the server side of a TLS connection over loopback TCP,
+// its handshake done. The client side, once through the handshake, drains
+// the raw connection without decrypting it, so that the client neither
+// allocates nor competes for the CPU with the sender measured.
+func tlsPair(tb testing.TB) *tls.Conn {
+	tb.Helper()
+	srv, cl := loopback(tb)
+	certs := testcert.Must(tb)
+	tc := tls.Client(cl, &tls.Config{RootCAs: certs.Pool(), ServerName: "localhost"})
+	ts := tls.Server(srv, certs.ServerConfig())
+	hs := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hs <- tc.Handshake()
+		buf := make([]byte, 1<<20)
+		for {
+			if _, err := cl.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	if err := ts.Handshake(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ts.Close()
+		cl.Close()
+		<-done
+	})
+	return ts
+}
+
 // newTCPSender returns a sender over a loopback TCP connection streaming
 // a timeline holding one segment of WAL. mode: "sendfile" from the
 // segment file (messages up to sendfileMax; larger ones are copied),
 // "copy" from it through the frame buffer, "memory" straight from the
 // memory window (sendMem), "memcopy" from the window through the frame
-// buffer (what TLS does).
+// buffer (what TLS does), "tls" from the window through the frame buffer
+// to a TLS connection.
 func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN, wal.LSN) {
-	inMemory := mode == "memory" || mode == "memcopy"
+	inMemory := mode == "memory" || mode == "memcopy" || mode == "tls"
 	tl := newTestTimeline(tb, segSize, int(segSize), inMemory)
-	nc := tcpPair(tb)
+	var nc net.Conn
+	if mode == "tls" {
+		nc = tlsPair(tb)
+	} else {
+		nc = tcpPair(tb)
+	}
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
 	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
@@ -244,13 +288,14 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 // cache, for messages up to sendfileMax; larger ones are copied, which
 // measured cheaper), and from the memory window as a plain socket is
 // served ("memory": one sendmsg of the header and the window's bytes) and
-// as TLS is ("memcopy": through the frame buffer). None may allocate.
+// as TLS is ("memcopy": through the frame buffer), and to a TLS
+// connection ("tls"). None may allocate.
 // "write" is the floor under all of them: the same number of bytes per
 // message written from a segment-sized buffer, front to back, with
 // (*net.TCPConn).Write and no framing, what a bare Go sender costs.
 func BenchmarkSendXLogDataTCP(b *testing.B) {
 	const segSize = 16 << 20
-	for _, mode := range []string{"write", "copy", "sendfile", "memory", "memcopy"} {
+	for _, mode := range []string{"write", "copy", "sendfile", "memory", "memcopy", "tls"} {
 		for _, size := range []int{256, 8 << 10, MaxSendSize, MaxSendSizeLimit} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
 				if mode == "write" {
