@@ -146,7 +146,7 @@ func (w *Window) copyOut(r *ring, sn snapshot, p []byte, tli uint32, pos uint64)
 			c.refs.Add(-1)
 			return false
 		}
-		n := copy(p, c.buf[pos-base:])
+		n := CopyCached(p, c.buf[pos-base:])
 		c.refs.Add(-1)
 		p = p[n:]
 		pos += uint64(n)

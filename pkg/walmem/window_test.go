@@ -499,3 +499,25 @@ func TestBorrow(t *testing.T) {
 		t.Fatalf("%v allocations per borrow", a)
 	}
 }
+
+// TestCopyCached: the same bytes and count as copy, for lengths around
+// the piece size and either side the shorter.
+func TestCopyCached(t *testing.T) {
+	src := make([]byte, 3*cachedCopyPiece+100)
+	for i := range src {
+		src[i] = byte(i*31 + i>>11)
+	}
+	for _, dl := range []int{0, 1, cachedCopyPiece - 1, cachedCopyPiece, cachedCopyPiece + 1, 1 << 20, len(src), len(src) + 5} {
+		for _, sl := range []int{0, 7, cachedCopyPiece, 1<<20 + 3, len(src)} {
+			got := make([]byte, dl)
+			want := make([]byte, dl)
+			n := CopyCached(got, src[:sl])
+			if m := copy(want, src[:sl]); n != m || !bytes.Equal(got, want) {
+				t.Fatalf("dst %d, src %d: copied %d bytes (want %d), equal %v", dl, sl, n, m, bytes.Equal(got, want))
+			}
+		}
+	}
+	if testing.AllocsPerRun(3, func() { CopyCached(src[:1<<20], src[1<<20:]) }) != 0 {
+		t.Fatal("CopyCached allocates")
+	}
+}

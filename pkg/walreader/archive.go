@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgsafekeeper/safekeeper/pkg/archive"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walmem"
 )
 
 // Archive is what the archive tier needs: whole verified segments.
@@ -93,7 +94,7 @@ func (a *ArchiveTier) ReadAt(ctx context.Context, p []byte, tli uint32, lsn wal.
 		}
 	}
 	off := wal.SegmentOffset(lsn, a.id.SegSize)
-	return copy(p, a.cur.data[off:]), nil
+	return walmem.CopyCached(p, a.cur.data[off:]), nil
 }
 
 // Release drops the segments held in memory (the reader moved on to
