@@ -56,6 +56,9 @@ tools:
 
 unit: tools
 	$(GO) test -race -count=1 -timeout 45m $(PKGS)
+	@# The allocation tests again without the race detector, under which
+	@# sync.Pool drops items on purpose (testenv.RaceEnabled).
+	$(GO) test -count=1 -run 'Alloc' ./pkg/...
 
 ## test-memtier-off: the streaming, standby, receivewal and crash tests with
 ## the memory tier off (--wal-memory-size 0); `make unit` runs them with it on.

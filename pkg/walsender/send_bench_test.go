@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsafekeeper/safekeeper/internal/testcert"
+	"github.com/pgsafekeeper/safekeeper/internal/testenv"
 	"github.com/pgsafekeeper/safekeeper/pkg/consumers"
 	"github.com/pgsafekeeper/safekeeper/pkg/metrics"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
@@ -421,6 +422,38 @@ func TestSendFileAllocatesNothing(t *testing.T) {
 	}
 	if snd.sent > end {
 		t.Fatalf("sent past the end: %s > %s", snd.sent, end)
+	}
+}
+
+// TestSendTLSAllocatesNothing: a consumer on TLS is served from the
+// memory window through the frame buffer, 1 MiB messages and PostgreSQL's
+// 128 KiB, without an allocation per message.
+func TestSendTLSAllocatesNothing(t *testing.T) {
+	if testenv.RaceEnabled {
+		t.Skip("crypto/tls pools its record buffers, and under the race detector sync.Pool drops items on purpose; make test runs this test without it")
+	}
+	const segSize = 16 << 20
+	for _, size := range []int{MaxSendSize, MaxSendSizeLimit} {
+		snd, start, end := newTCPSender(t, segSize, "tls")
+		snd.c.s.maxSend = uint64(size)
+		now := time.Now()
+		if err := snd.send(context.Background(), now, end); err != nil {
+			t.Fatal(err)
+		}
+		if snd.sent != start+wal.LSN(size) {
+			t.Fatalf("%d: first message ended at %s, want %s", size, snd.sent, start+wal.LSN(size))
+		}
+		allocs := testing.AllocsPerRun(5, func() {
+			if err := snd.send(context.Background(), now, end); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Fatalf("%d: send over TLS allocates %.1f times per message", size, allocs)
+		}
+		if got := snd.rd.LastTier(); got != "memory" {
+			t.Fatalf("%d: served by the %q tier, want memory", size, got)
+		}
 	}
 }
 
