@@ -30,6 +30,7 @@ const (
 	ObjectInUse                  = "55006"
 	ConfigurationLimitExceeded   = "53400"
 	AdminShutdown                = "57P01"
+	QueryCanceled                = "57014"
 	UndefinedFile                = "58P01"
 	InternalError                = "XX000"
 	ConnectionFailure            = "08006"

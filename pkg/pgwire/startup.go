@@ -24,6 +24,10 @@ type Packet struct {
 	Code   uint32            // ProtocolV3-style version, or one of the request codes
 	Params map[string]string // StartupMessage parameters
 	Keys   []string          // parameter names in the order sent
+	// CancelPID and CancelKey are a CancelRequest's process ID and secret
+	// key (the BackendKeyData it quotes).
+	CancelPID uint32
+	CancelKey []byte
 }
 
 // Major and Minor return the protocol version of a StartupMessage.
@@ -56,7 +60,13 @@ func ReadPacket(r io.Reader) (Packet, error) {
 	}
 	p := Packet{Code: binary.BigEndian.Uint32(body)}
 	switch p.Code {
-	case SSLRequestCode, GSSENCRequest, CancelRequest:
+	case CancelRequest:
+		if len(body) >= 8 {
+			p.CancelPID = binary.BigEndian.Uint32(body[4:])
+			p.CancelKey = body[8:]
+		}
+		return p, nil
+	case SSLRequestCode, GSSENCRequest:
 		return p, nil
 	}
 	if p.Major() != 3 {

@@ -31,6 +31,13 @@ func TestReadPacket(t *testing.T) {
 	if p, err := ReadPacket(bytes.NewReader(ssl)); err != nil || p.Code != SSLRequestCode {
 		t.Fatalf("ssl: %v %v", p, err)
 	}
+	// A CancelRequest carries the process ID and secret key it quotes.
+	cancel := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 16), CancelRequest)
+	cancel = binary.BigEndian.AppendUint32(cancel, 4242)
+	cancel = append(cancel, 1, 2, 3, 4)
+	if p, err := ReadPacket(bytes.NewReader(cancel)); err != nil || p.Code != CancelRequest || p.CancelPID != 4242 || !bytes.Equal(p.CancelKey, []byte{1, 2, 3, 4}) {
+		t.Fatalf("cancel: %+v %v", p, err)
+	}
 	cases := []struct {
 		name   string
 		in     []byte

@@ -73,7 +73,7 @@ func TestIdleRetainerSleeps(t *testing.T) {
 		ps := e.pageserver("ps", segSize, 6*segSize)
 		settle()
 		removed(4, "slot:s")
-		if err := e.slots.Drop(context.Background(), "s", false); err != nil {
+		if err := e.slots.Drop(context.Background(), "s", 0, false); err != nil {
 			t.Fatal(err)
 		}
 		settle()

@@ -317,7 +317,7 @@ func TestRunRemovesSegmentsBeforeTheHorizon(t *testing.T) {
 	waitRemoved(t, r, 6)
 	checkLocal(t, e.tl, r, 6)
 	// Without holders only the segment of the durable end stays.
-	if err := e.slots.Drop(context.Background(), "s", false); err != nil {
+	if err := e.slots.Drop(context.Background(), "s", 0, false); err != nil {
 		t.Fatal(err)
 	}
 	waitRemoved(t, r, 7)

@@ -43,8 +43,11 @@ type Slot struct {
 	Name       string  `json:"name"`
 	RestartLSN wal.LSN `json:"restart_lsn"` // 0 = not reserved (NULL)
 	Temporary  bool    `json:"-"`
-	activePID  uint32
-	owner      uint64 // connection that created a temporary slot
+	// activePID is the process ID of the connection using the slot: a
+	// stream's while it streams, and a temporary slot's creator's for the
+	// creator's whole life, as PostgreSQL keeps a temporary slot acquired
+	// by its session. 0: inactive.
+	activePID uint32
 	// saved is RestartLSN as last written to the slots file. Removal
 	// honours it, not the newer position in memory: after a crash the
 	// slot comes back at saved, and its WAL must still be there.
@@ -163,10 +166,11 @@ func slotMissing(name string) error {
 	return pgerr.New(pgerr.UndefinedObject, "replication slot \"%s\" does not exist", name)
 }
 
-// Create creates a physical slot. With reserveWAL its restart position
-// is the current end of durable WAL. Temporary slots belong to the
-// connection owner and are dropped by DropOwned.
-func (t *Set) Create(name string, temporary, reserveWAL bool, owner uint64) error {
+// Create creates a physical slot for the connection with process ID pid.
+// With reserveWAL its restart position is the current end of durable WAL.
+// A temporary slot stays active for pid, which alone may stream with it
+// or drop it, until DropOwned(pid) drops it.
+func (t *Set) Create(name string, temporary, reserveWAL bool, pid uint32) error {
 	if err := ValidateSlotName(name); err != nil {
 		return err
 	}
@@ -181,7 +185,7 @@ func (t *Set) Create(name string, temporary, reserveWAL bool, owner uint64) erro
 	}
 	s := &Slot{Name: name, Temporary: temporary}
 	if temporary {
-		s.owner = owner
+		s.activePID = pid
 	}
 	if reserveWAL {
 		s.RestartLSN = t.pos.FlushLSN()
@@ -198,9 +202,10 @@ func (t *Set) Create(name string, temporary, reserveWAL bool, owner uint64) erro
 	return nil
 }
 
-// Drop drops a slot. An active slot is an error unless wait, in which
-// case DropSlot waits (until ctx ends) for it to be released.
-func (t *Set) Drop(ctx context.Context, name string, wait bool) error {
+// Drop drops a slot for the connection with process ID pid. A slot active
+// for another connection is an error unless wait, in which case Drop
+// waits (until ctx ends) for it to be released.
+func (t *Set) Drop(ctx context.Context, name string, pid uint32, wait bool) error {
 	for {
 		t.mu.Lock()
 		s, ok := t.m[name]
@@ -208,7 +213,7 @@ func (t *Set) Drop(ctx context.Context, name string, wait bool) error {
 			t.mu.Unlock()
 			return slotMissing(name)
 		}
-		if s.activePID != 0 {
+		if s.activePID != 0 && s.activePID != pid {
 			ch := t.released
 			pid := s.activePID
 			t.mu.Unlock()
@@ -255,7 +260,8 @@ func (t *Set) Read(name string) (Slot, bool) {
 }
 
 // Acquire marks a slot active for pid; call the returned release when
-// streaming ends.
+// streaming ends. A temporary slot is active for its creator already,
+// and stays so after release.
 func (t *Set) Acquire(name string, pid uint32) (release func(), err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -263,14 +269,14 @@ func (t *Set) Acquire(name string, pid uint32) (release func(), err error) {
 	if !ok {
 		return nil, slotMissing(name)
 	}
-	if s.activePID != 0 {
+	if s.activePID != 0 && !(s.Temporary && s.activePID == pid) {
 		return nil, pgerr.New(pgerr.ObjectInUse, "replication slot \"%s\" is active for PID %d", name, s.activePID)
 	}
 	s.activePID = pid
 	return func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		if cur, ok := t.m[name]; ok && cur == s {
+		if cur, ok := t.m[name]; ok && cur == s && !s.Temporary {
 			s.activePID = 0
 			if !s.Temporary && t.dirty {
 				if err := t.persistLocked(); err != nil {
@@ -303,12 +309,13 @@ func (t *Set) Advance(name string, flush wal.LSN) {
 	t.checkpointLocked()
 }
 
-// DropOwned drops the temporary slots created by a connection.
-func (t *Set) DropOwned(owner uint64) {
+// DropOwned drops the temporary slots created by the connection with
+// process ID pid, when it ends.
+func (t *Set) DropOwned(pid uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for name, s := range t.m {
-		if s.Temporary && s.owner == owner {
+		if s.Temporary && s.activePID == pid {
 			delete(t.m, name)
 			t.changed.Notify()
 			t.log.Info("dropped temporary replication slot", zap.String("slot", name))

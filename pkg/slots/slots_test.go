@@ -190,7 +190,7 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	}
 	rel()
 	// Drop persists.
-	if err := r.Drop(context.Background(), "plain", false); err != nil {
+	if err := r.Drop(context.Background(), "plain", 0, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := open(t, path, slots.Limits{}, pos).List(); len(got) != 1 || got[0].Name != "reserving" {
@@ -261,8 +261,8 @@ func TestCreateErrors(t *testing.T) {
 func TestDropAndAcquireErrors(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newSet(t, slots.Limits{}, newPositions(seg, 0))
-	wantPG(t, s.Drop(ctx, "nope", false), "42704", `replication slot "nope" does not exist`)
-	wantPG(t, s.Drop(ctx, "nope", true), "42704", `replication slot "nope" does not exist`)
+	wantPG(t, s.Drop(ctx, "nope", 0, false), "42704", `replication slot "nope" does not exist`)
+	wantPG(t, s.Drop(ctx, "nope", 0, true), "42704", `replication slot "nope" does not exist`)
 	_, err := s.Acquire("nope", 1)
 	wantPG(t, err, "42704", `replication slot "nope" does not exist`)
 
@@ -276,17 +276,17 @@ func TestDropAndAcquireErrors(t *testing.T) {
 	}
 	_, err = s.Acquire("busy", 99)
 	wantPG(t, err, "55006", `replication slot "busy" is active for PID 1234`)
-	wantPG(t, s.Drop(ctx, "busy", false), "55006", `replication slot "busy" is active for PID 1234`)
+	wantPG(t, s.Drop(ctx, "busy", 0, false), "55006", `replication slot "busy" is active for PID 1234`)
 
 	// DROP_REPLICATION_SLOT ... WAIT gives up when its context ends.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.Drop(cctx, "busy", true); !errors.Is(err, context.Canceled) {
+	if err := s.Drop(cctx, "busy", 0, true); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Drop(wait) with a cancelled context: %v", err)
 	}
 	// ... and otherwise waits for the release.
 	dropped := make(chan error, 1)
-	go func() { dropped <- s.Drop(ctx, "busy", true) }()
+	go func() { dropped <- s.Drop(ctx, "busy", 0, true) }()
 	if _, ok := s.Read("busy"); !ok {
 		t.Fatal("active slot dropped")
 	}
@@ -314,7 +314,7 @@ func TestDropOwned(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		temp  bool
-		owner uint64
+		owner uint32
 	}{{"mine_1", true, 1}, {"mine_2", true, 1}, {"other", true, 2}, {"permanent", false, 1}} {
 		if err := s.Create(c.name, c.temp, true, c.owner); err != nil {
 			t.Fatal(err)
@@ -331,5 +331,45 @@ func TestDropOwned(t *testing.T) {
 	// Temporary slots are never persisted.
 	if got := open(t, path, slots.Limits{}, newPositions(seg, 0)).List(); len(got) != 1 || got[0].Name != "permanent" {
 		t.Fatalf("reopened: %+v", got)
+	}
+}
+
+// TestTemporarySlotOwnedByCreator: as in PostgreSQL, a temporary slot
+// stays active for the connection that created it, which alone may stream
+// with it or drop it; another one waiting to drop it learns, once the
+// creator has gone, that it no longer exists.
+func TestTemporarySlotOwnedByCreator(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newSet(t, slots.Limits{}, newPositions(seg, 0))
+	if err := s.Create("tmp", true, true, 7); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.List(); len(st) != 1 || !st[0].Active || st[0].ActivePID != 7 {
+		t.Fatalf("after create: %+v", st)
+	}
+	_, err := s.Acquire("tmp", 8)
+	wantPG(t, err, "55006", `replication slot "tmp" is active for PID 7`)
+	wantPG(t, s.Drop(ctx, "tmp", 8, false), "55006", `replication slot "tmp" is active for PID 7`)
+	release, err := s.Acquire("tmp", 7)
+	if err != nil {
+		t.Fatalf("creator's Acquire: %v", err)
+	}
+	release()
+	if st := s.List(); len(st) != 1 || st[0].ActivePID != 7 {
+		t.Fatalf("after the creator's stream: %+v", st)
+	}
+	dropped := make(chan error, 1)
+	go func() { dropped <- s.Drop(ctx, "tmp", 8, true) }()
+	s.DropOwned(7)
+	wantPG(t, <-dropped, "42704", `replication slot "tmp" does not exist`)
+
+	if err := s.Create("tmp2", true, false, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Drop(ctx, "tmp2", 7, false); err != nil {
+		t.Fatalf("creator's Drop: %v", err)
+	}
+	if st := s.List(); len(st) != 0 {
+		t.Fatalf("after the creator's drop: %+v", st)
 	}
 }

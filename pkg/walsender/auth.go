@@ -18,11 +18,6 @@ import (
 // with one it answers 'S', runs the handshake and replaces c.nc with the
 // TLS connection (c.be is created from c.nc after the startup packets).
 func (c *conn) negotiateTLS() error {
-	if c.tls {
-		// PostgreSQL accepts one SSLRequest; a second one is read as a
-		// startup packet of protocol 1234.5679.
-		return pgerr.Fatal(pgerr.FeatureNotSupported, "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0")
-	}
 	cfg := c.s.cfg.TLS
 	if cfg == nil {
 		if _, err := c.nc.Write([]byte{'N'}); err != nil {

@@ -31,8 +31,11 @@ func (c *conn) dispatch(ctx context.Context, cmd replcmd.Command) error {
 	case replcmd.CreateReplicationSlot:
 		return c.createReplicationSlot(cmd)
 	case replcmd.DropReplicationSlot:
-		if err := c.slots.Drop(ctx, cmd.Name, cmd.Wait); err != nil {
+		if err := c.slots.Drop(ctx, cmd.Name, c.pid, cmd.Wait); err != nil {
 			if ctx.Err() != nil {
+				if cerr := canceled(ctx); cerr != nil {
+					return cerr
+				}
 				return errStreamShutdown
 			}
 			return err
@@ -107,6 +110,8 @@ func (c *conn) show(name string) error {
 		col, val = "integer_datetimes", "on"
 	case "application_name":
 		col, val = "application_name", c.appName
+	case "wal_sender_timeout":
+		col, val = "wal_sender_timeout", formatMillisSetting(c.walSenderTimeout)
 	default:
 		return pgerr.New(pgerr.UndefinedObject, "unrecognized configuration parameter \"%s\"", name)
 	}
@@ -190,7 +195,7 @@ func (c *conn) createReplicationSlot(cmd replcmd.Command) error {
 			return err
 		}
 	}
-	if err := c.slots.Create(cmd.Name, cmd.Temporary, cmd.ReserveWAL, uint64(c.pid)); err != nil {
+	if err := c.slots.Create(cmd.Name, cmd.Temporary, cmd.ReserveWAL, c.pid); err != nil {
 		return err
 	}
 	if cmd.Temporary {

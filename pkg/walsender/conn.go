@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,9 +39,17 @@ type conn struct {
 	appName string
 	tls     bool         // the connection is encrypted
 	claims  *auth.Claims // the token's claims under a jwt rule, else nil
+	// walSenderTimeout is the session's wal_sender_timeout: the server's
+	// unless the client chose its own at startup.
+	walSenderTimeout time.Duration
 
 	tempSlots bool // this connection created temporary slots
 	pid       uint32
+	key       []byte // the secret a CancelRequest for pid must quote
+	// cancelCmd ends the running command's context with errQueryCanceled;
+	// nil between commands, where PostgreSQL ignores a cancel too.
+	cancelMu  sync.Mutex
+	cancelCmd context.CancelCauseFunc
 	tl        Timeline
 	tm        *metrics.Timeline // the chosen timeline's series
 	slots     *slots.Set
@@ -57,6 +67,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 
 func (c *conn) serve(ctx context.Context) {
 	defer func() { c.nc.Close() }() // c.nc becomes the TLS connection after an SSLRequest
+	defer c.s.unregister(c)
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		tc.SetKeepAlive(true)
@@ -89,7 +100,7 @@ func (c *conn) serve(ctx context.Context) {
 	}()
 	err := c.commandLoop(ctx)
 	if c.tempSlots {
-		c.slots.DropOwned(uint64(c.pid))
+		c.slots.DropOwned(c.pid)
 	}
 	if ctx.Err() != nil && !errors.Is(err, errStreamShutdown) && !errors.Is(err, errClosed) {
 		c.fatal(pgerr.Fatal(pgerr.AdminShutdown, "terminating connection due to administrator command"))
@@ -125,39 +136,70 @@ func (c *conn) fatal(err error) {
 
 func (c *conn) startup() error {
 	var pkt pgwire.Packet
+	// PostgreSQL negotiates encryption once: after an SSLRequest (or a
+	// GSSENCRequest) was answered, another one is read as a startup
+	// packet of an unsupported protocol.
+	sslDone, gssDone := false, false
 	for {
 		var err error
 		pkt, err = pgwire.ReadPacket(c.nc)
 		if err != nil {
 			return err
 		}
-		switch pkt.Code {
-		case pgwire.SSLRequestCode:
+		if pkt.Code == pgwire.SSLRequestCode && !sslDone {
+			sslDone = true
 			if err := c.negotiateTLS(); err != nil {
 				return err
 			}
+			gssDone = gssDone || c.tls
 			continue
-		case pgwire.GSSENCRequest:
+		}
+		if pkt.Code == pgwire.GSSENCRequest && !gssDone {
 			// No GSS encryption: refuse, continue in plaintext.
+			gssDone = true
 			if _, err := c.nc.Write([]byte{'N'}); err != nil {
 				return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
 			}
 			continue
+		}
+		switch pkt.Code {
 		case pgwire.CancelRequest:
-			// There is nothing cancellable; PostgreSQL closes without a reply.
+			// PostgreSQL closes without a reply, whether the key matched
+			// or not.
+			if !c.s.cancel(pkt.CancelPID, pkt.CancelKey) {
+				c.log.Info("cancel request for an unknown process ID or with a wrong key", zap.Uint32("pid", pkt.CancelPID))
+			}
 			return fmt.Errorf("%w: cancel request", pgwire.ErrCloseSilently)
+		case pgwire.SSLRequestCode, pgwire.GSSENCRequest:
+			return pgerr.Fatal(pgerr.FeatureNotSupported,
+				"unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", pkt.Major(), pkt.Minor())
 		}
 		break
 	}
 	c.be = pgproto3.NewBackend(c.nc, c.nc)
 	c.be.SetMaxBodyLen(maxMessageBody)
 
+	// As PostgreSQL: a client asking for a newer minor version or for
+	// protocol options (_pq_.*) learns the version spoken (3.0, as the
+	// whole version number) and the options not recognised (all), before
+	// anything else is checked.
+	var unrecognized []string
+	for _, k := range pkt.Keys {
+		if strings.HasPrefix(k, "_pq_.") {
+			unrecognized = append(unrecognized, k)
+		}
+	}
+	if pkt.Minor() > 0 || len(unrecognized) > 0 {
+		c.be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: pgwire.ProtocolV3, UnrecognizedOptions: unrecognized})
+	}
+
 	user := pkt.Params["user"]
 	if user == "" {
 		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec, "no PostgreSQL user name specified in startup packet")
 	}
 	c.user = user
-	c.appName = pkt.Params["application_name"]
+	opts := pgwire.ParseOptions(pkt.Params["options"])
+	c.appName, _ = setting(pkt.Params, opts, "application_name")
 	database := pkt.Params["database"]
 	if database == "" {
 		database = user
@@ -185,22 +227,19 @@ func (c *conn) startup() error {
 			WithHint("safekeeper serves physical replication only; logical replication (replication=database) is not supported.")
 	}
 
-	if pkt.Minor() > 0 {
-		var unrecognized []string
-		for _, k := range pkt.Keys {
-			if len(k) > 4 && k[:4] == "_pq_" {
-				unrecognized = append(unrecognized, k)
-			}
-		}
-		c.be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
-	}
-
 	if err := c.authenticate(database); err != nil {
 		return err
 	}
+	c.walSenderTimeout = c.s.cfg.WalSenderTimeout
+	if v, ok := setting(pkt.Params, opts, "wal_sender_timeout"); ok {
+		d, err := parseMillisSetting("wal_sender_timeout", v)
+		if err != nil {
+			return err
+		}
+		c.walSenderTimeout = d
+	}
 	// The timeline is chosen only after authentication, so that an
 	// unauthenticated client learns nothing about what is hosted.
-	opts := pgwire.ParseOptions(pkt.Params["options"])
 	tenant, tlid := opts["tenant_id"], opts["timeline_id"]
 	if tenant == "" {
 		tenant = opts["ztenantid"]
@@ -248,9 +287,10 @@ func (c *conn) startup() error {
 	for _, kv := range c.parameterStatus(pkt.Params) {
 		c.be.Send(&pgproto3.ParameterStatus{Name: kv[0], Value: kv[1]})
 	}
-	key := make([]byte, 4)
-	_, _ = rand.Read(key)
-	c.be.Send(&pgproto3.BackendKeyData{ProcessID: c.pid, SecretKey: key})
+	c.key = make([]byte, 4)
+	_, _ = rand.Read(c.key)
+	c.s.register(c)
+	c.be.Send(&pgproto3.BackendKeyData{ProcessID: c.pid, SecretKey: c.key})
 	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if err := c.be.Flush(); err != nil {
 		return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
@@ -299,7 +339,33 @@ func (c *conn) parameterStatus(params map[string]string) [][2]string {
 var (
 	errClosed         = errors.New("client closed the connection")
 	errStreamShutdown = errors.New("stream ended by server shutdown")
+	errQueryCanceled  = errors.New("command canceled by a cancel request")
 )
+
+// setCancel sets (or, with nil, clears) what a cancel request calls.
+func (c *conn) setCancel(f context.CancelCauseFunc) {
+	c.cancelMu.Lock()
+	c.cancelCmd = f
+	c.cancelMu.Unlock()
+}
+
+// cancelCommand ends the running command's context, if one runs.
+func (c *conn) cancelCommand() {
+	c.cancelMu.Lock()
+	defer c.cancelMu.Unlock()
+	if c.cancelCmd != nil {
+		c.cancelCmd(errQueryCanceled)
+	}
+}
+
+// canceled returns PostgreSQL's error for a command a cancel request
+// ended, or nil when ctx did not end that way.
+func canceled(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), errQueryCanceled) {
+		return pgerr.New(pgerr.QueryCanceled, "canceling statement due to user request")
+	}
+	return nil
+}
 
 // receive returns the next frontend message, taking it from the previous
 // stream's feedback reader if that one read ahead.
@@ -412,7 +478,11 @@ func (c *conn) sendError(err error, statement string) {
 func (c *conn) query(ctx context.Context, q string) error {
 	cmd, err := replcmd.Parse(q)
 	if err == nil {
-		err = c.dispatch(ctx, cmd)
+		cctx, cancel := context.WithCancelCause(ctx)
+		c.setCancel(cancel)
+		err = c.dispatch(cctx, cmd)
+		c.setCancel(nil)
+		cancel(nil)
 	}
 	if err != nil {
 		// Command errors (ERROR severity) go to the client and the connection

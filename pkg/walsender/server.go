@@ -2,6 +2,7 @@ package walsender
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
@@ -53,6 +54,11 @@ type Server struct {
 	// it back before it waits, so that a consumer tailing an idle
 	// timeline holds no send buffer (up to 1 MiB with --max-send-size).
 	frames sync.Pool
+
+	// keys maps the process ID of each connection past startup to it, for
+	// CancelRequest.
+	keysMu sync.Mutex
+	keys   map[uint32]*conn
 }
 
 // New returns a server over the timelines reg resolves.
@@ -129,3 +135,37 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) nextPID() uint32 { return s.pid.Add(1) }
+
+// register makes c's command cancellable by a CancelRequest quoting its
+// process ID and secret key; unregister undoes it when c ends.
+func (s *Server) register(c *conn) {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	if s.keys == nil {
+		s.keys = make(map[uint32]*conn)
+	}
+	s.keys[c.pid] = c
+}
+
+func (s *Server) unregister(c *conn) {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	if s.keys[c.pid] == c {
+		delete(s.keys, c.pid)
+	}
+}
+
+// cancel is PostgreSQL's processCancelRequest: a request quoting a live
+// connection's process ID and secret key cancels the command it is
+// running (none: nothing happens); any other request is ignored. The
+// requester gets no reply either way.
+func (s *Server) cancel(pid uint32, key []byte) bool {
+	s.keysMu.Lock()
+	c := s.keys[pid]
+	s.keysMu.Unlock()
+	if c == nil || len(key) != len(c.key) || subtle.ConstantTimeCompare(c.key, key) != 1 {
+		return false
+	}
+	c.cancelCommand()
+	return true
+}

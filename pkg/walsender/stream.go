@@ -230,7 +230,7 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 	rd.Observe(consumer) // the status shows the tier of its last read
 
 	s := sender{c: c, st: st, rd: rd, tli: tli, segSize: ctl.WalSegSize, sent: startLSN,
-		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.s.cfg.WalSenderTimeout,
+		historic: historic, switchpoint: switchpoint, nextTLI: nextTLI, timeout: c.walSenderTimeout,
 		hist: c.tl.HistoryEntries()}
 	err = s.run(ctx)
 	if errors.Is(err, walreader.ErrUnavailable) {
@@ -292,7 +292,7 @@ func (s *sender) run(ctx context.Context) error {
 				return err
 			}
 		case <-ctx.Done():
-			return s.shutdown()
+			return s.interrupted(ctx)
 		default:
 		}
 		now := time.Now()
@@ -334,7 +334,7 @@ func (s *sender) run(ctx context.Context) error {
 			}
 		case <-timer.C:
 		case <-ctx.Done():
-			return s.shutdown()
+			return s.interrupted(ctx)
 		}
 		if !timer.Stop() {
 			select {
@@ -541,7 +541,7 @@ func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, 
 // readError turns a failed WAL read into what ends the stream.
 func (s *sender) readError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return s.shutdown() // a read from the archive interrupted by shutdown
+		return s.interrupted(ctx) // a read from the archive interrupted
 	}
 	if errors.Is(err, walreader.ErrUnavailable) {
 		return err
@@ -661,7 +661,7 @@ func (s *sender) endHistoric(ctx context.Context) error {
 			}
 		case <-s.st.replyReq:
 		case <-ctx.Done():
-			return s.shutdown()
+			return s.interrupted(ctx)
 		}
 	}
 }
@@ -669,6 +669,17 @@ func (s *sender) endHistoric(ctx context.Context) error {
 func (c *conn) sendNextTimeline(next uint32, at wal.LSN) {
 	c.be.Send(pgwire.RowDescription(pgwire.Int8Col("next_tli"), pgwire.TextCol("next_tli_startpos")))
 	c.be.Send(pgwire.DataRow(pgwire.Uint(uint64(next)), pgwire.Text(at.String())))
+}
+
+// interrupted ends the stream when ctx is done. A cancel request ends it
+// as PostgreSQL's walsender does, with ERROR 57014 in place of the next
+// message, after which the connection takes commands again; anything else
+// is a shutdown.
+func (s *sender) interrupted(ctx context.Context) error {
+	if err := canceled(ctx); err != nil {
+		return err
+	}
+	return s.shutdown()
 }
 
 // shutdown is PostgreSQL's walsender shutdown: ask the consumer to confirm

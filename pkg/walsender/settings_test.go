@@ -1,0 +1,51 @@
+package walsender
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+)
+
+func TestMillisSetting(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+		show string
+	}{
+		{"0", 0, "0"},
+		{"4000", 4 * time.Second, "4s"},
+		{"4s", 4 * time.Second, "4s"},
+		{" 4 s ", 4 * time.Second, "4s"},
+		{"1min", time.Minute, "1min"},
+		{"90s", 90 * time.Second, "90s"},
+		{"1.5s", 1500 * time.Millisecond, "1500ms"},
+		{"2h", 2 * time.Hour, "2h"},
+		{"1d", 24 * time.Hour, "1d"},
+		{"2500us", 2 * time.Millisecond, "2ms"}, // rounded half to even
+		{"2147483647", 2147483647 * time.Millisecond, "2147483647ms"},
+	} {
+		got, err := parseMillisSetting("wal_sender_timeout", c.in)
+		if err != nil || got != c.want {
+			t.Errorf("%q: %v, %v; want %v", c.in, got, err, c.want)
+			continue
+		}
+		if s := formatMillisSetting(got); s != c.show {
+			t.Errorf("%q shown as %q, want %q", c.in, s, c.show)
+		}
+	}
+	for _, c := range []struct{ in, msg, hint string }{
+		{"abc", `invalid value for parameter "wal_sender_timeout": "abc"`, ""},
+		{"", `invalid value for parameter "wal_sender_timeout": ""`, ""},
+		{"4x", `invalid value for parameter "wal_sender_timeout": "4x"`, `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".`},
+		{"4 S", `invalid value for parameter "wal_sender_timeout": "4 S"`, `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".`},
+		{"-5", `-5 ms is outside the valid range for parameter "wal_sender_timeout" (0 .. 2147483647)`, ""},
+		{"3000000000", `invalid value for parameter "wal_sender_timeout": "3000000000"`, "Value exceeds integer range."},
+	} {
+		_, err := parseMillisSetting("wal_sender_timeout", c.in)
+		pe := pgerr.As(err)
+		if pe == nil || pe.Code != pgerr.InvalidParameterValue || pe.Severity != pgerr.SeverityFatal || pe.Message != c.msg || pe.Hint != c.hint {
+			t.Errorf("%q: got %+v, want FATAL 22023 %q hint %q", c.in, pe, c.msg, c.hint)
+		}
+	}
+}

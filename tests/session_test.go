@@ -1,0 +1,295 @@
+package tests
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// TestSessionRulesLikePostgreSQL runs each scenario against the primary's
+// own walsender and against the safekeeper, and wants the same answers:
+// protocol negotiation, encryption requests, cancel requests and who may
+// use a temporary slot.
+func TestSessionRulesLikePostgreSQL(t *testing.T) {
+	primary, sk := startPair(t, 1, nil)
+	servers := []struct {
+		name string
+		port int
+		conn string
+	}{
+		{"PostgreSQL", primary.Port, primary.ReplConnString()},
+		{"safekeeper", sk.PGPort, sk.ConnString()},
+	}
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			t.Run("newer protocol and _pq_ options", func(t *testing.T) {
+				for _, minor := range []uint32{0, 2} {
+					p := startupPacket("user", "postgres", "replication", "true", "_pq_.fancy", "1")
+					binary.BigEndian.PutUint32(p[4:], 3<<16|minor)
+					version, options := negotiatedVersion(t, srv.port, p)
+					// The whole version number, as PostgreSQL 15-17 send
+					// it; libpq 18 refuses anything below 3.0.
+					if version != 3<<16 || fmt.Sprint(options) != "[_pq_.fancy]" {
+						t.Fatalf("3.%d: NegotiateProtocolVersion %d %v, want %d [_pq_.fancy]", minor, version, options, 3<<16)
+					}
+				}
+			})
+
+			t.Run("second SSLRequest", func(t *testing.T) {
+				c := dialRaw(t, srv.port)
+				ssl := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 1234<<16|5679)
+				if _, err := c.Write(ssl); err != nil {
+					t.Fatal(err)
+				}
+				var b [1]byte
+				if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 'N' {
+					t.Fatalf("answer to SSLRequest: %q %v, want N", b[:], err)
+				}
+				if _, err := c.Write(ssl); err != nil {
+					t.Fatal(err)
+				}
+				out, _ := io.ReadAll(c)
+				e := parseError(t, out)
+				if e.Severity != "FATAL" || e.Code != "0A000" || e.Message != "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0" {
+					t.Fatalf("got %s %s %q", e.Severity, e.Code, e.Message)
+				}
+			})
+
+			t.Run("cancel DROP_REPLICATION_SLOT WAIT", func(t *testing.T) {
+				ctx := ctxTimeout(t, 60*time.Second)
+				streamer := replConnect(t, ctx, srv.conn)
+				mustExec(t, ctx, streamer, "CREATE_REPLICATION_SLOT busy PHYSICAL RESERVE_WAL")
+				startStreaming(t, ctx, streamer, "START_REPLICATION SLOT busy "+identifyXLogPos(t, ctx, srv.conn))
+
+				dropper := replConnect(t, ctx, srv.conn)
+				err := untilCanceled(t, ctx, dropper, "DROP_REPLICATION_SLOT busy WAIT")
+				wantPgError(t, err, "57014", "canceling statement due to user request")
+				// The slot is still there, and the connection usable.
+				mustExec(t, ctx, dropper, "IDENTIFY_SYSTEM")
+				rows := execRows(t, ctx, dropper, "READ_REPLICATION_SLOT busy")
+				if len(rows) != 1 || string(rows[0][0]) != "physical" {
+					t.Fatalf("READ_REPLICATION_SLOT busy after the cancel: %q", rows)
+				}
+			})
+
+			t.Run("cancel START_REPLICATION", func(t *testing.T) {
+				ctx := ctxTimeout(t, 60*time.Second)
+				conn := replConnect(t, ctx, srv.conn)
+				startStreaming(t, ctx, conn, "START_REPLICATION "+identifyXLogPos(t, ctx, srv.conn))
+				// The stream ends with the error in place of CopyDone, and
+				// the connection takes commands again.
+				var seq []string
+				cancelled := make(chan struct{})
+				defer close(cancelled)
+				go cancelUntil(ctx, conn, cancelled)
+				for len(seq) == 0 || seq[len(seq)-1] != "Z" {
+					msg, err := conn.ReceiveMessage(ctx)
+					if err != nil {
+						t.Fatalf("after %v: %v", seq, err)
+					}
+					switch m := msg.(type) {
+					case *pgproto3.CopyData:
+						if len(seq) == 0 || seq[len(seq)-1] != "d" {
+							seq = append(seq, "d")
+						}
+					case *pgproto3.ErrorResponse:
+						seq = append(seq, "E")
+						if m.Severity != "ERROR" || m.Code != "57014" || m.Message != "canceling statement due to user request" {
+							t.Fatalf("got %s %s %q", m.Severity, m.Code, m.Message)
+						}
+					case *pgproto3.ReadyForQuery:
+						seq = append(seq, "Z")
+					default:
+						seq = append(seq, fmt.Sprintf("%T", m))
+					}
+				}
+				if s := fmt.Sprint(seq); s != "[E Z]" && s != "[d E Z]" {
+					t.Fatalf("messages %s, want keepalives or none, then [E Z]", s)
+				}
+				mustExec(t, ctx, conn, "IDENTIFY_SYSTEM")
+			})
+
+			t.Run("settings in options", func(t *testing.T) {
+				ctx := ctxTimeout(t, 30*time.Second)
+				c := replConnect(t, ctx, srv.conn+" options='-c wal_sender_timeout=4s -c application_name=viaopt'")
+				if got := c.ParameterStatus("application_name"); got != "viaopt" {
+					t.Fatalf("ParameterStatus application_name = %q, want viaopt", got)
+				}
+				for _, q := range [][2]string{{"SHOW wal_sender_timeout", "4s"}, {"SHOW application_name", "viaopt"}} {
+					if rows := execRows(t, ctx, c, q[0]); len(rows) != 1 || string(rows[0][0]) != q[1] {
+						t.Fatalf("%s: %q, want %q", q[0], rows, q[1])
+					}
+				}
+				_, err := pgconn.Connect(ctx, srv.conn+" options='-c wal_sender_timeout=4x'")
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != "22023" ||
+					pe.Message != `invalid value for parameter "wal_sender_timeout": "4x"` ||
+					pe.Hint != `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".` {
+					t.Fatalf("wal_sender_timeout=4x: %v", err)
+				}
+			})
+
+			t.Run("wal_sender_timeout of the session", func(t *testing.T) {
+				// A consumer that never replies is asked for a reply, then
+				// dropped: after a second here, not the server's minute.
+				ctx := ctxTimeout(t, 30*time.Second)
+				c := replConnect(t, ctx, srv.conn+" options='-c wal_sender_timeout=1s'")
+				startStreaming(t, ctx, c, "START_REPLICATION "+identifyXLogPos(t, ctx, srv.conn))
+				asked := false
+				for {
+					msg, err := c.ReceiveMessage(ctx)
+					if err != nil {
+						if ctx.Err() != nil {
+							t.Fatal("the silent consumer is still connected after 30 s")
+						}
+						break
+					}
+					if cd, ok := msg.(*pgproto3.CopyData); ok && len(cd.Data) >= 18 && cd.Data[0] == 'k' && cd.Data[17] == 1 {
+						asked = true
+					}
+				}
+				if !asked {
+					t.Fatal("closed without a keepalive asking for a reply first")
+				}
+			})
+
+			t.Run("temporary slot belongs to its creator", func(t *testing.T) {
+				ctx := ctxTimeout(t, 60*time.Second)
+				owner := replConnect(t, ctx, srv.conn)
+				mustExec(t, ctx, owner, "CREATE_REPLICATION_SLOT tmp TEMPORARY PHYSICAL RESERVE_WAL")
+				other := replConnect(t, ctx, srv.conn)
+				inUse := fmt.Sprintf(`replication slot "tmp" is active for PID %d`, owner.PID())
+				_, err := other.Exec(ctx, "START_REPLICATION SLOT tmp "+identifyXLogPos(t, ctx, srv.conn)).ReadAll()
+				wantPgError(t, err, "55006", inUse)
+				_, err = other.Exec(ctx, "DROP_REPLICATION_SLOT tmp").ReadAll()
+				wantPgError(t, err, "55006", inUse)
+				// Its creator drops it.
+				mustExec(t, ctx, owner, "DROP_REPLICATION_SLOT tmp")
+			})
+		})
+	}
+}
+
+func dialRaw(t *testing.T, port int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// negotiatedVersion sends startup packet p and returns the first message's
+// NegotiateProtocolVersion fields (failing if it is another message).
+func negotiatedVersion(t *testing.T, port int, p []byte) (uint32, []string) {
+	t.Helper()
+	c := dialRaw(t, port)
+	if _, err := c.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	fe := pgproto3.NewFrontend(c, c)
+	msg, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := msg.(*pgproto3.NegotiateProtocolVersion)
+	if !ok {
+		t.Fatalf("first message %T, want NegotiateProtocolVersion", msg)
+	}
+	return m.NewestMinorProtocol, m.UnrecognizedOptions
+}
+
+func replConnect(t *testing.T, ctx context.Context, conn string) *pgconn.PgConn {
+	t.Helper()
+	c, err := pgconn.Connect(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func mustExec(t *testing.T, ctx context.Context, c *pgconn.PgConn, q string) {
+	t.Helper()
+	if _, err := c.Exec(ctx, q).ReadAll(); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func execRows(t *testing.T, ctx context.Context, c *pgconn.PgConn, q string) [][][]byte {
+	t.Helper()
+	res, err := c.Exec(ctx, q).ReadAll()
+	if err != nil || len(res) != 1 {
+		t.Fatalf("%s: %v (%d results)", q, err, len(res))
+	}
+	return res[0].Rows
+}
+
+func identifyXLogPos(t *testing.T, ctx context.Context, conn string) string {
+	t.Helper()
+	c := replConnect(t, ctx, conn)
+	rows := execRows(t, ctx, c, "IDENTIFY_SYSTEM")
+	return string(rows[0][2])
+}
+
+// startStreaming sends q and returns once the server answered
+// CopyBothResponse.
+func startStreaming(t *testing.T, ctx context.Context, c *pgconn.PgConn, q string) {
+	t.Helper()
+	c.Frontend().Send(&pgproto3.Query{String: q})
+	if err := c.Frontend().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := c.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyBothResponse:
+			return
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("%s: %s %s", q, m.Code, m.Message)
+		}
+	}
+}
+
+// untilCanceled runs q on c while sending cancel requests for it: a
+// cancel that arrives before the command starts is ignored, as by
+// PostgreSQL, so they repeat until the command ends.
+func untilCanceled(t *testing.T, ctx context.Context, c *pgconn.PgConn, q string) error {
+	t.Helper()
+	done := make(chan struct{})
+	defer close(done)
+	go cancelUntil(ctx, c, done)
+	_, err := c.Exec(ctx, q).ReadAll()
+	return err
+}
+
+// cancelUntil sends a cancel request for c every 100 ms until done.
+func cancelUntil(ctx context.Context, c *pgconn.PgConn, done <-chan struct{}) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := c.CancelRequest(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				return
+			}
+		}
+	}
+}
