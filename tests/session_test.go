@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,6 +159,36 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				}
 				if !asked {
 					t.Fatal("closed without a keepalive asking for a reply first")
+				}
+			})
+
+			t.Run("command errors", func(t *testing.T) {
+				ctx := ctxTimeout(t, 30*time.Second)
+				c := replConnect(t, ctx, srv.conn)
+				for _, q := range [][3]string{
+					{"'abc", "42601", "unterminated quoted string"},
+					{`"abc`, "42601", "unterminated quoted string"},
+					{`SHOW "abc`, "42601", "unterminated quoted string"},
+					// The primary runs with wal_level = replica.
+					{"START_REPLICATION SLOT missing LOGICAL 0/0", "55000", "logical decoding requires wal_level >= logical"},
+				} {
+					_, err := c.Exec(ctx, q[0]).ReadAll()
+					wantPgError(t, err, q[1], q[2])
+				}
+			})
+
+			t.Run("SHOW what startup announced", func(t *testing.T) {
+				ctx := ctxTimeout(t, 30*time.Second)
+				c := replConnect(t, ctx, srv.conn)
+				for _, name := range []string{"server_encoding", "TimeZone", "DateStyle", "IntervalStyle", "integer_datetimes", "standard_conforming_strings"} {
+					res, err := c.Exec(ctx, "SHOW "+strings.ToLower(name)).ReadAll()
+					if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+						t.Fatalf("SHOW %s: %v", name, err)
+					}
+					col, val := string(res[0].FieldDescriptions[0].Name), string(res[0].Rows[0][0])
+					if col != name || val != c.ParameterStatus(name) {
+						t.Fatalf("SHOW %s: column %q value %q, want %q %q (as announced)", strings.ToLower(name), col, val, name, c.ParameterStatus(name))
+					}
 				}
 			})
 

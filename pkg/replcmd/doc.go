@@ -53,7 +53,7 @@
 //	not a replication command   0A000 cannot execute SQL commands in WAL sender for physical replication
 //	                            (also matches errors.Is(err, ErrNotReplicationCommand))
 //	grammar violation           42601 syntax error
-//	unterminated quote          42601 unterminated quoted identifier / unterminated quoted string
+//	unterminated quote          42601 unterminated quoted string (' or ", as PostgreSQL says)
 //	TIMELINE 0                  42601 invalid timeline 0
 //	repeated or non-physical    42601 conflicting or redundant options
 //	slot option

@@ -11,6 +11,12 @@ import (
 func Parse(q string) (Command, error) {
 	p := parser{lx: lexer{s: q}}
 	first, lerr := p.lx.next()
+	if lerr == errUnterminatedIdent || lerr == errUnterminatedString {
+		// PostgreSQL scans the first token to decide whether the query
+		// is a replication command, and its scanner fails on an
+		// unterminated quote there too.
+		return Command{}, lexError(lerr)
+	}
 	if lerr != errNone || first.kind != tKeyword || first.kw.command() == 0 {
 		return Command{}, errNotReplication()
 	}

@@ -21,7 +21,7 @@ var (
 	badTimeline  = &wantErr{pgerr.SyntaxError, "invalid timeline 0"}
 	conflicting  = &wantErr{pgerr.SyntaxError, "conflicting or redundant options"}
 	notBool      = &wantErr{pgerr.SyntaxError, "reserve_wal requires a Boolean value"}
-	untermIdent  = &wantErr{pgerr.SyntaxError, "unterminated quoted identifier"}
+	untermIdent  = &wantErr{pgerr.SyntaxError, "unterminated quoted string"} // PostgreSQL's text for '"' too
 	untermString = &wantErr{pgerr.SyntaxError, "unterminated quoted string"}
 )
 
@@ -314,8 +314,8 @@ var parseCases = []parseCase{
 	{q: "0/0", err: notRepl},
 	{q: "1", err: notRepl},
 	{q: "-- IDENTIFY_SYSTEM", err: notRepl},
-	{q: `"abc`, err: notRepl},
-	{q: "'abc", err: notRepl},
+	{q: `"abc`, err: untermString},
+	{q: "'abc", err: untermString},
 	{q: "\x00IDENTIFY_SYSTEM", err: notRepl},
 	{q: "CREATE TABLE t(x int)", err: notRepl},
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -113,7 +114,16 @@ func (c *conn) show(name string) error {
 	case "wal_sender_timeout":
 		col, val = "wal_sender_timeout", formatMillisSetting(c.walSenderTimeout)
 	default:
-		return pgerr.New(pgerr.UndefinedObject, "unrecognized configuration parameter \"%s\"", name)
+		// The settings announced at startup, under their canonical names
+		// as PostgreSQL's SHOW gives them (SHOW timezone: "TimeZone").
+		for _, kv := range c.parameterStatus(c.params) {
+			if strings.EqualFold(kv[0], name) {
+				col, val = kv[0], kv[1]
+			}
+		}
+		if col == "" {
+			return pgerr.New(pgerr.UndefinedObject, "unrecognized configuration parameter \"%s\"", name)
+		}
 	}
 	c.be.Send(pgwire.RowDescription(pgwire.TextCol(col)))
 	c.be.Send(pgwire.DataRow(pgwire.Text(val)))
@@ -181,14 +191,7 @@ func (c *conn) readReplicationSlot(name string) error {
 
 func (c *conn) createReplicationSlot(cmd replcmd.Command) error {
 	if cmd.Logical {
-		// PostgreSQL checks wal_level before the database connection
-		// (CheckLogicalDecodingRequirements); the WAL served here is the
-		// upstream's, so its wal_level is the one that counts ("replica",
-		// PostgreSQL's default, while unknown).
-		if c.tl.WalLevel() != "logical" {
-			return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires wal_level >= logical")
-		}
-		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
+		return c.noLogicalDecoding()
 	}
 	if cmd.ReserveWAL {
 		if _, err := c.requireWAL(); err != nil {
@@ -213,4 +216,16 @@ func (c *conn) createReplicationSlot(cmd replcmd.Command) error {
 // the upstream, whose version is reported to clients, is 15 or older.
 func speaksPG15(ctl timelineControl) bool {
 	return ctl.ServerVersionNum > 0 && ctl.ServerVersionNum < 160000
+}
+
+// noLogicalDecoding is PostgreSQL's answer to a logical slot command on a
+// physical replication connection. It checks wal_level before the database
+// connection (CheckLogicalDecodingRequirements); the WAL served here is the
+// upstream's, so its wal_level is the one that counts ("replica",
+// PostgreSQL's default, while unknown).
+func (c *conn) noLogicalDecoding() error {
+	if c.tl.WalLevel() != "logical" {
+		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires wal_level >= logical")
+	}
+	return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
 }

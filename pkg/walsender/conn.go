@@ -36,6 +36,7 @@ type conn struct {
 	log *zap.Logger
 
 	user    string
+	params  map[string]string // the startup packet's parameters
 	appName string
 	tls     bool         // the connection is encrypted
 	claims  *auth.Claims // the token's claims under a jwt rule, else nil
@@ -198,6 +199,7 @@ func (c *conn) startup() error {
 		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec, "no PostgreSQL user name specified in startup packet")
 	}
 	c.user = user
+	c.params = pkt.Params
 	opts := pgwire.ParseOptions(pkt.Params["options"])
 	c.appName, _ = setting(pkt.Params, opts, "application_name")
 	database := pkt.Params["database"]

@@ -148,7 +148,7 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 		return err
 	}
 	if cmd.Logical {
-		return pgerr.New(pgerr.ObjectNotInPrerequisiteState, "logical decoding requires a database connection")
+		return c.noLogicalDecoding()
 	}
 	if cmd.Slot != "" {
 		release, err := c.slots.Acquire(cmd.Slot, c.pid)
