@@ -42,6 +42,14 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 						t.Fatalf("3.%d: NegotiateProtocolVersion %d %v, want %d [_pq_.fancy]", minor, version, options, 3<<16)
 					}
 				}
+				// A bad replication parameter is refused while the packet
+				// is read, before any negotiation.
+				p := startupPacket("user", "postgres", "replication", "o", "_pq_.fancy", "1")
+				binary.BigEndian.PutUint32(p[4:], 3<<16|2)
+				e := parseError(t, rawExchange(t, srv.port, p, false))
+				if e.Severity != "FATAL" || e.Code != "22023" || e.Message != `invalid value for parameter "replication": "o"` {
+					t.Fatalf("bad replication value at 3.2: %s %s %q", e.Severity, e.Code, e.Message)
+				}
 			})
 
 			t.Run("second SSLRequest", func(t *testing.T) {
@@ -204,6 +212,15 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				wantPgError(t, err, "55006", inUse)
 				// Its creator drops it.
 				mustExec(t, ctx, owner, "DROP_REPLICATION_SLOT tmp")
+
+				// Any ERROR in the creator's session drops its temporary
+				// slots.
+				mustExec(t, ctx, owner, "CREATE_REPLICATION_SLOT tmp2 TEMPORARY PHYSICAL RESERVE_WAL")
+				_, err = owner.Exec(ctx, "SHOW no_such_setting").ReadAll()
+				wantPgError(t, err, "42704", `unrecognized configuration parameter "no_such_setting"`)
+				if rows := execRows(t, ctx, other, "READ_REPLICATION_SLOT tmp2"); len(rows) != 1 || rows[0][0] != nil {
+					t.Fatalf("READ_REPLICATION_SLOT tmp2 after an error in its session: %q, want a row of NULLs", rows)
+				}
 			})
 		})
 	}

@@ -278,7 +278,7 @@ func (t *Set) Acquire(name string, pid uint32) (release func(), err error) {
 		defer t.mu.Unlock()
 		if cur, ok := t.m[name]; ok && cur == s && !s.Temporary {
 			s.activePID = 0
-			if !s.Temporary && t.dirty {
+			if t.dirty {
 				if err := t.persistLocked(); err != nil {
 					t.log.Warn("persisting replication slots", zap.Error(err))
 				}

@@ -51,6 +51,9 @@ type conn struct {
 	// nil between commands, where PostgreSQL ignores a cancel too.
 	cancelMu  sync.Mutex
 	cancelCmd context.CancelCauseFunc
+	// ctx is the connection's context, ended by a shutdown and not by a
+	// cancel request: for work a cancel must not interrupt.
+	ctx       context.Context
 	tl        Timeline
 	tm        *metrics.Timeline // the chosen timeline's series
 	slots     *slots.Set
@@ -99,6 +102,7 @@ func (c *conn) serve(ctx context.Context) {
 		case <-done:
 		}
 	}()
+	c.ctx = ctx
 	err := c.commandLoop(ctx)
 	if c.tempSlots {
 		c.slots.DropOwned(c.pid)
@@ -137,9 +141,10 @@ func (c *conn) fatal(err error) {
 
 func (c *conn) startup() error {
 	var pkt pgwire.Packet
-	// PostgreSQL negotiates encryption once: after an SSLRequest (or a
-	// GSSENCRequest) was answered, another one is read as a startup
-	// packet of an unsupported protocol.
+	// As PostgreSQL: an SSLRequest once answered, or a GSSENCRequest, is
+	// not answered again until the other kind was refused (or another
+	// one accepted); until then it is read as a startup packet of an
+	// unsupported protocol.
 	sslDone, gssDone := false, false
 	for {
 		var err error
@@ -148,16 +153,15 @@ func (c *conn) startup() error {
 			return err
 		}
 		if pkt.Code == pgwire.SSLRequestCode && !sslDone {
-			sslDone = true
 			if err := c.negotiateTLS(); err != nil {
 				return err
 			}
-			gssDone = gssDone || c.tls
+			sslDone, gssDone = true, c.tls
 			continue
 		}
 		if pkt.Code == pgwire.GSSENCRequest && !gssDone {
 			// No GSS encryption: refuse, continue in plaintext.
-			gssDone = true
+			sslDone, gssDone = false, true
 			if _, err := c.nc.Write([]byte{'N'}); err != nil {
 				return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
 			}
@@ -180,10 +184,20 @@ func (c *conn) startup() error {
 	c.be = pgproto3.NewBackend(c.nc, c.nc)
 	c.be.SetMaxBodyLen(maxMessageBody)
 
+	// PostgreSQL checks the replication parameter as it reads the
+	// startup packet, before anything is sent.
+	mode := pgwire.NotReplication
+	if v, ok := pkt.Params["replication"]; ok {
+		var err error
+		if mode, err = pgwire.ParseReplication(v); err != nil {
+			return err
+		}
+	}
+
 	// As PostgreSQL: a client asking for a newer minor version or for
 	// protocol options (_pq_.*) learns the version spoken (3.0, as the
 	// whole version number) and the options not recognised (all), before
-	// anything else is checked.
+	// the rest is checked.
 	var unrecognized []string
 	for _, k := range pkt.Keys {
 		if strings.HasPrefix(k, "_pq_.") {
@@ -205,13 +219,6 @@ func (c *conn) startup() error {
 	database := pkt.Params["database"]
 	if database == "" {
 		database = user
-	}
-	mode := pgwire.NotReplication
-	if v, ok := pkt.Params["replication"]; ok {
-		var err error
-		if mode, err = pgwire.ParseReplication(v); err != nil {
-			return err
-		}
 	}
 	host, _, _ := net.SplitHostPort(c.nc.RemoteAddr().String())
 	encryption := "no encryption"
@@ -388,6 +395,12 @@ func (c *conn) receive() (pgproto3.FrontendMessage, error) {
 func (c *conn) commandLoop(ctx context.Context) error {
 	skipToSync := false
 	for {
+		// A shutdown that came while a stream was ending (the watcher in
+		// serve sets no read deadline on a streaming connection) is
+		// noticed before waiting for the next command.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		msg, err := c.receive()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -460,7 +473,8 @@ func (c *conn) ready() error {
 
 // sendError sends an ERROR to the client, counts it by SQLSTATE and logs
 // it with the statement, as PostgreSQL logs every ERROR it sends
-// (log_min_error_statement = error).
+// (log_min_error_statement = error), and drops the session's temporary
+// slots.
 func (c *conn) sendError(err error, statement string) {
 	pe := pgerr.As(err)
 	if pe == nil {
@@ -473,6 +487,12 @@ func (c *conn) sendError(err error, statement string) {
 	}
 	c.log.Warn("command failed", fields...)
 	c.be.Send(pgwire.ErrorResponse(pe))
+	// PostgreSQL drops a session's temporary slots on any ERROR, not only
+	// when it ends (ReplicationSlotCleanup in its error recovery).
+	if c.tempSlots {
+		c.slots.DropOwned(c.pid)
+		c.tempSlots = false
+	}
 }
 
 // query runs one simple Query and ends it with ReadyForQuery. Errors that

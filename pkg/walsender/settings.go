@@ -36,43 +36,161 @@ var timeUnits = []struct {
 }{{"d", 86400000}, {"h", 3600000}, {"min", 60000}, {"s", 1000}, {"ms", 1}, {"us", 0.001}}
 
 // parseMillisSetting parses a time setting whose base unit is the
-// millisecond (wal_sender_timeout) as PostgreSQL does: a number, possibly
-// fractional, then optionally a unit; the result rounded to whole
-// milliseconds and within 0 .. INT_MAX.
+// millisecond (wal_sender_timeout) as PostgreSQL's parse_int does: an
+// integer as strtol reads it with base 0 (so 010 is octal and 0x10 hex),
+// or, when that stops at '.', 'e' or 'E' or overflows, a float as strtod
+// reads it; then, after optional spaces, an optional unit, a fractional
+// value in a unit rounded to the next smaller unit; the result rounded to
+// whole milliseconds and within 0 .. INT_MAX.
 func parseMillisSetting(name, value string) (time.Duration, error) {
-	s := strings.TrimSpace(value)
-	i := 0
-	for i < len(s) && (s[i] == '+' || s[i] == '-' || s[i] == '.' || s[i] == 'e' || s[i] == 'E' || (s[i] >= '0' && s[i] <= '9')) {
-		i++
+	invalid := func(hint string) error {
+		e := pgerr.Fatal(pgerr.InvalidParameterValue, "invalid value for parameter \"%s\": \"%s\"", name, value)
+		if hint != "" {
+			e = e.WithHint("%s", hint)
+		}
+		return e
 	}
-	num, unit := s[:i], strings.TrimSpace(s[i:])
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return 0, pgerr.Fatal(pgerr.InvalidParameterValue, "invalid value for parameter \"%s\": \"%s\"", name, value)
+	const unitsHint = `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".`
+	v, n, erange := cStrtol(value)
+	if n < len(value) && strings.ContainsRune(".eE", rune(value[n])) || erange {
+		v, n, erange = cStrtod(value)
 	}
-	if unit != "" {
+	if n == 0 || erange || math.IsNaN(v) {
+		return 0, invalid("")
+	}
+	rest := strings.TrimLeft(value[n:], cSpace)
+	if rest != "" {
+		unit := rest
+		if i := strings.IndexAny(rest, cSpace); i >= 0 {
+			unit = rest[:i]
+			if strings.TrimLeft(rest[i:], cSpace) != "" {
+				return 0, invalid(unitsHint)
+			}
+		}
 		found := false
-		for _, u := range timeUnits {
+		for i, u := range timeUnits {
 			if u.name == unit {
-				f *= u.ms
+				v *= u.ms
+				if i+1 < len(timeUnits) {
+					next := timeUnits[i+1].ms
+					v = math.RoundToEven(v/next) * next
+				}
 				found = true
 				break
 			}
 		}
 		if !found {
-			return 0, pgerr.Fatal(pgerr.InvalidParameterValue, "invalid value for parameter \"%s\": \"%s\"", name, value).
-				WithHint("Valid units for this parameter are \"us\", \"ms\", \"s\", \"min\", \"h\", and \"d\".")
+			return 0, invalid(unitsHint)
 		}
 	}
-	f = math.RoundToEven(f)
-	if f > math.MaxInt32 || f < math.MinInt32 || math.IsNaN(f) {
-		return 0, pgerr.Fatal(pgerr.InvalidParameterValue, "invalid value for parameter \"%s\": \"%s\"", name, value).
-			WithHint("Value exceeds integer range.")
+	v = math.RoundToEven(v)
+	if v > math.MaxInt32 || v < math.MinInt32 {
+		return 0, invalid("Value exceeds integer range.")
 	}
-	if f < 0 {
-		return 0, pgerr.Fatal(pgerr.InvalidParameterValue, "%d ms is outside the valid range for parameter \"%s\" (0 .. %d)", int64(f), name, math.MaxInt32)
+	if v < 0 {
+		return 0, pgerr.Fatal(pgerr.InvalidParameterValue, "%d ms is outside the valid range for parameter \"%s\" (0 .. %d)", int64(v), name, math.MaxInt32)
 	}
-	return time.Duration(f) * time.Millisecond, nil
+	return time.Duration(v) * time.Millisecond, nil
+}
+
+// cSpace is what C's isspace accepts.
+const cSpace = " \t\n\v\f\r"
+
+// cStrtol reads an integer at the start of s as C's strtol(s, &end, 0):
+// leading spaces, a sign, then hexadecimal after 0x, octal after 0,
+// decimal otherwise. n is how many bytes it used (0: no number);
+// erange reports an overflow of a 64-bit long.
+func cStrtol(s string) (v float64, n int, erange bool) {
+	i := len(s) - len(strings.TrimLeft(s, cSpace))
+	neg := false
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		neg = s[i] == '-'
+		i++
+	}
+	base := uint64(10)
+	if i+1 < len(s) && s[i] == '0' && (s[i+1] == 'x' || s[i+1] == 'X') && i+2 < len(s) && digitVal(s[i+2]) < 16 {
+		base, i = 16, i+2
+	} else if i < len(s) && s[i] == '0' {
+		base = 8
+	}
+	start := i
+	var acc uint64
+	for ; i < len(s) && digitVal(s[i]) < base; i++ {
+		d := digitVal(s[i])
+		if acc > (math.MaxUint64-d)/base {
+			erange = true
+		}
+		acc = acc*base + d
+	}
+	if i == start {
+		return 0, 0, false
+	}
+	if acc > math.MaxInt64 {
+		erange = true
+	}
+	v = float64(acc)
+	if neg {
+		v = -v
+	}
+	return v, i, erange
+}
+
+func digitVal(c byte) uint64 {
+	switch {
+	case c >= '0' && c <= '9':
+		return uint64(c - '0')
+	case c >= 'a' && c <= 'f':
+		return uint64(c-'a') + 10
+	case c >= 'A' && c <= 'F':
+		return uint64(c-'A') + 10
+	}
+	return 99
+}
+
+// cStrtod reads a decimal floating-point number (or inf, infinity, nan)
+// at the start of s as C's strtod: n is how many bytes it used (0: no
+// number); erange reports an overflow.
+func cStrtod(s string) (v float64, n int, erange bool) {
+	i := len(s) - len(strings.TrimLeft(s, cSpace))
+	start := i
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		i++
+	}
+	for _, w := range []string{"infinity", "inf", "nan"} {
+		if len(s)-i >= len(w) && strings.EqualFold(s[i:i+len(w)], w) {
+			f, _ := strconv.ParseFloat(s[start:i+len(w)], 64)
+			return f, i + len(w), false
+		}
+	}
+	digits := 0
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		digits++
+	}
+	if i < len(s) && s[i] == '.' {
+		for i++; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+			digits++
+		}
+	}
+	if digits == 0 {
+		return 0, 0, false
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		j := i + 1
+		if j < len(s) && (s[j] == '+' || s[j] == '-') {
+			j++
+		}
+		if j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+				j++
+			}
+			i = j
+		}
+	}
+	f, err := strconv.ParseFloat(s[start:i], 64)
+	if err != nil && math.IsInf(f, 0) {
+		erange = true
+	}
+	return f, i, erange
 }
 
 // formatMillisSetting is SHOW's form of a time setting in milliseconds:

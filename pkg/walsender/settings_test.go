@@ -24,6 +24,17 @@ func TestMillisSetting(t *testing.T) {
 		{"1d", 24 * time.Hour, "1d"},
 		{"2500us", 2 * time.Millisecond, "2ms"}, // rounded half to even
 		{"2147483647", 2147483647 * time.Millisecond, "2147483647ms"},
+		// strtol with base 0, as PostgreSQL reads integers.
+		{"010", 8 * time.Millisecond, "8ms"},
+		{"0x10", 16 * time.Millisecond, "16ms"},
+		{"1e3", time.Second, "1s"},
+		{".5s", 500 * time.Millisecond, "500ms"},
+		// A fraction in a unit is rounded to the next smaller unit first.
+		{"0.01min", time.Second, "1s"},
+		{"1.5005min", 90 * time.Second, "90s"},
+		{"0.0001d", 0, "0"},
+		{"4.5ms", 4 * time.Millisecond, "4ms"},
+		{"99999999999999999999e-15", 100 * time.Second, "100s"}, // strtol overflows: strtod
 	} {
 		got, err := parseMillisSetting("wal_sender_timeout", c.in)
 		if err != nil || got != c.want {
@@ -41,6 +52,10 @@ func TestMillisSetting(t *testing.T) {
 		{"4 S", `invalid value for parameter "wal_sender_timeout": "4 S"`, `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".`},
 		{"-5", `-5 ms is outside the valid range for parameter "wal_sender_timeout" (0 .. 2147483647)`, ""},
 		{"3000000000", `invalid value for parameter "wal_sender_timeout": "3000000000"`, "Value exceeds integer range."},
+		{"1e", `invalid value for parameter "wal_sender_timeout": "1e"`, `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".`},
+		{"08", `invalid value for parameter "wal_sender_timeout": "08"`, `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".`},
+		{"5 s x", `invalid value for parameter "wal_sender_timeout": "5 s x"`, `Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".`},
+		{"nan", `invalid value for parameter "wal_sender_timeout": "nan"`, ""},
 	} {
 		_, err := parseMillisSetting("wal_sender_timeout", c.in)
 		pe := pgerr.As(err)

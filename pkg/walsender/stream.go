@@ -521,7 +521,14 @@ func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, 
 	// too, from the archive, and a slow archive then ends the
 	// connection rather than the message.
 	rest := buf[frameHeader+sent : frameHeader+ext.N]
-	k, err := s.rd.ReadAt(ctx, rest, tli, s.sent+wal.LSN(sent))
+	rctx := ctx
+	if hdrLeft < frameHeader {
+		// The message has begun and must be finished: a cancel request
+		// does not end this read (its ERROR follows the message), only
+		// the connection's end does.
+		rctx = s.c.ctx
+	}
+	k, err := s.rd.ReadAt(rctx, rest, tli, s.sent+wal.LSN(sent))
 	if err == nil && k < len(rest) {
 		err = io.ErrUnexpectedEOF
 	}
