@@ -96,9 +96,7 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				// The stream ends with the error in place of CopyDone, and
 				// the connection takes commands again.
 				var seq []string
-				cancelled := make(chan struct{})
-				defer close(cancelled)
-				go cancelUntil(ctx, conn, cancelled)
+				stop := cancelling(ctx, conn)
 				for len(seq) == 0 || seq[len(seq)-1] != "Z" {
 					msg, err := conn.ReceiveMessage(ctx)
 					if err != nil {
@@ -120,6 +118,7 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 						seq = append(seq, fmt.Sprintf("%T", m))
 					}
 				}
+				stop()
 				if s := fmt.Sprint(seq); s != "[E Z]" && s != "[d E Z]" {
 					t.Fatalf("messages %s, want keepalives or none, then [E Z]", s)
 				}
@@ -317,27 +316,36 @@ func startStreaming(t *testing.T, ctx context.Context, c *pgconn.PgConn, q strin
 // PostgreSQL, so they repeat until the command ends.
 func untilCanceled(t *testing.T, ctx context.Context, c *pgconn.PgConn, q string) error {
 	t.Helper()
-	done := make(chan struct{})
-	defer close(done)
-	go cancelUntil(ctx, c, done)
+	stop := cancelling(ctx, c)
 	_, err := c.Exec(ctx, q).ReadAll()
+	stop()
 	return err
 }
 
-// cancelUntil sends a cancel request for c every 100 ms until done.
-func cancelUntil(ctx context.Context, c *pgconn.PgConn, done <-chan struct{}) {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if err := c.CancelRequest(ctx); err != nil && !errors.Is(err, context.Canceled) {
+// cancelling sends a cancel request for c every 100 ms until the stop it
+// returns is called; stop returns once no request is in flight, so that
+// none reaches a later command.
+func cancelling(ctx context.Context, c *pgconn.PgConn) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
 				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if err := c.CancelRequest(ctx); err != nil && !errors.Is(err, context.Canceled) {
+					return
+				}
 			}
 		}
+	}()
+	return func() {
+		close(done)
+		<-exited
 	}
 }
