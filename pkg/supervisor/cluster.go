@@ -168,7 +168,8 @@ func (s *Supervisor) peers() []upstream.Peer {
 // initialStart proposes where a timeline with no WAL starts: the oldest
 // WAL its peers hold (on the upstream's PostgreSQL timeline), so that this
 // node holds what they hold and recovers it from them or the archive; else
-// the cluster's archived position.
+// the cluster's archived position. It waits (up to Cluster.InitialWait)
+// for what it needs to know (see chooseInitialStart).
 func (s *Supervisor) initialStart(ctx context.Context, upstreamTLI uint32) (wal.LSN, bool) {
 	wait := s.cfg.Cluster.InitialWait
 	if wait <= 0 {
@@ -178,32 +179,63 @@ func (s *Supervisor) initialStart(ctx context.Context, upstreamTLI uint32) (wal.
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	timedOut := false
 	for {
 		pos, shared := s.member.Shared()
-		peers := s.member.Peers()
-		if shared || len(peers) > 0 {
-			var oldest wal.LSN
-			for _, p := range peers {
-				if p.TLI == upstreamTLI && p.LocalStartLSN != 0 && (oldest == 0 || p.LocalStartLSN < oldest) {
-					oldest = p.LocalStartLSN
-				}
+		lsn, from, decided := chooseInitialStart(pos, shared, s.member.Peers(), upstreamTLI, timedOut)
+		if decided {
+			switch from {
+			case startFromPeers:
+				s.log.Info("new timeline starts at the oldest WAL its peers hold", zap.Stringer("start_lsn", lsn))
+			case startFromArchive:
+				s.log.Info("new timeline starts at the cluster's archived position", zap.Stringer("backup_lsn", lsn))
 			}
-			if oldest != 0 {
-				s.log.Info("new timeline starts at the oldest WAL its peers hold", zap.Stringer("start_lsn", oldest))
-				return oldest, true
-			}
-			if shared && pos.LSN != 0 && pos.TLI == upstreamTLI {
-				s.log.Info("new timeline starts at the cluster's archived position", zap.Stringer("backup_lsn", pos.LSN))
-				return pos.LSN, true
-			}
-			return 0, false
+			return lsn, from != startFromUpstream
 		}
 		select {
 		case <-ctx.Done():
 			return 0, false
 		case <-deadline.C:
-			return 0, false
+			timedOut = true
 		case <-tick.C:
 		}
 	}
+}
+
+// Where a new timeline's WAL starts (chooseInitialStart).
+const (
+	startFromUpstream = iota // the upstream's position: nothing proposed
+	startFromPeers
+	startFromArchive
+)
+
+// chooseInitialStart is initialStart's decision from what the member
+// knows now: decided false means wait and ask again.
+//   - A peer holding WAL on the timeline: the oldest such WAL.
+//   - The cluster's archived position on the timeline, when there are no
+//     peers, or once the wait is over. Peers that are known but have not
+//     reported WAL yet are waited for: they report about once a second,
+//     and a node that started at the archived end would hold less than
+//     they do (their report may still be the one from before their own
+//     first contact with the upstream).
+//   - Nothing (the upstream's position) when peers or the shared state
+//     are known but give no position on the timeline, or the wait is over.
+func chooseInitialStart(pos election.BackupPos, shared bool, peers []election.NodeInfo, tli uint32, timedOut bool) (lsn wal.LSN, from int, decided bool) {
+	var oldest wal.LSN
+	for _, p := range peers {
+		if p.TLI == tli && p.LocalStartLSN != 0 && (oldest == 0 || p.LocalStartLSN < oldest) {
+			oldest = p.LocalStartLSN
+		}
+	}
+	if oldest != 0 {
+		return oldest, startFromPeers, true
+	}
+	archived := shared && pos.LSN != 0 && pos.TLI == tli
+	switch {
+	case archived && (len(peers) == 0 || timedOut):
+		return pos.LSN, startFromArchive, true
+	case !archived && (shared || len(peers) > 0 || timedOut):
+		return 0, startFromUpstream, true
+	}
+	return 0, startFromUpstream, false
 }
