@@ -110,7 +110,7 @@ func newDiscardSender(tb testing.TB, segSize uint64, size int, memory bool) (*se
 	tb.Helper()
 	tl := newTestTimeline(tb, segSize, size, memory)
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: &discardConn{}, log: zap.NewNop(), tm: metrics.Unexported()}
+	c := &conn{s: s, nc: &discardConn{}, log: zap.NewNop(), tm: metrics.Unexported(), ctx: context.Background()}
 	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
 	if memory {
 		tiers = append([]walreader.Tier{walreader.NewMemoryTier(tl.Memory())}, tiers...)
@@ -263,7 +263,7 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 		nc = tcpPair(tb)
 	}
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
+	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), ctx: context.Background()}
 	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
 	if inMemory {
 		tiers = append([]walreader.Tier{walreader.NewMemoryTier(tl.Memory())}, tiers...)
@@ -499,7 +499,7 @@ func TestSendFileBytes(t *testing.T) {
 			tl := newTestTimeline(t, segSize, segSize, c.memory)
 			nc, cl := loopback(t)
 			s := &Server{m: metrics.New(nil), log: zap.NewNop()}
-			conn := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported()}
+			conn := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), ctx: context.Background()}
 			tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
 			var fl *flakyLender
 			if c.memory {
