@@ -116,7 +116,7 @@ func (c *conn) show(name string) error {
 	default:
 		// The settings announced at startup, under their canonical names
 		// as PostgreSQL's SHOW gives them (SHOW timezone: "TimeZone").
-		for _, kv := range c.parameterStatus(c.params) {
+		for _, kv := range c.parameterStatus() {
 			if strings.EqualFold(kv[0], name) {
 				col, val = kv[0], kv[1]
 			}

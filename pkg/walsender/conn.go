@@ -293,7 +293,7 @@ func (c *conn) startup() error {
 	c.pid = c.s.nextPID()
 	c.log = c.log.With(zap.String("application_name", c.appName), zap.Uint32("pid", c.pid))
 	c.be.Send(&pgproto3.AuthenticationOk{})
-	for _, kv := range c.parameterStatus(pkt.Params) {
+	for _, kv := range c.parameterStatus() {
 		c.be.Send(&pgproto3.ParameterStatus{Name: kv[0], Value: kv[1]})
 	}
 	c.key = make([]byte, 4)
@@ -323,8 +323,8 @@ func (c *conn) serverVersion() string {
 	return c.s.cfg.DefaultServerVersion
 }
 
-func (c *conn) parameterStatus(params map[string]string) [][2]string {
-	clientEncoding := params["client_encoding"]
+func (c *conn) parameterStatus() [][2]string {
+	clientEncoding := c.params["client_encoding"]
 	if clientEncoding == "" || clientEncoding == "auto" {
 		clientEncoding = "SQL_ASCII"
 	}
