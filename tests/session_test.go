@@ -199,6 +199,68 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				}
 			})
 
+			t.Run("client_encoding", func(t *testing.T) {
+				ctx := ctxTimeout(t, 30*time.Second)
+				for _, tc := range [][2]string{
+					{"client_encoding=utf-8", "UTF8"},
+					{"client_encoding=UNICODE", "UNICODE"},
+					{"client_encoding=unicode", "UTF8"},
+					{"client_encoding=ISO_8859-5", "ISO_8859_5"},
+					{"options='-c client_encoding=win1252'", "WIN1252"},
+				} {
+					c := replConnect(t, ctx, srv.conn+" "+tc[0])
+					if got := c.ParameterStatus("client_encoding"); got != tc[1] {
+						t.Fatalf("%s: ParameterStatus client_encoding = %q, want %q", tc[0], got, tc[1])
+					}
+					if rows := execRows(t, ctx, c, "SHOW client_encoding"); len(rows) != 1 || string(rows[0][0]) != tc[1] {
+						t.Fatalf("%s: SHOW client_encoding = %q, want %q", tc[0], rows, tc[1])
+					}
+				}
+				for _, v := range []string{"bogus", "auto"} {
+					_, err := pgconn.Connect(ctx, srv.conn+" client_encoding="+v)
+					var pe *pgconn.PgError
+					if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != "22023" ||
+						pe.Message != `invalid value for parameter "client_encoding": "`+v+`"` {
+						t.Fatalf("client_encoding=%s: %v", v, err)
+					}
+				}
+			})
+
+			t.Run("identifiers truncated with a notice", func(t *testing.T) {
+				ctx := ctxTimeout(t, 30*time.Second)
+				cfg, err := pgconn.ParseConfig(srv.conn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var notices []*pgconn.Notice
+				cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n) }
+				c, err := pgconn.ConnectConfig(ctx, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close(context.Background())
+				long := "Slot_" + strings.Repeat("x", 65)
+				cut := strings.ToLower(long[:63])
+				rows := execRows(t, ctx, c, "CREATE_REPLICATION_SLOT "+long+" TEMPORARY PHYSICAL")
+				if len(rows) != 1 || string(rows[0][0]) != cut {
+					t.Fatalf("slot created: %q, want %q", rows, cut)
+				}
+				_, err = c.Exec(ctx, `DROP_REPLICATION_SLOT "`+long+`" garbage`).ReadAll()
+				wantPgError(t, err, "42601", "syntax error")
+				want := []string{
+					`identifier "` + strings.ToLower(long) + `" will be truncated to "` + cut + `"`,
+					`identifier "` + long + `" will be truncated to "` + long[:63] + `"`,
+				}
+				if len(notices) != len(want) {
+					t.Fatalf("%d notices, want %d: %v", len(notices), len(want), notices)
+				}
+				for i, n := range notices {
+					if n.Severity != "NOTICE" || n.Code != "42622" || n.Message != want[i] {
+						t.Fatalf("notice %d: %s %s %q, want NOTICE 42622 %q", i, n.Severity, n.Code, n.Message, want[i])
+					}
+				}
+			})
+
 			t.Run("temporary slot belongs to its creator", func(t *testing.T) {
 				ctx := ctxTimeout(t, 60*time.Second)
 				owner := replConnect(t, ctx, srv.conn)

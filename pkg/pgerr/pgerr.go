@@ -9,6 +9,9 @@ import (
 const (
 	SeverityError = "ERROR"
 	SeverityFatal = "FATAL"
+	// SeverityNotice marks an Error sent as a NoticeResponse: the command
+	// goes on.
+	SeverityNotice = "NOTICE"
 )
 
 // SQLSTATE codes used by the server. Names follow PostgreSQL's errcodes.txt.

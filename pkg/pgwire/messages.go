@@ -27,6 +27,12 @@ func ErrorResponse(e *pgerr.Error) *pgproto3.ErrorResponse {
 	}
 }
 
+// NoticeResponse encodes e, whose severity is pgerr.SeverityNotice, as a
+// NoticeResponse.
+func NoticeResponse(e *pgerr.Error) *pgproto3.NoticeResponse {
+	return (*pgproto3.NoticeResponse)(ErrorResponse(e))
+}
+
 // Column describes one column of a replication command's result set.
 type Column struct {
 	Name   string

@@ -1,5 +1,7 @@
 package replcmd
 
+import "github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+
 // Kind identifies a replication command.
 type Kind int
 
@@ -69,4 +71,8 @@ type Command struct {
 	ReserveWAL bool
 	// Wait is set by DROP_REPLICATION_SLOT ... WAIT.
 	Wait bool
+	// Notices are the NOTICEs (severity pgerr.SeverityNotice) PostgreSQL's
+	// scanner raises while reading the command: 42622 for each identifier
+	// longer than 63 bytes, which is truncated.
+	Notices []*pgerr.Error
 }

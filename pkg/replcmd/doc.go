@@ -21,6 +21,7 @@
 //   - Identifiers [A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9$]* are down-cased
 //     (ASCII only) and truncated to 63 bytes. "Quoted" identifiers keep their
 //     case, "" stands for a quote, and they are truncated to 63 bytes too.
+//     Each truncation adds PostgreSQL's NOTICE (42622) to Command.Notices.
 //   - 'Strings' use ” for a quote. Unsigned constants are decimal and must
 //     fit in 32 bits. LSNs are hex/hex with at most 8 hex digits per half.
 //

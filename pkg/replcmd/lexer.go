@@ -1,6 +1,10 @@
 package replcmd
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+)
 
 // maxIdentLen is NAMEDATALEN-1: identifiers are truncated to this many bytes.
 const maxIdentLen = 63
@@ -194,6 +198,9 @@ const (
 type lexer struct {
 	s   string
 	pos int
+	// notices are the NOTICEs raised while scanning: one per identifier
+	// truncated, as PostgreSQL's scanner warns.
+	notices []*pgerr.Error
 }
 
 func isSpace(c byte) bool {
@@ -241,7 +248,7 @@ func (l *lexer) next() (token, lexErr) {
 		if !ok {
 			return token{}, errUnterminatedIdent
 		}
-		str = truncateIdent(str)
+		str = l.truncate(str)
 		return token{kind: tIdent, str: str, start: start, end: end}, errNone
 	case c == '\'':
 		str, end, ok := l.quoted('\'')
@@ -267,7 +274,7 @@ func (l *lexer) next() (token, lexErr) {
 		if kw := lookupKeyword(text); kw != kwNone {
 			return token{kind: tKeyword, kw: kw, start: start, end: end}, errNone
 		}
-		str := truncateIdent(downcase(text))
+		str := l.truncate(downcase(text))
 		return token{kind: tIdent, str: str, start: start, end: end, raw: str == text}, errNone
 	}
 	l.pos++
@@ -378,9 +385,17 @@ func downcase(s string) string {
 	return s
 }
 
-func truncateIdent(s string) string {
-	if len(s) > maxIdentLen {
-		return s[:maxIdentLen]
+// truncate cuts an identifier to maxIdentLen bytes and records
+// PostgreSQL's NOTICE for it. A walsender for physical replication is
+// connected to no database, so its encoding is SQL_ASCII and the cut is
+// by bytes, not characters.
+func (l *lexer) truncate(s string) string {
+	if len(s) <= maxIdentLen {
+		return s
 	}
-	return s
+	t := s[:maxIdentLen]
+	n := pgerr.New(pgerr.NameTooLong, "identifier \"%s\" will be truncated to \"%s\"", s, t)
+	n.Severity = pgerr.SeverityNotice
+	l.notices = append(l.notices, n)
+	return t
 }

@@ -7,9 +7,16 @@ import (
 )
 
 // Parse parses one replication command. See the package documentation for
-// the grammar and the errors.
+// the grammar and the errors. The command's Notices are set also when
+// Parse fails: PostgreSQL sends them before the error.
 func Parse(q string) (Command, error) {
 	p := parser{lx: lexer{s: q}}
+	cmd, err := p.parse()
+	cmd.Notices = p.lx.notices
+	return cmd, err
+}
+
+func (p *parser) parse() (Command, error) {
 	first, lerr := p.lx.next()
 	if lerr == errUnterminatedIdent || lerr == errUnterminatedString {
 		// PostgreSQL scans the first token to decide whether the query

@@ -3,6 +3,7 @@ package replcmd_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -326,10 +327,11 @@ func unterminatedString() *wantErr { return untermString }
 func TestParse(t *testing.T) {
 	for _, tc := range parseCases {
 		got, err := replcmd.Parse(tc.q)
+		got.Notices = nil // TestParseNotices
 		if tc.err == nil {
 			if err != nil {
 				t.Errorf("Parse(%q): unexpected error %v", tc.q, err)
-			} else if got != tc.want {
+			} else if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("Parse(%q)\n got %+v\nwant %+v", tc.q, got, tc.want)
 			}
 			continue
@@ -338,7 +340,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q) = %+v, want error %s %q", tc.q, got, tc.err.code, tc.err.msg)
 			continue
 		}
-		if got != (cmd{}) {
+		if !reflect.DeepEqual(got, cmd{}) {
 			t.Errorf("Parse(%q): non-zero command %+v with error", tc.q, got)
 		}
 		pe := pgerr.As(err)
@@ -435,4 +437,48 @@ func ExampleParse() {
 	// Output:
 	// START_REPLICATION slot=rwslot lsn=0/900000 timeline=1
 	// true 0A000
+}
+
+// TestParseNotices checks the NOTICE PostgreSQL's scanner raises for each
+// identifier it truncates, before the command runs or fails (texts as
+// PostgreSQL 15.18 sends them).
+func TestParseNotices(t *testing.T) {
+	long, cut := strings.Repeat("a", 70), strings.Repeat("a", 63)
+	notice := func(ident, truncated string) string {
+		return `identifier "` + ident + `" will be truncated to "` + truncated + `"`
+	}
+	for _, tc := range []struct {
+		q       string
+		notices []string
+		errCode string
+	}{
+		{q: "IDENTIFY_SYSTEM"},
+		{q: "SHOW " + cut},
+		{q: "SHOW " + strings.ToUpper(long), notices: []string{notice(long, cut)}},
+		{q: `DROP_REPLICATION_SLOT "A` + long + `" garbage`, notices: []string{notice("A"+long, "A"+cut[1:])}, errCode: pgerr.SyntaxError},
+		{q: "x" + long + " y", notices: []string{notice("x"+long, "x"+cut[1:])}, errCode: pgerr.FeatureNotSupported},
+		{q: "SHOW " + long + "." + long, notices: []string{notice(long, cut), notice(long, cut)}},
+		{q: "START_REPLICATION SLOT " + long + " PHYSICAL 0/0", notices: []string{notice(long, cut)}},
+	} {
+		c, err := replcmd.Parse(tc.q)
+		var code string
+		if pe := pgerr.As(err); pe != nil {
+			code = pe.Code
+		} else if err != nil {
+			t.Fatalf("Parse(%q): %v", tc.q, err)
+		}
+		if code != tc.errCode {
+			t.Errorf("Parse(%q): error code %q, want %q", tc.q, code, tc.errCode)
+		}
+		var got []string
+		for _, n := range c.Notices {
+			if n.Severity != pgerr.SeverityNotice || n.Code != pgerr.NameTooLong {
+				t.Errorf("Parse(%q): notice %s %s, want NOTICE 42622", tc.q, n.Severity, n.Code)
+			}
+			got = append(got, n.Message)
+		}
+		if !reflect.DeepEqual(got, tc.notices) {
+			t.Errorf("Parse(%q): notices\n got %q\nwant %q", tc.q, got, tc.notices)
+		}
+	}
 }

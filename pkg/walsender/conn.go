@@ -36,10 +36,12 @@ type conn struct {
 	log *zap.Logger
 
 	user    string
-	params  map[string]string // the startup packet's parameters
 	appName string
-	tls     bool         // the connection is encrypted
-	claims  *auth.Claims // the token's claims under a jwt rule, else nil
+	// clientEncoding is client_encoding's value: SQL_ASCII unless the
+	// client chose one.
+	clientEncoding string
+	tls            bool         // the connection is encrypted
+	claims         *auth.Claims // the token's claims under a jwt rule, else nil
 	// walSenderTimeout is the session's wal_sender_timeout: the server's
 	// unless the client chose its own at startup.
 	walSenderTimeout time.Duration
@@ -213,7 +215,6 @@ func (c *conn) startup() error {
 		return pgerr.Fatal(pgerr.InvalidAuthorizationSpec, "no PostgreSQL user name specified in startup packet")
 	}
 	c.user = user
-	c.params = pkt.Params
 	opts := pgwire.ParseOptions(pkt.Params["options"])
 	c.appName, _ = setting(pkt.Params, opts, "application_name")
 	database := pkt.Params["database"]
@@ -246,6 +247,14 @@ func (c *conn) startup() error {
 			return err
 		}
 		c.walSenderTimeout = d
+	}
+	c.clientEncoding = "SQL_ASCII"
+	if v, ok := setting(pkt.Params, opts, "client_encoding"); ok {
+		enc, ok := clientEncoding(v)
+		if !ok {
+			return pgerr.Fatal(pgerr.InvalidParameterValue, "invalid value for parameter \"client_encoding\": \"%s\"", v)
+		}
+		c.clientEncoding = enc
 	}
 	// The timeline is chosen only after authentication, so that an
 	// unauthenticated client learns nothing about what is hosted.
@@ -324,13 +333,9 @@ func (c *conn) serverVersion() string {
 }
 
 func (c *conn) parameterStatus() [][2]string {
-	clientEncoding := c.params["client_encoding"]
-	if clientEncoding == "" || clientEncoding == "auto" {
-		clientEncoding = "SQL_ASCII"
-	}
 	return [][2]string{
 		{"application_name", c.appName},
-		{"client_encoding", clientEncoding},
+		{"client_encoding", c.clientEncoding},
 		{"DateStyle", "ISO, MDY"},
 		{"default_transaction_read_only", "off"},
 		{"in_hot_standby", "off"},
@@ -499,6 +504,9 @@ func (c *conn) sendError(err error, statement string) {
 // end the connection are returned; command errors are sent to the client.
 func (c *conn) query(ctx context.Context, q string) error {
 	cmd, err := replcmd.Parse(q)
+	for _, n := range cmd.Notices {
+		c.be.Send(pgwire.NoticeResponse(n))
+	}
 	if err == nil {
 		cctx, cancel := context.WithCancelCause(ctx)
 		c.setCancel(cancel)

@@ -1,6 +1,7 @@
 package walsender
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,23 @@ func TestMillisSetting(t *testing.T) {
 		pe := pgerr.As(err)
 		if pe == nil || pe.Code != pgerr.InvalidParameterValue || pe.Severity != pgerr.SeverityFatal || pe.Message != c.msg || pe.Hint != c.hint {
 			t.Errorf("%q: got %+v, want FATAL 22023 %q hint %q", c.in, pe, c.msg, c.hint)
+		}
+	}
+}
+
+// TestClientEncoding checks client_encoding's values as PostgreSQL 15.18
+// reports them (SHOW client_encoding after PGCLIENTENCODING=name).
+func TestClientEncoding(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"UNICODE", "UNICODE"}, {"unicode", "UTF8"}, {"Utf_8", "UTF8"}, {"utf-8", "UTF8"},
+		{"win1252", "WIN1252"}, {"SJIS", "SJIS"}, {"koi8", "KOI8R"}, {"EUC_JIS_2004", "EUC_JIS_2004"},
+		{"mule_internal", "MULE_INTERNAL"}, {"latin1", "LATIN1"}, {"ISO-8859-1", "LATIN1"},
+		{"iso8859_5", "ISO_8859_5"}, {"SQL_ASCII", "SQL_ASCII"}, {"Windows-1251", "WIN1251"},
+		{"bogus", ""}, {"auto", ""}, {"", ""}, {"utf8" + strings.Repeat("-", 59), "UTF8"}, {"utf9", ""},
+	} {
+		got, ok := clientEncoding(tc.name)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("clientEncoding(%q) = %q, %v; want %q", tc.name, got, ok, tc.want)
 		}
 	}
 }
