@@ -31,18 +31,20 @@
 //	SHOW var_name                                 var_name = ident ('.' ident)*
 //	TIMELINE_HISTORY uconst
 //	START_REPLICATION [SLOT ident] [PHYSICAL] lsn [TIMELINE uconst]
-//	START_REPLICATION SLOT ident LOGICAL lsn ...
+//	START_REPLICATION SLOT ident LOGICAL lsn ['(' ident ['sconst'] [, ...] ')']
 //	CREATE_REPLICATION_SLOT ident [TEMPORARY] PHYSICAL [legacy_opt ...]
 //	CREATE_REPLICATION_SLOT ident [TEMPORARY] PHYSICAL '(' option [, option ...] ')'
-//	CREATE_REPLICATION_SLOT ident [TEMPORARY] LOGICAL ...
+//	CREATE_REPLICATION_SLOT ident [TEMPORARY] LOGICAL ident (the same options)
 //	DROP_REPLICATION_SLOT ident [WAIT]
 //	READ_REPLICATION_SLOT var_name
 //	BASE_BACKUP ..., ALTER_REPLICATION_SLOT ..., UPLOAD_MANIFEST ...
 //
 // option is a name (identifier or keyword, down-cased) with an optional
 // identifier, string or unsigned value; legacy_opt is one of RESERVE_WAL,
-// TWO_PHASE, EXPORT_SNAPSHOT, NOEXPORT_SNAPSHOT, USE_SNAPSHOT. The text after
-// LOGICAL is only checked to be lexically valid. BASE_BACKUP,
+// TWO_PHASE, EXPORT_SNAPSHOT, NOEXPORT_SNAPSHOT, USE_SNAPSHOT. Logical
+// commands are parsed in full, and a logical slot's options checked, so
+// that their errors come before the caller's "logical decoding requires
+// wal_level >= logical", as in PostgreSQL. BASE_BACKUP,
 // ALTER_REPLICATION_SLOT and UPLOAD_MANIFEST are recognised but the rest of
 // the query is not examined, so that the caller can reject them.
 //
@@ -60,7 +62,9 @@
 //	slot option
 //	bad reserve_wal value       42601 reserve_wal requires a Boolean value
 //	unknown slot option         XX000 unrecognized option: <name>
-//	START_REPLICATION SLOT ""   42704 replication slot "" does not exist
+//	START_REPLICATION SLOT ""   42704 replication slot "" does not exist (physical)
+//	bad snapshot value          22023 unrecognized value for CREATE_REPLICATION_SLOT option "snapshot": "<v>"
+//	snapshot without a value    42601 snapshot requires a parameter
 //
 // Syntax errors take precedence over the option errors, which PostgreSQL
 // reports only after the whole command has parsed.

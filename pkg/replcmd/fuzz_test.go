@@ -40,7 +40,7 @@ func render(c replcmd.Command) (string, bool) {
 	case replcmd.StartReplication:
 		var b strings.Builder
 		b.WriteString("START_REPLICATION")
-		if c.Slot != "" {
+		if c.Slot != "" || c.Logical {
 			b.WriteString(" SLOT " + quoteIdent(c.Slot))
 		}
 		if c.Logical {
@@ -91,10 +91,11 @@ func TestRenderRoundTrip(t *testing.T) {
 }
 
 var knownCodes = map[string]bool{
-	pgerr.FeatureNotSupported: true,
-	pgerr.SyntaxError:         true,
-	pgerr.InternalError:       true,
-	pgerr.UndefinedObject:     true,
+	pgerr.FeatureNotSupported:   true,
+	pgerr.SyntaxError:           true,
+	pgerr.InternalError:         true,
+	pgerr.UndefinedObject:       true,
+	pgerr.InvalidParameterValue: true,
 }
 
 func FuzzParse(f *testing.F) {

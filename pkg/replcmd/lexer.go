@@ -385,6 +385,18 @@ func downcase(s string) string {
 	return s
 }
 
+// lexMark is a position to come back to with reset.
+type lexMark struct{ pos, notices int }
+
+func (l *lexer) mark() lexMark { return lexMark{l.pos, len(l.notices)} }
+
+// reset rewinds to m, dropping the notices raised since: the tokens will
+// be scanned again.
+func (l *lexer) reset(m lexMark) {
+	l.pos = m.pos
+	l.notices = l.notices[:m.notices]
+}
+
 // truncate cuts an identifier to maxIdentLen bytes and records
 // PostgreSQL's NOTICE for it. A walsender for physical replication is
 // connected to no database, so its encoding is SQL_ASCII and the cut is

@@ -1,6 +1,7 @@
 package replcmd
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
@@ -90,19 +91,6 @@ func (p *parser) endFrom(t token) error {
 	return nil
 }
 
-// rest accepts any lexically valid remainder of the query.
-func (p *parser) rest() error {
-	for {
-		t, err := p.next()
-		if err != nil {
-			return err
-		}
-		if t.kind == tEOF {
-			return nil
-		}
-	}
-}
-
 // ident reads one identifier.
 func (p *parser) ident() (string, error) {
 	t, err := p.next()
@@ -131,13 +119,13 @@ func (p *parser) varName() (string, error) {
 	building := false   // b holds the joined name so far
 	var b strings.Builder
 	for {
-		save := p.lx.pos
+		save := p.lx.mark()
 		dot, err := p.next()
 		if err != nil {
 			return "", err
 		}
 		if dot.kind != tChar || dot.ch != '.' {
-			p.lx.pos = save
+			p.lx.reset(save) // read again by the caller: one notice
 			break
 		}
 		part, err := p.next()
@@ -209,10 +197,22 @@ func (p *parser) startReplication() error {
 				return syntaxError()
 			}
 			p.cmd.LSN = t.num
-			if err = p.rest(); err != nil {
+			// The plugin's options are the plugin's to check; the
+			// grammar is PostgreSQL's: ( name ['value'] [, ...] ).
+			if t, err = p.next(); err != nil {
 				return err
 			}
-			return slotExists(p.cmd.Slot)
+			if t.kind == tChar && t.ch == '(' {
+				if err = p.pluginOptions(); err != nil {
+					return err
+				}
+				if t, err = p.next(); err != nil {
+					return err
+				}
+			}
+			// No slotExists: PostgreSQL checks wal_level before it
+			// looks for the slot.
+			return p.endFrom(t)
 		}
 	}
 	if t.kind == tKeyword && t.kw == kwPhysical {
@@ -296,16 +296,22 @@ func (p *parser) createSlot() error {
 	if t.kind != tKeyword {
 		return syntaxError()
 	}
+	var opts slotOptions
 	switch t.kw {
 	case kwLogical:
-		p.cmd.Logical = true
-		return p.rest()
+		p.cmd.Logical, opts.logical = true, true
+		// The output plugin's name.
+		if t, err = p.next(); err != nil {
+			return err
+		}
+		if t.kind != tIdent {
+			return syntaxError()
+		}
 	case kwPhysical:
 	default:
 		return syntaxError()
 	}
 
-	var opts slotOptions
 	if t, err = p.next(); err != nil {
 		return err
 	}
@@ -322,7 +328,7 @@ func (p *parser) createSlot() error {
 			if name == "" {
 				break
 			}
-			opts.apply(name, token{})
+			opts.apply(name, legacyValue(t.kw))
 			if t, err = p.next(); err != nil {
 				return err
 			}
@@ -350,6 +356,54 @@ func legacyOption(k keyword) string {
 		return "snapshot"
 	}
 	return ""
+}
+
+// legacyValue is the value a legacy CREATE_REPLICATION_SLOT keyword gives
+// its option: none (true) for a boolean, the snapshot action for a
+// snapshot keyword.
+func legacyValue(k keyword) token {
+	switch k {
+	case kwExportSnapshot:
+		return token{kind: tIdent, str: "export"}
+	case kwNoexportSnapshot:
+		return token{kind: tIdent, str: "nothing"}
+	case kwUseSnapshot:
+		return token{kind: tIdent, str: "use"}
+	}
+	return token{}
+}
+
+// pluginOptions parses a logical START_REPLICATION's output plugin
+// options after the '(': name ['value'] [, name ['value']]* ')', where a
+// name is an identifier (not a keyword) and a value a string.
+func (p *parser) pluginOptions() error {
+	for {
+		t, err := p.next()
+		if err != nil {
+			return err
+		}
+		if t.kind != tIdent {
+			return syntaxError()
+		}
+		if t, err = p.next(); err != nil {
+			return err
+		}
+		if t.kind == tSConst {
+			if t, err = p.next(); err != nil {
+				return err
+			}
+		}
+		if t.kind != tChar {
+			return syntaxError()
+		}
+		switch t.ch {
+		case ',':
+			continue
+		case ')':
+			return nil
+		}
+		return syntaxError()
+	}
 }
 
 // optionList parses option [, option]* ')' after the '('.
@@ -393,37 +447,64 @@ func (p *parser) optionList(opts *slotOptions) error {
 	}
 }
 
-// slotOptions accumulates physical slot options. Like PostgreSQL it checks
-// them in order after parsing, so the first bad option is reported, and
-// only if the whole command parsed.
+// slotOptions accumulates slot options. Like PostgreSQL it checks them in
+// order after parsing, so the first bad option is reported, and only if
+// the whole command parsed. reserve_wal belongs to physical slots;
+// snapshot, two_phase and failover (PostgreSQL 17) to logical ones.
 type slotOptions struct {
-	reserveGiven bool
-	reserveWAL   bool
-	err          error
+	logical bool
+	given   uint8 // bit i: slotOptionNames[i] was given
+	// reserveWAL is reserve_wal's value.
+	reserveWAL bool
+	err        error
 }
+
+var slotOptionNames = [...]string{"reserve_wal", "snapshot", "two_phase", "failover"}
 
 // apply records option name with argument arg (arg.kind == tEOF: none).
 func (o *slotOptions) apply(name string, arg token) {
 	if o.err != nil {
 		return
 	}
-	switch name {
-	case "reserve_wal":
-		if o.reserveGiven {
-			o.err = errSyntaxMsg("conflicting or redundant options")
-			return
+	bit := uint8(0)
+	for i, n := range slotOptionNames {
+		if n == name {
+			bit = 1 << i
 		}
-		o.reserveGiven = true
-		v, ok := boolOption(arg)
-		if !ok {
-			o.err = pgerr.New(pgerr.SyntaxError, "%s requires a Boolean value", name)
-			return
-		}
-		o.reserveWAL = v
-	case "snapshot", "two_phase", "failover":
-		o.err = errSyntaxMsg("conflicting or redundant options")
-	default:
+	}
+	if bit == 0 {
 		o.err = pgerr.New(pgerr.InternalError, "unrecognized option: %s", name)
+		return
+	}
+	forLogical := name != "reserve_wal"
+	if o.given&bit != 0 || forLogical != o.logical {
+		o.err = errSyntaxMsg("conflicting or redundant options")
+		return
+	}
+	o.given |= bit
+	if name == "snapshot" {
+		var v string
+		switch arg.kind {
+		case tEOF:
+			o.err = pgerr.New(pgerr.SyntaxError, "%s requires a parameter", name)
+			return
+		case tUConst:
+			v = strconv.FormatUint(arg.num, 10)
+		default:
+			v = arg.str
+		}
+		if v != "export" && v != "nothing" && v != "use" {
+			o.err = pgerr.New(pgerr.InvalidParameterValue, "unrecognized value for CREATE_REPLICATION_SLOT option \"%s\": \"%s\"", name, v)
+		}
+		return
+	}
+	v, ok := boolOption(arg)
+	if !ok {
+		o.err = pgerr.New(pgerr.SyntaxError, "%s requires a Boolean value", name)
+		return
+	}
+	if name == "reserve_wal" {
+		o.reserveWAL = v
 	}
 }
 

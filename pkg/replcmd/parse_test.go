@@ -149,13 +149,19 @@ var parseCases = []parseCase{
 	{q: "START_REPLICATION SLOT RwSlot 0/1", want: cmd{Kind: replcmd.StartReplication, Slot: "rwslot", LSN: 1}},
 	{q: `START_REPLICATION SLOT "s" LOGICAL 0/0`, want: cmd{Kind: replcmd.StartReplication, Slot: "s", Logical: true}},
 	{q: `START_REPLICATION SLOT "s" LOGICAL 1/2 (proto_version '1', publication_names '"p"')`, want: cmd{Kind: replcmd.StartReplication, Slot: "s", Logical: true, LSN: 1<<32 | 2}},
-	{q: `START_REPLICATION SLOT s LOGICAL 0/0 ((( anything`, want: cmd{Kind: replcmd.StartReplication, Slot: "s", Logical: true}},
+	{q: `START_REPLICATION SLOT s LOGICAL 0/0 ((( anything`, err: syntax},
+	{q: `START_REPLICATION SLOT s LOGICAL 0/0 garbage`, err: syntax},
+	{q: `START_REPLICATION SLOT s LOGICAL 0/0 (a 'b', c);`, want: cmd{Kind: replcmd.StartReplication, Slot: "s", Logical: true}},
+	{q: `START_REPLICATION SLOT s LOGICAL 0/0 (SLOT 'b')`, err: syntax},
+	{q: `START_REPLICATION SLOT s LOGICAL 0/0 (a 1)`, err: syntax},
+	{q: `START_REPLICATION SLOT s LOGICAL 0/0 ()`, err: syntax},
 	{q: `START_REPLICATION SLOT s LOGICAL 0/0 ('x`, err: unterminatedString()},
 	{q: "START_REPLICATION SLOT s LOGICAL", err: syntax},
 	{q: "START_REPLICATION SLOT s LOGICAL 1", err: syntax},
 	{q: "START_REPLICATION LOGICAL 0/0", err: syntax},
 	{q: `START_REPLICATION SLOT "" 0/0`, err: &wantErr{pgerr.UndefinedObject, `replication slot "" does not exist`}},
-	{q: `START_REPLICATION SLOT "" LOGICAL 0/0`, err: &wantErr{pgerr.UndefinedObject, `replication slot "" does not exist`}},
+	// PostgreSQL checks wal_level before it looks for a logical slot.
+	{q: `START_REPLICATION SLOT "" LOGICAL 0/0`, want: cmd{Kind: replcmd.StartReplication, Logical: true}},
 	{q: `START_REPLICATION SLOT "" 0/0 x`, err: syntax},
 	{q: "START_REPLICATION", err: syntax},
 	{q: "START_REPLICATION;", err: syntax},
@@ -260,6 +266,23 @@ var parseCases = []parseCase{
 	{q: `CREATE_REPLICATION_SLOT "x" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing', TWO_PHASE)`, want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x", Logical: true, Temporary: true}},
 	{q: "CREATE_REPLICATION_SLOT x LOGICAL test_decoding EXPORT_SNAPSHOT", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x", Logical: true}},
 	{q: "CREATE_REPLICATION_SLOT x LOGICAL 'p", err: unterminatedString()},
+	// Logical slots' options as PostgreSQL 15.18 checks them (before its
+	// wal_level check, which the caller makes).
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL", err: syntax},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL 'p'", err: syntax},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p garbage", err: syntax},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (snapshot 'bogus')", err: &wantErr{pgerr.InvalidParameterValue, `unrecognized value for CREATE_REPLICATION_SLOT option "snapshot": "bogus"`}},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (snapshot 1)", err: &wantErr{pgerr.InvalidParameterValue, `unrecognized value for CREATE_REPLICATION_SLOT option "snapshot": "1"`}},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (snapshot)", err: &wantErr{pgerr.SyntaxError, "snapshot requires a parameter"}},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (reserve_wal)", err: conflicting},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p RESERVE_WAL", err: conflicting},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p EXPORT_SNAPSHOT USE_SNAPSHOT", err: conflicting},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (snapshot 'use', two_phase 1, snapshot 'x')", err: conflicting},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (two_phase 'maybe')", err: &wantErr{pgerr.SyntaxError, "two_phase requires a Boolean value"}},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (foo)", err: unrecognized("foo")},
+	{q: "CREATE_REPLICATION_SLOT s LOGICAL p (snapshot 'use', SLOT)", err: unrecognized("slot")},
+	{q: "CREATE_REPLICATION_SLOT s PHYSICAL (two_phase)", err: conflicting},
+	{q: `CREATE_REPLICATION_SLOT "" LOGICAL p (snapshot 'use', two_phase off)`, want: cmd{Kind: replcmd.CreateReplicationSlot, Logical: true}},
 
 	// DROP_REPLICATION_SLOT.
 	{q: "DROP_REPLICATION_SLOT s3 WAIT", want: cmd{Kind: replcmd.DropReplicationSlot, Name: "s3", Wait: true}},
@@ -458,6 +481,13 @@ func TestParseNotices(t *testing.T) {
 		{q: `DROP_REPLICATION_SLOT "A` + long + `" garbage`, notices: []string{notice("A"+long, "A"+cut[1:])}, errCode: pgerr.SyntaxError},
 		{q: "x" + long + " y", notices: []string{notice("x"+long, "x"+cut[1:])}, errCode: pgerr.FeatureNotSupported},
 		{q: "SHOW " + long + "." + long, notices: []string{notice(long, cut), notice(long, cut)}},
+		// A token read ahead and read again raises its notice once.
+		{q: "SHOW x " + long, notices: []string{notice(long, cut)}, errCode: pgerr.SyntaxError},
+		{q: "SHOW " + long + " " + long, notices: []string{notice(long, cut), notice(long, cut)}, errCode: pgerr.SyntaxError},
+		{q: "READ_REPLICATION_SLOT x " + long, notices: []string{notice(long, cut)}, errCode: pgerr.SyntaxError},
+		// Nothing is scanned past a syntax error.
+		{q: "START_REPLICATION SLOT s LOGICAL 0/0 " + long + " " + long, notices: []string{notice(long, cut)}, errCode: pgerr.SyntaxError},
+		{q: "CREATE_REPLICATION_SLOT s LOGICAL p x " + long, errCode: pgerr.SyntaxError},
 		{q: "START_REPLICATION SLOT " + long + " PHYSICAL 0/0", notices: []string{notice(long, cut)}},
 	} {
 		c, err := replcmd.Parse(tc.q)
