@@ -178,6 +178,12 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 					{`SHOW "abc`, "42601", "unterminated quoted string"},
 					// The primary runs with wal_level = replica.
 					{"START_REPLICATION SLOT missing LOGICAL 0/0", "55000", "logical decoding requires wal_level >= logical"},
+					// Logical commands are parsed, and a logical slot's
+					// options checked, before wal_level.
+					{"START_REPLICATION SLOT missing LOGICAL 0/0 garbage", "42601", "syntax error"},
+					{"CREATE_REPLICATION_SLOT s LOGICAL", "42601", "syntax error"},
+					{"CREATE_REPLICATION_SLOT s LOGICAL p (snapshot 'bogus')", "22023", `unrecognized value for CREATE_REPLICATION_SLOT option "snapshot": "bogus"`},
+					{"CREATE_REPLICATION_SLOT s LOGICAL p (reserve_wal)", "42601", "conflicting or redundant options"},
 				} {
 					_, err := c.Exec(ctx, q[0]).ReadAll()
 					wantPgError(t, err, q[1], q[2])
@@ -223,6 +229,45 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 						pe.Message != `invalid value for parameter "client_encoding": "`+v+`"` {
 						t.Fatalf("client_encoding=%s: %v", v, err)
 					}
+				}
+			})
+
+			t.Run("startup settings in PostgreSQL's order", func(t *testing.T) {
+				ctx := ctxTimeout(t, 30*time.Second)
+				// options are applied first, then the startup parameters:
+				// the later value wins, but each is checked.
+				c := replConnect(t, ctx, srv.conn+" options='-c application_name=fromopt' application_name=fromparam")
+				if got := c.ParameterStatus("application_name"); got != "fromparam" {
+					t.Fatalf("application_name %q, want fromparam", got)
+				}
+				_, err := pgconn.Connect(ctx, srv.conn+" options='-c client_encoding=bogus' client_encoding=UTF8")
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Code != "22023" || pe.Message != `invalid value for parameter "client_encoding": "bogus"` {
+					t.Fatalf("bad client_encoding in options, good one as a parameter: %v", err)
+				}
+				// Names are cut to 63 bytes with a notice; application_name
+				// keeps printable ASCII only (PostgreSQL 15: '?' for the rest).
+				long := strings.Repeat("b", 70)
+				cfg, err := pgconn.ParseConfig(srv.conn + " application_name=" + long)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var notices []string
+				cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+					notices = append(notices, n.Severity+" "+n.Code+" "+n.Message)
+				}
+				c2, err := pgconn.ConnectConfig(ctx, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c2.Close(context.Background())
+				want := `NOTICE 42622 identifier "` + long + `" will be truncated to "` + long[:63] + `"`
+				if len(notices) != 1 || notices[0] != want || c2.ParameterStatus("application_name") != long[:63] {
+					t.Fatalf("long application_name: notices %q, value %q", notices, c2.ParameterStatus("application_name"))
+				}
+				c3 := replConnect(t, ctx, srv.conn+" application_name=h\xc3\xa9llo")
+				if rows := execRows(t, ctx, c3, "SHOW application_name"); len(rows) != 1 || string(rows[0][0]) != "h??llo" {
+					t.Fatalf("SHOW application_name %q, want h??llo", rows)
 				}
 			})
 

@@ -190,8 +190,18 @@ func ParseBool(v string) (bool, bool) {
 
 // ParseOptions splits a libpq "options" value ("-c a=b -c c=d", "--a=b",
 // "-ca=b", and Neon's "-c a=b c=d") into settings. Backslash escapes a
-// space, as in PostgreSQL.
+// space, as in PostgreSQL. A setting given twice keeps its last value.
 func ParseOptions(s string) map[string]string {
+	out := make(map[string]string)
+	for _, kv := range ParseOptionList(s) {
+		out[kv[0]] = kv[1]
+	}
+	return out
+}
+
+// ParseOptionList is ParseOptions keeping the settings' order, in which
+// PostgreSQL applies them.
+func ParseOptionList(s string) [][2]string {
 	var words []string
 	var cur strings.Builder
 	esc, in := false, false
@@ -216,7 +226,7 @@ func ParseOptions(s string) map[string]string {
 	if in {
 		words = append(words, cur.String())
 	}
-	out := make(map[string]string)
+	var out [][2]string
 	for i := 0; i < len(words); i++ {
 		w := words[i]
 		var kv string
@@ -236,7 +246,7 @@ func ParseOptions(s string) map[string]string {
 			continue
 		}
 		if k, v, ok := strings.Cut(kv, "="); ok {
-			out[strings.ReplaceAll(k, "-", "_")] = v
+			out = append(out, [2]string{strings.ReplaceAll(k, "-", "_"), v})
 		}
 	}
 	return out

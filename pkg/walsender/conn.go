@@ -216,7 +216,6 @@ func (c *conn) startup() error {
 	}
 	c.user = user
 	opts := pgwire.ParseOptions(pkt.Params["options"])
-	c.appName, _ = setting(pkt.Params, opts, "application_name")
 	database := pkt.Params["database"]
 	if database == "" {
 		database = user
@@ -239,22 +238,6 @@ func (c *conn) startup() error {
 
 	if err := c.authenticate(database); err != nil {
 		return err
-	}
-	c.walSenderTimeout = c.s.cfg.WalSenderTimeout
-	if v, ok := setting(pkt.Params, opts, "wal_sender_timeout"); ok {
-		d, err := parseMillisSetting("wal_sender_timeout", v)
-		if err != nil {
-			return err
-		}
-		c.walSenderTimeout = d
-	}
-	c.clientEncoding = "SQL_ASCII"
-	if v, ok := setting(pkt.Params, opts, "client_encoding"); ok {
-		enc, ok := clientEncoding(v)
-		if !ok {
-			return pgerr.Fatal(pgerr.InvalidParameterValue, "invalid value for parameter \"client_encoding\": \"%s\"", v)
-		}
-		c.clientEncoding = enc
 	}
 	// The timeline is chosen only after authentication, so that an
 	// unauthenticated client learns nothing about what is hosted.
@@ -300,8 +283,13 @@ func (c *conn) startup() error {
 	}
 
 	c.pid = c.s.nextPID()
-	c.log = c.log.With(zap.String("application_name", c.appName), zap.Uint32("pid", c.pid))
 	c.be.Send(&pgproto3.AuthenticationOk{})
+	// As PostgreSQL, the session's settings are applied once the client
+	// is authenticated: their notices and errors follow AuthenticationOk.
+	if err := c.applySettings(&pkt); err != nil {
+		return err
+	}
+	c.log = c.log.With(zap.String("application_name", c.appName), zap.Uint32("pid", c.pid))
 	for _, kv := range c.parameterStatus() {
 		c.be.Send(&pgproto3.ParameterStatus{Name: kv[0], Value: kv[1]})
 	}

@@ -1,31 +1,104 @@
 package walsender
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
+	"github.com/pgsafekeeper/safekeeper/pkg/pgwire"
 )
 
 // The session settings a replication connection may choose at startup,
-// either as startup parameters or in "options" (-c name=value), the
-// startup parameters winning, as in PostgreSQL. Other settings are
-// accepted and ignored: PostgreSQL has hundreds, and a client that sets
-// statement_timeout must still connect.
+// either in "options" (-c name=value) or as startup parameters. Other
+// settings are accepted and ignored: PostgreSQL has hundreds, and a client
+// that sets statement_timeout must still connect.
 
-// setting returns the value a client chose for name (case-insensitive,
-// as setting names are), and whether it did.
-func setting(params, opts map[string]string, name string) (string, bool) {
-	for _, m := range []map[string]string{params, opts} {
-		for k, v := range m {
-			if strings.EqualFold(k, name) {
-				return v, true
+// applySettings applies the settings of the startup packet pkt as
+// PostgreSQL does: those in "options" first, then the startup parameters,
+// each list in its order, so that a later value wins but every value is
+// checked; names are case-insensitive. Values of settings that are names
+// are cut to 63 bytes with PostgreSQL's NOTICE first.
+func (c *conn) applySettings(pkt *pgwire.Packet) error {
+	c.walSenderTimeout = c.s.cfg.WalSenderTimeout
+	c.clientEncoding = "SQL_ASCII"
+	c.appName = ""
+	settings := pgwire.ParseOptionList(pkt.Params["options"])
+	for _, k := range pkt.Keys {
+		switch k {
+		case "user", "database", "replication", "options":
+			continue
+		}
+		settings = append(settings, [2]string{k, pkt.Params[k]})
+	}
+	for _, kv := range settings {
+		name, value := strings.ToLower(kv[0]), kv[1]
+		switch name {
+		case "wal_sender_timeout":
+			d, err := parseMillisSetting(name, value)
+			if err != nil {
+				return err
 			}
+			c.walSenderTimeout = d
+		case "client_encoding":
+			value = c.truncateName(value)
+			enc, ok := clientEncoding(value)
+			if !ok {
+				return pgerr.Fatal(pgerr.InvalidParameterValue, "invalid value for parameter \"%s\": \"%s\"", name, value)
+			}
+			c.clientEncoding = enc
+		case "application_name":
+			c.appName = cleanASCII(c.truncateName(value), c.serverVersion())
 		}
 	}
-	return "", false
+	return nil
+}
+
+// truncateName cuts the value of a setting that is a name to 63 bytes
+// (NAMEDATALEN-1, by bytes: the walsender's encoding is SQL_ASCII) and
+// sends PostgreSQL's NOTICE when it does.
+func (c *conn) truncateName(v string) string {
+	const maxLen = 63
+	if len(v) <= maxLen {
+		return v
+	}
+	n := pgerr.New(pgerr.NameTooLong, "identifier \"%s\" will be truncated to \"%s\"", v, v[:maxLen])
+	n.Severity = pgerr.SeverityNotice
+	c.be.Send(pgwire.NoticeResponse(n))
+	return v[:maxLen]
+}
+
+// cleanASCII is application_name as PostgreSQL keeps it: each byte outside
+// printable ASCII replaced by '?' up to version 15, written as \xNN from
+// version 16 on.
+func cleanASCII(v, serverVersion string) string {
+	clean := true
+	for i := 0; i < len(v); i++ {
+		if v[i] < 32 || v[i] > 126 {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return v
+	}
+	major, _, _ := strings.Cut(serverVersion, ".")
+	n, _ := strconv.Atoi(major)
+	escape := n >= 16
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		switch ch := v[i]; {
+		case ch >= 32 && ch <= 126:
+			b.WriteByte(ch)
+		case escape:
+			fmt.Fprintf(&b, "\\x%02x", ch)
+		default:
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
 }
 
 // timeUnits are PostgreSQL's units for a setting in milliseconds, each

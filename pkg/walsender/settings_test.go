@@ -82,3 +82,19 @@ func TestClientEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanASCII checks application_name's cleaning as PostgreSQL 15.18
+// does it ('?', checked with SHOW) and as 16 on does it (\xNN).
+func TestCleanASCII(t *testing.T) {
+	for _, tc := range []struct{ in, version, want string }{
+		{"plain name", "15.18", "plain name"},
+		{"h\xc3\xa9llo\x01x", "15.18", "h??llo?x"},
+		{"h\xc3\xa9llo\x01x", "16.4", `h\xc3\xa9llo\x01x`},
+		{"tab\there", "17.2", `tab\x09here`},
+		{"~\x7f", "15.0", "~?"},
+	} {
+		if got := cleanASCII(tc.in, tc.version); got != tc.want {
+			t.Errorf("cleanASCII(%q, %s) = %q, want %q", tc.in, tc.version, got, tc.want)
+		}
+	}
+}
