@@ -245,6 +245,11 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				if !errors.As(err, &pe) || pe.Code != "22023" || pe.Message != `invalid value for parameter "client_encoding": "bogus"` {
 					t.Fatalf("bad client_encoding in options, good one as a parameter: %v", err)
 				}
+				// The error names the setting as the client spelled it.
+				_, err = pgconn.Connect(ctx, srv.conn+" WAL_SENDER_TIMEOUT=bogus")
+				if !errors.As(err, &pe) || pe.Code != "22023" || pe.Message != `invalid value for parameter "WAL_SENDER_TIMEOUT": "bogus"` {
+					t.Fatalf("WAL_SENDER_TIMEOUT=bogus: %v", err)
+				}
 				// Names are cut to 63 bytes with a notice; application_name
 				// keeps printable ASCII only (PostgreSQL 15: '?' for the rest).
 				long := strings.Repeat("b", 70)

@@ -508,9 +508,9 @@ func (o *slotOptions) apply(name string, arg token) {
 	}
 }
 
-// boolOption interprets an option value as a boolean: no value is true;
-// an unsigned constant must be 0 or 1; a word or string may be true, false,
-// on, off, yes, no, 1 or 0 in any case.
+// boolOption interprets an option value as PostgreSQL's defGetBoolean
+// does: no value is true; an unsigned constant must be 0 or 1; a word or
+// string must be true, false, on or off, in any case.
 func boolOption(arg token) (bool, bool) {
 	switch arg.kind {
 	case tEOF:
@@ -525,9 +525,9 @@ func boolOption(arg token) (bool, bool) {
 		return false, false
 	}
 	switch s := arg.str; {
-	case strings.EqualFold(s, "true"), strings.EqualFold(s, "on"), strings.EqualFold(s, "yes"), s == "1":
+	case strings.EqualFold(s, "true"), strings.EqualFold(s, "on"):
 		return true, true
-	case strings.EqualFold(s, "false"), strings.EqualFold(s, "off"), strings.EqualFold(s, "no"), s == "0":
+	case strings.EqualFold(s, "false"), strings.EqualFold(s, "off"):
 		return false, true
 	}
 	return false, false

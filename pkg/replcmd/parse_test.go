@@ -209,11 +209,14 @@ var parseCases = []parseCase{
 	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal 'on')", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x", ReserveWAL: true}},
 	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal 'OFF')", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x"}},
 	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal off)", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x"}},
-	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal yes)", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x", ReserveWAL: true}},
-	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal No)", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x"}},
+	// PostgreSQL's defGetBoolean: true/false/on/off or the numbers 0 and 1.
+	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal yes)", err: notBool},
+	// PostgreSQL's defGetBoolean: true/false/on/off or the numbers 0 and 1.
+	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal No)", err: notBool},
 	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal 1)", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x", ReserveWAL: true}},
 	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal 0)", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x"}},
-	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal '1')", want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x", ReserveWAL: true}},
+	// PostgreSQL's defGetBoolean: true/false/on/off or the numbers 0 and 1.
+	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal '1')", err: notBool},
 	{q: `CREATE_REPLICATION_SLOT x PHYSICAL ("reserve_wal")`, want: cmd{Kind: replcmd.CreateReplicationSlot, Name: "x", ReserveWAL: true}},
 	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal 2)", err: notBool},
 	{q: "CREATE_REPLICATION_SLOT x PHYSICAL (reserve_wal maybe)", err: notBool},

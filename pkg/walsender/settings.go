@@ -34,8 +34,9 @@ func (c *conn) applySettings(pkt *pgwire.Packet) error {
 		settings = append(settings, [2]string{k, pkt.Params[k]})
 	}
 	for _, kv := range settings {
-		name, value := strings.ToLower(kv[0]), kv[1]
-		switch name {
+		// Errors name the setting as the client spelled it.
+		name, value := kv[0], kv[1]
+		switch strings.ToLower(name) {
 		case "wal_sender_timeout":
 			d, err := parseMillisSetting(name, value)
 			if err != nil {
