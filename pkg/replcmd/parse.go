@@ -393,17 +393,24 @@ func (p *parser) pluginOptions() error {
 				return err
 			}
 		}
-		if t.kind != tChar {
-			return syntaxError()
+		if more, err := listNext(t); !more || err != nil {
+			return err
 		}
+	}
+}
+
+// listNext reads the token after a list element: true after ',' (another
+// element follows), false after ')' (the list ended), else a syntax error.
+func listNext(t token) (bool, error) {
+	if t.kind == tChar {
 		switch t.ch {
 		case ',':
-			continue
+			return true, nil
 		case ')':
-			return nil
+			return false, nil
 		}
-		return syntaxError()
 	}
+	return false, syntaxError()
 }
 
 // optionList parses option [, option]* ')' after the '('.
@@ -434,16 +441,9 @@ func (p *parser) optionList(opts *slotOptions) error {
 			}
 		}
 		opts.apply(name, arg)
-		if t.kind != tChar {
-			return syntaxError()
+		if more, err := listNext(t); !more || err != nil {
+			return err
 		}
-		switch t.ch {
-		case ',':
-			continue
-		case ')':
-			return nil
-		}
-		return syntaxError()
 	}
 }
 
