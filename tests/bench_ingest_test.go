@@ -394,6 +394,24 @@ func BenchmarkCommit(b *testing.B) {
 
 	// P6.
 	var skTPS, refTPS, skLat, refLat, skFsyncMS, skFsyncP99, skFsyncsPerCommit, skFlushLag, refFlushLag []float64
+	// CPU per commit of each standby: the safekeeper's process; the
+	// PostgreSQL standby's postmaster and children (walreceiver, replay,
+	// checkpointer, ...). On two cores it is CPU the primary's backends
+	// do not get.
+	var skCPU, refCPU []float64
+	standbyCPU := func(who string) time.Duration {
+		var d time.Duration
+		var ok bool
+		if who == "safekeeper" {
+			d, ok = procCPUNs(s.sk.PID())
+		} else {
+			d, ok = clusterCPUNs(standby.DataDir)
+		}
+		if !ok {
+			b.Fatalf("CPU time of the %s standby unavailable", who)
+		}
+		return d
+	}
 	lagConn, err := pgconn.Connect(ctxTimeout(b, 30*time.Second), primary.ConnString())
 	if err != nil {
 		b.Fatal(err)
@@ -435,8 +453,15 @@ func BenchmarkCommit(b *testing.B) {
 				lags = &skFlushLag
 			}
 			before := len(*lags)
+			cpu0 := standbyCPU(who)
 			r := pgbenchSampling(b, primary, load, load.seconds, 100*time.Millisecond, flushLag(lags))
-			extra := fmt.Sprintf("  flush_lag median %.3f ms", medianF((*lags)[before:]))
+			cpuUS := (standbyCPU(who) - cpu0).Seconds() * 1e6 / (r.tps * float64(load.seconds))
+			if who == "safekeeper" {
+				skCPU = append(skCPU, cpuUS)
+			} else {
+				refCPU = append(refCPU, cpuUS)
+			}
+			extra := fmt.Sprintf("  standby CPU %.1f µs per commit, flush_lag median %.3f ms", cpuUS, medianF((*lags)[before:]))
 			if who == "safekeeper" {
 				sum1, n1 := fsyncStats(b, s.sk)
 				_, buckets1 := fsyncBuckets(b, s.sk)
@@ -464,6 +489,7 @@ func BenchmarkCommit(b *testing.B) {
 		medianF(skFlushLag), medianF(refFlushLag))
 	fmt.Printf("  ratio safekeeper/postgres %.2f× (goal ≥ 1.0×); safekeeper group fsync mean %.3f ms (p99 ≤ %.3g ms), %.2f fsyncs per commit\n",
 		p6Ratio, medianF(skFsyncMS), medianF(skFsyncP99), medianF(skFsyncsPerCommit))
+	fmt.Printf("  standby CPU per commit: safekeeper %.1f µs, PostgreSQL standby %.1f µs (postmaster and children)\n", medianF(skCPU), medianF(refCPU))
 	b.ReportMetric(p6Ratio, "P6-tps-ratio")
 	saveOrFail(b, benchreport.Result{
 		ID: "P6", Scenario: fmt.Sprintf("pgbench TPS (%s) with the only synchronous standby", load),
@@ -473,11 +499,12 @@ func BenchmarkCommit(b *testing.B) {
 			"safekeeper_latency_avg_ms": skLat, "reference_latency_avg_ms": refLat,
 			"safekeeper_group_fsync_ms": skFsyncMS,
 			"safekeeper_flush_lag_ms":   skFlushLag, "reference_flush_lag_ms": refFlushLag,
+			"safekeeper_cpu_us_per_commit": skCPU, "reference_cpu_us_per_commit": refCPU,
 		},
 		Note: fmt.Sprintf("%d s runs, synchronous_commit=on, one standby running at a time, both on the same disk; average transaction latency %.3f ms (safekeeper) vs %.3f ms (PostgreSQL); "+
-			"primary's flush_lag median %.3f ms vs %.3f ms; "+
+			"primary's flush_lag median %.3f ms vs %.3f ms; standby CPU per commit %.1f µs vs %.1f µs (the standby's postmaster and children, replay included); "+
 			"safekeeper group fsync mean %.3f ms (p99 ≤ %.3g ms), %.2f fsyncs per commit; one 8 KiB fdatasync on this disk: %.3f ms in place, %.3f ms extending the file",
-			load.seconds, medianF(skLat), medianF(refLat), medianF(skFlushLag), medianF(refFlushLag), medianF(skFsyncMS), medianF(skFsyncP99), medianF(skFsyncsPerCommit), ms(syncInPlace), ms(syncExtend)),
+			load.seconds, medianF(skLat), medianF(refLat), medianF(skFlushLag), medianF(refFlushLag), medianF(skCPU), medianF(refCPU), medianF(skFsyncMS), medianF(skFsyncP99), medianF(skFsyncsPerCommit), ms(syncInPlace), ms(syncExtend)),
 	})
 
 	if os.Getenv("BENCH_COMMIT_P6_ONLY") != "" {
@@ -949,4 +976,49 @@ func BenchmarkIngestCatchup(b *testing.B) {
 		Note: fmt.Sprintf("%.2f GiB behind; timed from starting the stopped node to its flushed end reaching the primary's; disk: sequential 1 MiB writes + fdatasync %.0f MB/s extending a file, %.0f MB/s over allocated blocks; %s%s",
 			mib(float64(end-skStart[0]))/1024, tputExtend, tputInPlace, valueNote, ampNote),
 	})
+}
+
+// clusterCPUNs is the CPU time of a PostgreSQL cluster: its postmaster
+// (the PID in postmaster.pid) and the postmaster's children, procCPUNs of
+// each. Children that exited are missing from the sum.
+func clusterCPUNs(dataDir string) (time.Duration, bool) {
+	raw, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	first, _, _ := strings.Cut(string(raw), "\n")
+	pm, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return 0, false
+	}
+	pids := []int{pm}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, false
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The parent's PID is the second field after the command name,
+		// which ends at the last ')'.
+		i := strings.LastIndexByte(string(st), ')')
+		if f := strings.Fields(string(st[i+1:])); i >= 0 && len(f) > 1 && f[1] == strconv.Itoa(pm) {
+			pids = append(pids, pid)
+		}
+	}
+	var sum time.Duration
+	for _, pid := range pids {
+		d, ok := procCPUNs(pid)
+		if !ok && pid == pm {
+			return 0, false
+		}
+		sum += d
+	}
+	return sum, true
 }
