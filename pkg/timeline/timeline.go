@@ -279,6 +279,15 @@ func (t *Timeline) Append(start wal.LSN, data []byte) error {
 	return nil
 }
 
+// WaitRefolds waits until the WAL writer has refolded the segments it
+// finished so far (see walstore.Refold), for tests that evict or inspect
+// the page cache.
+func (t *Timeline) WaitRefolds() {
+	if w := t.w.Load(); w != nil {
+		w.WaitRefolds()
+	}
+}
+
 // SetCatchingUp tells the WAL writer whether the upstream is far ahead
 // (see walstore.Writer.SetCatchingUp). It is cheap when nothing changes,
 // so the receiver says it with every message, which also covers a writer

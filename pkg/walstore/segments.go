@@ -87,6 +87,92 @@ type Writer struct {
 	catchingUp atomic.Bool
 
 	syncMu sync.Mutex // serializes Sync
+
+	// refold: the names of finished segments waiting to be refolded
+	// (see refoldLater).
+	refoldMu      sync.Mutex
+	refoldQueue   []string
+	refoldRunning bool
+	refoldIdle    chan struct{} // closed when the running goroutine ends
+	refoldStop    bool
+	refoldWG      sync.WaitGroup
+}
+
+// RefoldSegments makes writers refold each segment they finish (see
+// Refold) in the background. On by default; a variable so that a test
+// can compare.
+var RefoldSegments = true
+
+// refoldQueueMax bounds the finished segments waiting for a refold (16
+// GiB of 16 MiB segments): a writer catching up on a longer backlog
+// skips the refold of the oldest, which are then served by copying.
+const refoldQueueMax = 1024
+
+// refoldLater queues the finished, durable segment name for a goroutine
+// that refolds the segments in order, opening each by name (one removed
+// meanwhile is skipped); one per writer at a time, started when there is
+// work and ended when there is none, so that an idle timeline costs
+// nothing and no descriptor is held while a segment waits.
+func (w *Writer) refoldLater(name string) {
+	if !RefoldSegments {
+		return
+	}
+	w.refoldMu.Lock()
+	defer w.refoldMu.Unlock()
+	if w.refoldStop {
+		return
+	}
+	if len(w.refoldQueue) >= refoldQueueMax {
+		w.refoldQueue = append(w.refoldQueue[:0], w.refoldQueue[1:]...)
+	}
+	w.refoldQueue = append(w.refoldQueue, name)
+	if w.refoldRunning {
+		return
+	}
+	w.refoldRunning = true
+	idle := make(chan struct{})
+	w.refoldIdle = idle
+	w.refoldWG.Add(1)
+	go func() {
+		defer w.refoldWG.Done()
+		for {
+			w.refoldMu.Lock()
+			if len(w.refoldQueue) == 0 || w.refoldStop {
+				w.refoldQueue = nil
+				w.refoldRunning = false
+				close(idle)
+				w.refoldMu.Unlock()
+				return
+			}
+			name := w.refoldQueue[0]
+			w.refoldQueue = w.refoldQueue[1:]
+			w.refoldMu.Unlock()
+			if f, err := os.Open(filepath.Join(w.dir, name)); err == nil {
+				_ = Refold(f, int64(w.segSize)) // only speed is at stake
+				f.Close()
+			}
+		}
+	}()
+}
+
+// WaitRefolds waits until the segments finished so far are refolded, for
+// tests that need to know what the page cache holds.
+func (w *Writer) WaitRefolds() {
+	w.refoldMu.Lock()
+	idle, running := w.refoldIdle, w.refoldRunning
+	w.refoldMu.Unlock()
+	if running {
+		<-idle
+	}
+}
+
+// stopRefold skips the refolds not yet started and waits for the one
+// under way.
+func (w *Writer) stopRefold() {
+	w.refoldMu.Lock()
+	w.refoldStop = true
+	w.refoldMu.Unlock()
+	w.refoldWG.Wait()
 }
 
 // Preallocate makes writers prepare the next segment's file in the
@@ -574,6 +660,7 @@ func (w *Writer) Sync() (wal.LSN, error) {
 				return durable, w.fail(fmt.Errorf("rename segment %s: %w", s.name, err))
 			}
 			s.f.Close()
+			w.refoldLater(s.name)
 		}
 		if err := SyncDir(w.dir); err != nil {
 			return durable, w.fail(err)
@@ -632,6 +719,7 @@ func (w *Writer) CloseIdle() error {
 func (w *Writer) Close() error {
 	w.stopTailFill()
 	_, err := w.Sync()
+	w.stopRefold()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
