@@ -137,19 +137,24 @@ func (r *Reader) unavailable(tli uint32, lsn wal.LSN) error {
 
 // Extent is where the N bytes of a ReadOrLocate are: in File from Off on
 // when File is set; in the memory window Mem lends when Mem is set;
-// otherwise in the caller's buffer.
+// otherwise in the caller's buffer. With File, Mapped may hold the same
+// bytes in a read-only mapping of the file whose pages were all in the
+// page cache when located: they are for a system call to read (a socket
+// write), never for Go code (see segMap); valid, as File is, until the
+// next call or Close.
 type Extent struct {
-	File *os.File
-	Off  int64
-	Mem  Lender
-	N    int
+	File   *os.File
+	Off    int64
+	Mapped []byte
+	Mem    Lender
+	N      int
 }
 
 // locator is a tier that can tell where in a file its bytes are instead
 // of copying them, so that a sender can hand the file to the kernel
 // (sendfile) rather than read it into user space.
 type locator interface {
-	Locate(tli uint32, lsn wal.LSN, n int) (*os.File, int64, error)
+	Locate(tli uint32, lsn wal.LSN, n int) (*os.File, int64, []byte, error)
 }
 
 // ReadOrLocate is ReadAt for a sender that can send from a file or from
@@ -180,7 +185,7 @@ func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal
 			}
 		}
 		if lt, ok := t.(locator); ok {
-			f, off, err := lt.Locate(tli, lsn, len(p))
+			f, off, m, err := lt.Locate(tli, lsn, len(p))
 			if errors.Is(err, ErrNotInTier) {
 				continue
 			}
@@ -188,7 +193,7 @@ func (r *Reader) ReadOrLocate(ctx context.Context, p []byte, tli uint32, lsn wal
 			if err != nil {
 				return Extent{}, err
 			}
-			return Extent{File: f, Off: off, N: len(p)}, nil
+			return Extent{File: f, Off: off, Mapped: m, N: len(p)}, nil
 		}
 		n, err := t.ReadAt(ctx, p, tli, lsn)
 		if errors.Is(err, ErrNotInTier) {
@@ -222,14 +227,21 @@ func (r *Reader) Close() error {
 // LocalTier reads the segment files of a timeline directory. It keeps the
 // current segment open, so streaming costs one pread per message; the
 // descriptor survives the rename that completes a segment and the unlink
-// of a removed one.
+// of a removed one. Locate also maps the segment (on Linux), once per
+// segment, and unmaps it with the descriptor: a mapping keeps a removed
+// file's blocks no longer than the descriptor does. Mapped bytes are
+// handed out only where the kernel maps them with huge entries (see
+// segMap).
 type LocalTier struct {
 	dir     walstore.Dir
 	segSize uint64
 
-	f     *os.File
-	tli   uint32
-	segno uint64
+	f      *os.File
+	tli    uint32
+	segno  uint64
+	mp     segMap
+	mapped bool // mapping f was tried
+	noMap  bool
 }
 
 // NewLocalTier returns a tier reading from dir.
@@ -237,14 +249,22 @@ func NewLocalTier(dir walstore.Dir, segSize uint64) *LocalTier {
 	return &LocalTier{dir: dir, segSize: segSize}
 }
 
+// NoMapping makes Locate answer without a mapping, so that a sender uses
+// sendfile or copies: for comparing the send paths, and a way around a
+// file system where mapping misbehaves.
+func (l *LocalTier) NoMapping() { l.noMap = true }
+
+// MapSmallPages makes Locate hand out mapped bytes in the page cache also
+// from regions the kernel maps with small page table entries, which
+// streaming pays for (see segMap): for tests of the mapped send path on
+// machines whose page cache holds no 2 MiB folios.
+func (l *LocalTier) MapSmallPages() { l.mp.any = true }
+
 func (l *LocalTier) open(tli uint32, segno uint64) error {
 	if l.f != nil && l.tli == tli && l.segno == segno {
 		return nil
 	}
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
-	}
+	l.Close()
 	f, err := l.dir.OpenSegment(tli, segno, l.segSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return ErrNotInTier
@@ -274,18 +294,27 @@ func (l *LocalTier) ReadAt(_ context.Context, p []byte, tli uint32, lsn wal.LSN)
 // Name implements namer.
 func (l *LocalTier) Name() string { return "local" }
 
-// Locate implements locator: the open segment file holding lsn and the
-// offset of lsn in it. n bytes from there are durable WAL (the caller
-// never asks for more); the file is not read.
-func (l *LocalTier) Locate(tli uint32, lsn wal.LSN, _ int) (*os.File, int64, error) {
+// Locate implements locator: the open segment file holding lsn, the
+// offset of lsn in it, and the n bytes from there in the segment's mapping
+// when they are all in the page cache and mapped with huge entries (else
+// nil; see segMap). They are durable WAL
+// (the caller never asks for more); the file is not read.
+func (l *LocalTier) Locate(tli uint32, lsn wal.LSN, n int) (*os.File, int64, []byte, error) {
 	if err := l.open(tli, wal.SegmentNo(lsn, l.segSize)); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	return l.f, int64(wal.SegmentOffset(lsn, l.segSize)), nil
+	if !l.mapped && !l.noMap {
+		l.mapped = true
+		l.mp.mapFile(l.f, l.segSize)
+	}
+	off := int64(wal.SegmentOffset(lsn, l.segSize))
+	return l.f, off, l.mp.resident(off, n), nil
 }
 
 // Close implements Tier.
 func (l *LocalTier) Close() error {
+	l.mp.unmap()
+	l.mapped = false
 	if l.f != nil {
 		err := l.f.Close()
 		l.f = nil

@@ -67,6 +67,7 @@ func newTiers(t *testing.T, segs, archivedTo, localFrom uint64, c archive.Compre
 	if _, err := tl.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	tl.WaitRefolds() // the tests evict and inspect the page cache
 	st, err := objstore.Open(ctx, "file://"+t.TempDir(), objstore.Options{})
 	if err != nil {
 		t.Fatal(err)

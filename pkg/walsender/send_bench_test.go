@@ -72,6 +72,7 @@ func newTestTimeline(tb testing.TB, segSize uint64, size int, memory bool) *time
 	if _, err := tl.Flush(); err != nil {
 		tb.Fatal(err)
 	}
+	tl.WaitRefolds() // the page cache settled: nothing reads the disk meanwhile
 	return tl
 }
 
@@ -247,12 +248,14 @@ func tlsPair(tb testing.TB) *tls.Conn {
 }
 
 // newTCPSender returns a sender over a loopback TCP connection streaming
-// a timeline holding one segment of WAL. mode: "sendfile" from the
-// segment file (messages up to sendfileMax; larger ones are copied),
-// "copy" from it through the frame buffer, "memory" straight from the
-// memory window (sendMem), "memcopy" from the window through the frame
-// buffer (what TLS does), "tls" from the window through the frame buffer
-// to a TLS connection.
+// a timeline holding one segment of WAL. mode: "mapped" from the segment
+// file's mapping (sendMapped), the segment refolded into 2 MiB folios
+// first (walstore.Refold) as a running safekeeper's finished segments
+// are, "sendfile" from the segment file with the mapping off (messages
+// up to sendfileMax; larger ones are copied), "copy" from it through the
+// frame buffer, "memory" straight from the memory window (sendMem),
+// "memcopy" from the window through the frame buffer (what TLS does),
+// "tls" from the window through the frame buffer to a TLS connection.
 func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN, wal.LSN) {
 	inMemory := mode == "memory" || mode == "memcopy" || mode == "tls"
 	tl := newTestTimeline(tb, segSize, int(segSize), inMemory)
@@ -264,7 +267,17 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 	}
 	s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 	c := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), ctx: context.Background()}
-	tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
+	lt := walreader.NewLocalTier(tl.Dir(), segSize)
+	switch {
+	case mode != "mapped":
+		lt.NoMapping()
+	case segSize < 2<<20:
+		// Too small for huge entries: mapped with small ones.
+		lt.MapSmallPages()
+	default:
+		refoldSegment(tb, tl.Dir(), segSize, 1)
+	}
+	tiers := []walreader.Tier{lt}
 	if inMemory {
 		tiers = append([]walreader.Tier{walreader.NewMemoryTier(tl.Memory())}, tiers...)
 	}
@@ -273,7 +286,7 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 	st := &stream{c: c, consumer: consumers.NewRegistry().Add(consumers.Info{})}
 	start := wal.LSN(segSize)
 	snd := &sender{c: c, st: st, rd: rd, tli: 1, segSize: segSize, sent: start, hist: tl.HistoryEntries()}
-	if mode == "sendfile" || mode == "memory" {
+	if mode == "sendfile" || mode == "memory" || mode == "mapped" {
 		snd.fs = newFileSender(nc)
 		if snd.fs == nil {
 			noZeroCopy(tb)
@@ -284,19 +297,20 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 
 // BenchmarkSendXLogDataTCP sends XLogData messages of several sizes to a
 // real loopback socket, from a local segment file by copying (pread into
-// the frame buffer, one write) and as a plain socket is served
-// ("sendfile": the header with MSG_MORE, then sendfile from the page
-// cache, for messages up to sendfileMax; larger ones are copied, which
-// measured cheaper), and from the memory window as a plain socket is
-// served ("memory": one sendmsg of the header and the window's bytes) and
-// as TLS is ("memcopy": through the frame buffer), and to a TLS
-// connection ("tls"). None may allocate.
+// the frame buffer, one write), as a plain socket is served ("mapped":
+// one sendmsg of the header and the file's mapped bytes) and as it was
+// before mapping ("sendfile": the header with MSG_MORE, then sendfile
+// from the page cache, for messages up to sendfileMax; larger ones are
+// copied, which measured cheaper), and from the memory window as a plain
+// socket is served ("memory": one sendmsg of the header and the window's
+// bytes) and as TLS is ("memcopy": through the frame buffer), and to a
+// TLS connection ("tls"). None may allocate.
 // "write" is the floor under all of them: the same number of bytes per
 // message written from a segment-sized buffer, front to back, with
 // (*net.TCPConn).Write and no framing, what a bare Go sender costs.
 func BenchmarkSendXLogDataTCP(b *testing.B) {
 	const segSize = 16 << 20
-	for _, mode := range []string{"write", "copy", "sendfile", "memory", "memcopy", "tls"} {
+	for _, mode := range []string{"write", "copy", "mapped", "sendfile", "memory", "memcopy", "tls"} {
 		for _, size := range []int{256, 8 << 10, MaxSendSize, MaxSendSizeLimit} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
 				if mode == "write" {
@@ -399,8 +413,14 @@ func BenchmarkSendReadFrom(b *testing.B) {
 // socket allocates nothing and ends at the same page boundary as a copied
 // one.
 func TestSendFileAllocatesNothing(t *testing.T) {
+	for _, mode := range []string{"mapped", "sendfile"} {
+		t.Run(mode, func(t *testing.T) { testSendFileAllocatesNothing(t, mode) })
+	}
+}
+
+func testSendFileAllocatesNothing(t *testing.T, mode string) {
 	const segSize = 1 << 20
-	snd, start, end := newTCPSender(t, segSize, "sendfile")
+	snd, start, end := newTCPSender(t, segSize, mode)
 	snd.sent = start + 100 // mid-page start
 	now := time.Now()
 	if err := snd.send(context.Background(), now, end); err != nil {
@@ -418,7 +438,7 @@ func TestSendFileAllocatesNothing(t *testing.T) {
 		}
 	})
 	if allocs != 0 {
-		t.Fatalf("send with sendfile allocates %.1f times per message", allocs)
+		t.Fatalf("send (%s) allocates %.1f times per message", mode, allocs)
 	}
 	if snd.sent > end {
 		t.Fatalf("sent past the end: %s > %s", snd.sent, end)
@@ -466,8 +486,9 @@ func threadCPU() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// TestSendFileBytes: what a plain socket is sent, with sendfile from the
-// segment file or straight from the memory window, is the XLogData framing
+// TestSendFileBytes: what a plain socket is sent, from the segment file's
+// mapping, with sendfile from the file, or straight from the memory
+// window, is the XLogData framing
 // of exactly the WAL in the segment file, in page-cut messages, also when
 // the window moves past a message before it is all out (the rest is read
 // from the file).
@@ -475,11 +496,14 @@ func TestSendFileBytes(t *testing.T) {
 	const segSize = 1 << 20
 	for _, c := range []struct {
 		name    string
+		mapped  bool // the local tier maps segments
 		memory  bool
 		maxSend uint64                              // 0: MaxSendSize
 		lender  func(walreader.Lender) *flakyLender // nil: the window itself
 		counted string                              // the tiers the bytes are counted for ("": the one that served them)
 	}{
+		{name: "mapped", mapped: true},
+		{name: "mapped-1MiB", mapped: true, maxSend: MaxSendSizeLimit},
 		{name: "sendfile"},
 		// Larger than sendfileMax: read from the located file instead.
 		{name: "file-1MiB", maxSend: MaxSendSizeLimit},
@@ -500,7 +524,13 @@ func TestSendFileBytes(t *testing.T) {
 			nc, cl := loopback(t)
 			s := &Server{m: metrics.New(nil), log: zap.NewNop()}
 			conn := &conn{s: s, nc: nc, log: zap.NewNop(), tm: metrics.Unexported(), ctx: context.Background()}
-			tiers := []walreader.Tier{walreader.NewLocalTier(tl.Dir(), segSize)}
+			lt := walreader.NewLocalTier(tl.Dir(), segSize)
+			if !c.mapped {
+				lt.NoMapping()
+			} else {
+				lt.MapSmallPages() // 1 MiB segments: never huge entries
+			}
+			tiers := []walreader.Tier{lt}
 			var fl *flakyLender
 			if c.memory {
 				var m walreader.Memory = tl.Memory()
@@ -593,6 +623,14 @@ func TestSendFileBytes(t *testing.T) {
 			if fl != nil && fl.missEvery > 0 && fl.missed == 0 {
 				t.Fatal("no borrow missed")
 			}
+			if !c.memory {
+				// The path the messages took: the mapping when the
+				// tier maps (the segment is in the page cache).
+				ext, err := rd.ReadOrLocate(context.Background(), make([]byte, maxMsg), 1, start)
+				if err != nil || ext.File == nil || (ext.Mapped != nil) != c.mapped {
+					t.Fatalf("located %+v, %v; want the file, mapped: %v", ext, err, c.mapped)
+				}
+			}
 		})
 	}
 }
@@ -638,3 +676,18 @@ func (f *flakyLender) Borrow(tli uint32, lsn wal.LSN, n int) ([]byte, walmem.Pin
 }
 
 func (f *flakyLender) ReadAt([]byte, uint32, wal.LSN) bool { return false }
+
+// refoldSegment refolds segment segno of timeline 1 in dir (see
+// walstore.Refold), as the writer does when it finishes one, and waits
+// for it.
+func refoldSegment(tb testing.TB, dir walstore.Dir, segSize, segno uint64) {
+	tb.Helper()
+	f, err := os.Open(dir.File(wal.SegmentFileName(1, segno, segSize)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := walstore.Refold(f, int64(segSize)); err != nil {
+		tb.Fatal(err)
+	}
+}

@@ -25,6 +25,10 @@ import (
 //   - WAL in the memory window (sendMem): the header and the window's own
 //     bytes in one sendmsg(2), the window's chunk pinned only for that
 //     non-blocking call (see walmem.Window.Borrow).
+//   - WAL in a segment file the reader has mapped, its pages in the page
+//     cache (sendMapped): the header and the mapped bytes in one
+//     sendmsg(2), as from the window. The kernel copies the WAL from the
+//     page cache into the socket once; pread then write copy it twice.
 //
 // It runs in the callback of the connection's RawConn, so a full socket
 // buffer parks the goroutine in the network poller as a Write would (with
@@ -43,13 +47,20 @@ type fileSender struct {
 	remain   int
 	err      error
 
-	// sendMem's message
-	mem walreader.Lender
-	tli uint32
-	pos wal.LSN
-	iov [2]unix.Iovec
-	msg unix.Msghdr
+	// sendMem's and sendMapped's message: WAL lent by mem, or else the
+	// mapped bytes whose last remain are still to go.
+	mem    walreader.Lender
+	mapped []byte
+	tli    uint32
+	pos    wal.LSN
+	iov    [2]unix.Iovec
+	msg    unix.Msghdr
 }
+
+// errMapFault reports that the kernel could not read mapped WAL (EFAULT:
+// the file was cut under the mapping, or its page could not be read back);
+// what was not sent is to be read from the file.
+var errMapFault = errors.New("mapped WAL not readable")
 
 // errNoSendfile reports that the kernel refused sendfile for this file and
 // socket (EINVAL, ENOSYS, EOPNOTSUPP); whatever was not sent is to be sent
@@ -193,8 +204,25 @@ func (fs *fileSender) sendMem(hdr []byte, l walreader.Lender, tli uint32, pos wa
 	return hdrLeft, sent, err
 }
 
-// stepMem is sendMem's RawConn callback: false means "wait until
-// writable, then call again". No chunk stays pinned across a wait.
+// sendMapped writes hdr, then the mapped WAL b (see walreader.Extent).
+// hdrLeft is how much of hdr and sent how many bytes of b went out; with
+// errMapFault the caller reads the rest from the file and writes it after
+// the hdrLeft last bytes of the header.
+func (fs *fileSender) sendMapped(hdr, b []byte) (hdrLeft, sent int, err error) {
+	fs.hdr, fs.mem, fs.mapped, fs.remain, fs.err = hdr, nil, b, len(b), nil
+	err = fs.rc.Write(fs.writeMem)
+	if err == nil {
+		err = fs.err
+	}
+	hdrLeft, sent = len(fs.hdr), len(b)-fs.remain
+	fs.hdr, fs.mapped = nil, nil
+	fs.iov = [2]unix.Iovec{}
+	return hdrLeft, sent, err
+}
+
+// stepMem is sendMem's and sendMapped's RawConn callback: false means
+// "wait until writable, then call again". No chunk stays pinned across a
+// wait.
 func (fs *fileSender) stepMem(fd uintptr) bool {
 	for len(fs.hdr) > 0 || fs.remain > 0 {
 		iovs := 0
@@ -206,11 +234,16 @@ func (fs *fileSender) stepMem(fd uintptr) bool {
 		var pin walmem.Pin
 		more := false
 		if fs.remain > 0 {
-			b, p, ok := fs.mem.Borrow(fs.tli, fs.pos, fs.remain)
-			if !ok {
-				return true // the window moved past pos: sendMem's caller reads the rest
+			var b []byte
+			if fs.mem != nil {
+				var ok bool
+				b, pin, ok = fs.mem.Borrow(fs.tli, fs.pos, fs.remain)
+				if !ok {
+					return true // the window moved past pos: sendMem's caller reads the rest
+				}
+			} else {
+				b = fs.mapped[len(fs.mapped)-fs.remain:]
 			}
-			pin = p
 			fs.iov[iovs].Base = &b[0]
 			fs.iov[iovs].SetLen(len(b))
 			iovs++
@@ -236,6 +269,12 @@ func (fs *fileSender) stepMem(fd uintptr) bool {
 		case unix.EAGAIN:
 			return false
 		case unix.EINTR:
+		case unix.EFAULT:
+			fs.err = errno
+			if fs.mapped != nil {
+				fs.err = errMapFault
+			}
+			return true
 		default:
 			fs.err = errno
 			return true

@@ -14,7 +14,10 @@ import (
 // fileSender is Linux-only; elsewhere WAL is read into the frame buffer.
 type fileSender struct{}
 
-var errNoSendfile = errors.New("sendfile not supported")
+var (
+	errNoSendfile = errors.New("sendfile not supported")
+	errMapFault   = errors.New("mapped WAL not readable")
+)
 
 func newFileSender(net.Conn) *fileSender { return nil }
 
@@ -23,6 +26,8 @@ func (*fileSender) send([]byte, *os.File, int64, int) (int, error) { return 0, e
 func (*fileSender) sendMem([]byte, walreader.Lender, uint32, wal.LSN, int) (int, int, error) {
 	return 0, 0, errNoSendfile
 }
+
+func (*fileSender) sendMapped([]byte, []byte) (int, int, error) { return 0, 0, errNoSendfile }
 
 func (*fileSender) writeAll([]byte) error { return errNoSendfile }
 

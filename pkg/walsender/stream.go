@@ -395,10 +395,12 @@ func (s *sender) writeDeadline(now time.Time) {
 
 // send writes one XLogData message with WAL from s.sent towards end. To a
 // plain socket (s.fs), WAL in the memory window goes out straight from the
-// window, the header with it in one sendmsg, and WAL in a local segment
-// file up to sendfileMax goes from the page cache with sendfile. Anything
-// else (TLS, the archive tier, a larger message from a file) is read into
-// the frame buffer and written with the header in one Write.
+// window, the header with it in one sendmsg; WAL in a local segment file
+// goes the same way from the file's mapping when its pages are in the
+// page cache, otherwise, up to sendfileMax, with sendfile. Anything else
+// (TLS, the archive tier, a larger message from a file not in the page
+// cache) is read into the frame buffer and written with the header in one
+// Write.
 func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	n := uint64(end - s.sent)
 	if max := s.c.s.sendSize(); n > max {
@@ -418,7 +420,7 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	var err error
 	if s.fs != nil {
 		ext, err = s.rd.ReadOrLocate(ctx, buf[frameHeader:], tli, s.sent)
-		if err == nil && ext.File != nil && ext.N > sendfileMax {
+		if err == nil && ext.File != nil && ext.Mapped == nil && ext.N > sendfileMax {
 			// Copied rather than sent with sendfile (see sendfileMax),
 			// from the file already located: the reader counted these
 			// bytes once.
@@ -448,6 +450,10 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 	switch {
 	case ext.Mem != nil:
 		if err := s.sendMem(ctx, buf, ext, tli); err != nil {
+			return err
+		}
+	case ext.Mapped != nil:
+		if err := s.sendMapped(ctx, buf, ext); err != nil {
 			return err
 		}
 	case ext.File != nil:
@@ -495,6 +501,37 @@ func (s *sender) sendFile(buf []byte, ext walreader.Extent) error {
 		return errClosed
 	}
 	if err != nil {
+		return errClosed
+	}
+	return nil
+}
+
+// sendMapped writes the header in buf and the WAL of ext from the file's
+// mapping. Should the kernel fail to read the mapping (the file was cut
+// under it), the rest is read from the file: it has what the mapping
+// had, or the message cannot be completed and the connection is dropped.
+func (s *sender) sendMapped(ctx context.Context, buf []byte, ext walreader.Extent) error {
+	hdrLeft, sent, err := s.fs.sendMapped(buf[:frameHeader], ext.Mapped)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, errMapFault) {
+		return errClosed
+	}
+	rest := buf[frameHeader+sent : frameHeader+ext.N]
+	k, rerr := s.fs.readCached(ext.File, rest, ext.Off+int64(sent))
+	if k < len(rest) {
+		if hdrLeft == frameHeader {
+			if rerr == nil || rerr == io.EOF {
+				rerr = io.ErrUnexpectedEOF
+			}
+			return s.readError(ctx, rerr)
+		}
+		s.c.log.Error("could not read WAL in the middle of a message; closing",
+			zap.Stringer("lsn", s.sent+wal.LSN(sent)), zap.Int("read", k), zap.Int("want", len(rest)), zap.Error(rerr))
+		return errClosed
+	}
+	if err := s.fs.writeAll(buf[frameHeader-hdrLeft+sent : frameHeader+ext.N]); err != nil {
 		return errClosed
 	}
 	return nil

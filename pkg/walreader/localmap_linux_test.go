@@ -1,0 +1,249 @@
+package walreader_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pgsafekeeper/safekeeper/pkg/archive"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/wal/waltest"
+	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
+	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
+)
+
+// Locate hands out the segment's mapping for WAL whose pages are in the
+// page cache, and nothing for WAL that would have to be read from the disk
+// (a sender may pass the mapping to a system call that must not wait) or
+// when mapping is off. Either way the file and offset are those of the
+// WAL. (1 MiB segments are never mapped with huge entries: MapSmallPages
+// lifts that condition, which TestLocateMapsOnlyHugeRegions covers.)
+func TestLocateMapsResidentWAL(t *testing.T) {
+	tr := newTiers(t, 2, 0, 1, archive.None) // local: 1..2 complete, 3 partial
+	ctx := context.Background()
+	buf := make([]byte, 128<<10)
+	locate := func(rd *walreader.Reader, lsn wal.LSN, n int) walreader.Extent {
+		t.Helper()
+		ext, err := rd.ReadOrLocate(ctx, buf[:n], tli, lsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ext.File == nil || ext.N != n || ext.Off != int64(wal.SegmentOffset(lsn, segSize)) {
+			t.Fatalf("ReadOrLocate(%s, %d) = %+v, want the segment file at offset %d", lsn, n, ext, wal.SegmentOffset(lsn, segSize))
+		}
+		return ext
+	}
+
+	// Segment 2 out of the page cache: its pages are clean (flushed) and
+	// nobody has them mapped yet, so the kernel drops them.
+	seg2 := filepath.Join(tr.tl.Dir().Path(), wal.SegmentFileName(tli, 2, segSize))
+	evict(t, seg2)
+
+	small := walreader.NewLocalTier(tr.tl.Dir(), segSize)
+	small.MapSmallPages()
+	rd := walreader.New(segSize, small)
+	defer rd.Close()
+	from := wal.LSN(segSize + 100)
+	ext := locate(rd, from, len(buf))
+	if !bytes.Equal(ext.Mapped, walBytes(from, len(buf))) {
+		t.Fatalf("segment 1 in the page cache: mapped %d bytes, want the %d bytes of WAL", len(ext.Mapped), len(buf))
+	}
+	from = wal.LSN(2*segSize + 4096)
+	if ext = locate(rd, from, len(buf)); ext.Mapped != nil {
+		t.Fatal("segment 2, evicted: located with a mapping")
+	}
+	// Read once, it is cached again.
+	if n, err := ext.File.ReadAt(buf, ext.Off); err != nil || n != len(buf) {
+		t.Fatal(n, err)
+	}
+	if ext := locate(rd, from, len(buf)); !bytes.Equal(ext.Mapped, walBytes(from, len(buf))) {
+		t.Fatal("segment 2, read back: not located with its mapping")
+	}
+	// The partial segment, up to the end of WAL.
+	from = wal.LSN(3 * segSize)
+	if ext := locate(rd, from, partial); !bytes.Equal(ext.Mapped, walBytes(from, partial)) {
+		t.Fatal("partial segment: not located with its mapping")
+	}
+
+	lt := walreader.NewLocalTier(tr.tl.Dir(), segSize)
+	lt.MapSmallPages()
+	lt.NoMapping()
+	rd2 := walreader.New(segSize, lt)
+	defer rd2.Close()
+	if ext := locate(rd2, wal.LSN(segSize), len(buf)); ext.Mapped != nil {
+		t.Fatal("NoMapping: located with a mapping")
+	}
+}
+
+// Without MapSmallPages, Locate hands out mapped bytes only from 2 MiB
+// regions the kernel maps with one huge entry: a segment written in 64 KiB
+// pieces (as walstore writes them) and then refolded (walstore.Refold, as
+// the writer does with each segment it finishes) where the kernel caches
+// files in 2 MiB folios, never one written in 64 KiB pieces and left so.
+// Whether this kernel does is checked apart, by mapping a file written in
+// 2 MiB pieces and reading /proc/self/smaps. Regions the reader has
+// passed are unmapped in batches.
+func TestLocateMapsOnlyHugeRegions(t *testing.T) {
+	const seg = 32 << 20
+	dir := walstore.Dir(t.TempDir())
+	want := waltest.Pattern(wal.LSN(seg), seg)
+	write := func(segno uint64, piece int) {
+		t.Helper()
+		f, err := os.Create(dir.File(wal.SegmentFileName(tli, segno, seg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for off := 0; off < seg; off += piece {
+			if _, err := f.WriteAt(want[off:off+piece], int64(off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Durable, as a finished segment is: the page cache drops
+		// (and Refold refolds) clean pages only.
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, 64<<10)
+	write(2, 64<<10)
+	write(3, 2<<20) // the probe of what this kernel can do
+	probe := dir.File(wal.SegmentFileName(tli, 3, seg))
+	f1, err := os.Open(dir.File(wal.SegmentFileName(tli, 1, seg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = walstore.Refold(f1, seg)
+	f1.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := walreader.NewLocalTier(dir, seg)
+	defer lt.Close()
+	const n = 1 << 20
+	for _, c := range []struct {
+		segno uint64
+		huge  bool // refolded
+	}{{1, true}, {2, false}} {
+		// After each Locate, the KiB mapped with huge entries: the
+		// regions touched since the last unmapping, which comes once the
+		// reader is 4 regions (8 MiB) past it.
+		for i, off := range []int{0, 3 << 20, 17 << 20, 19 << 20, seg - n} {
+			wantKB := []int{2048, 4096, 2048, 4096, 2048}[i]
+			lsn := wal.LSN(c.segno*seg) + wal.LSN(off)
+			f, at, m, err := lt.Locate(tli, lsn, n)
+			if err != nil || f == nil || at != int64(off) {
+				t.Fatalf("segment %d at %d: Locate = %v, %d, %v", c.segno, off, f, at, err)
+			}
+			if m == nil {
+				if c.huge && kernelMapsHuge(t, probe) {
+					t.Fatalf("segment %d at %d: no mapping, though this kernel maps a file written in 2 MiB pieces with huge entries", c.segno, off)
+				}
+				continue
+			}
+			if !c.huge {
+				t.Fatalf("segment %d at %d, written in 64 KiB pieces and not refolded: located with a mapping", c.segno, off)
+			}
+			if pmd := pmdMappedKB(t, uintptr(unsafe.Pointer(&m[0]))); pmd != wantKB {
+				t.Fatalf("segment %d at %d: mapped with %d KiB of huge entries, want %d", c.segno, off, pmd, wantKB)
+			}
+			if !bytes.Equal(m, want[off:off+n]) {
+				t.Fatalf("segment %d at %d: mapped bytes differ from the file's", c.segno, off)
+			}
+		}
+	}
+}
+
+// kernelMapsHuge maps path, reads one byte of its first 2 MiB, and
+// reports whether the kernel mapped that region with a huge entry.
+func kernelMapsHuge(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, 4<<20, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	base := uintptr(unsafe.Pointer(&m[0]))
+	_ = m[(2<<20-base%(2<<20))%(2<<20)] // the first 2 MiB boundary in the mapping
+	huge := pmdMappedKB(t, base) > 0
+	t.Logf("this kernel maps a file written in 2 MiB pieces with huge entries: %v", huge)
+	return huge
+}
+
+// pmdMappedKB returns FilePmdMapped of the mapping holding addr, from
+// /proc/self/smaps.
+func pmdMappedKB(t *testing.T, addr uintptr) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if lo, hi, ok := strings.Cut(fields[0], "-"); ok && !strings.HasSuffix(fields[0], ":") {
+			l, err1 := strconv.ParseUint(lo, 16, 64)
+			h, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 == nil && err2 == nil {
+				in = uint64(addr) >= l && uint64(addr) < h
+				continue
+			}
+		}
+		if in && fields[0] == "FilePmdMapped:" && len(fields) >= 2 {
+			kb, err := strconv.Atoi(fields[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb
+		}
+	}
+	t.Fatalf("no mapping at %#x in /proc/self/smaps", addr)
+	return 0
+}
+
+// evict drops path's pages from the page cache and checks that they are
+// gone.
+func evict(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	for i, v := range vec {
+		if v&1 != 0 {
+			t.Fatalf("%s: page %d still in the page cache after FADV_DONTNEED", path, i)
+		}
+	}
+}
