@@ -18,8 +18,8 @@ import (
 //
 // Mapped bytes are handed out only from 2 MiB regions the kernel maps
 // with one huge page table entry, which it does where the page cache
-// holds the region as one 2 MiB folio (walstore zero-fills segments in
-// 2 MiB writes for this). Mapped with 4 KiB entries, the page table
+// holds the region as one 2 MiB folio (the WAL writer refolds each
+// segment it finishes for this: walstore.Refold). Mapped with 4 KiB entries, the page table
 // updates of a stream that touches each page once cost more than the copy
 // they save (docs/performance.md, P1); such regions are copied as before.
 type segMap struct {
