@@ -422,7 +422,7 @@ func serve(cfg config, log *zap.Logger) error {
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
-	walstore.RefoldSegments = cfg.walRefold
+	walstore.SetRefold(cfg.walRefold)
 	lock, err := walstore.Lock(cfg.dataDir)
 	if err != nil {
 		return err

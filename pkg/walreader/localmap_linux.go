@@ -2,10 +2,11 @@ package walreader
 
 import (
 	"os"
-	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgsafekeeper/safekeeper/internal/pagemap"
 )
 
 // segMap is the local tier's read-only shared mapping of the segment file
@@ -38,9 +39,8 @@ type segMap struct {
 
 var pageSize = int64(os.Getpagesize())
 
-// hugeSize is the span of one huge page table entry (x86-64, arm64 with 4
-// KiB pages).
-const hugeSize = 2 << 20
+// hugeSize is the span of one huge page table entry.
+const hugeSize = pagemap.HugeSize
 
 // zapBatch is how many regions a reader passes before they are unmapped:
 // a consumer keeps at most 8 MiB mapped past where it reads.
@@ -156,10 +156,6 @@ func (m *segMap) hugeMapped(off int64) bool {
 	if base%hugeSize != 0 || off+hugeSize > int64(len(m.b)) {
 		return false // a huge entry cannot cover the region
 	}
-	pm := pagemap()
-	if pm < 0 {
-		return false
-	}
 	// The first page must be cached, or populating it reads the disk.
 	if !m.cached(off, off+pageSize) {
 		return false
@@ -167,42 +163,5 @@ func (m *segMap) hugeMapped(off int64) bool {
 	if _, _, errno := unix.RawSyscall(unix.SYS_MADVISE, base+uintptr(off), uintptr(pageSize), unix.MADV_POPULATE_READ); errno != 0 {
 		return false
 	}
-	var reg [2]pageRegion
-	arg := pmScanArg{
-		size:       uint64(unsafe.Sizeof(pmScanArg{})),
-		start:      uint64(base) + uint64(off),
-		end:        uint64(base) + uint64(off) + hugeSize,
-		vec:        uint64(uintptr(unsafe.Pointer(&reg[0]))),
-		vecLen:     uint64(len(reg)),
-		returnMask: pageIsHuge | pageIsPresent,
-	}
-	k, _, errno := unix.RawSyscall(unix.SYS_IOCTL, uintptr(pm), pagemapScan, uintptr(unsafe.Pointer(&arg)))
-	return errno == 0 && k == 1 && reg[0].start == arg.start && reg[0].end == arg.end &&
-		reg[0].categories&(pageIsHuge|pageIsPresent) == pageIsHuge|pageIsPresent
+	return pagemap.HugeMapped(base + uintptr(off))
 }
-
-// The PAGEMAP_SCAN ioctl's argument and answer (include/uapi/linux/fs.h).
-type pmScanArg struct {
-	size, flags, start, end, walkEnd, vec, vecLen, maxPages uint64
-	categoryInverted, categoryMask, categoryAnyofMask       uint64
-	returnMask                                              uint64
-}
-
-type pageRegion struct{ start, end, categories uint64 }
-
-const (
-	pageIsPresent = 1 << 3
-	pageIsHuge    = 1 << 6
-	// _IOWR('f', 16, struct pm_scan_arg)
-	pagemapScan = 3<<30 | unsafe.Sizeof(pmScanArg{})<<16 | 'f'<<8 | 16
-)
-
-// pagemap returns the descriptor of /proc/self/pagemap, opened once per
-// process and kept open, or -1 when it cannot be opened.
-var pagemap = sync.OnceValue(func() int {
-	fd, err := unix.Open("/proc/self/pagemap", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1
-	}
-	return fd
-})

@@ -10,8 +10,8 @@
 // Errors travel as *pgerr.Error and become ErrorResponses only here, at the
 // connection edge. The streaming loop writes XLogData frames to the socket
 // from one reusable buffer, or, on a plain socket, with the WAL straight
-// from the memory window or the page cache (sendfile), so sending
-// allocates nothing per message,
+// from the memory window, a segment's huge-mapped pages (sendmsg) or the
+// page cache (sendfile), so sending allocates nothing per message,
 // and it waits for new WAL on the timeline's broadcast channel, never by
 // polling. Each consumer has its own goroutines: a slow consumer blocks only
 // itself.

@@ -397,7 +397,9 @@ func (s *sender) writeDeadline(now time.Time) {
 // plain socket (s.fs), WAL in the memory window goes out straight from the
 // window, the header with it in one sendmsg; WAL in a local segment file
 // goes the same way from the file's mapping when its pages are in the
-// page cache, otherwise, up to sendfileMax, with sendfile. Anything else
+// page cache in 2 MiB regions mapped with huge entries (see
+// walreader.LocalTier.Locate), otherwise, up to sendfileMax, with
+// sendfile. Anything else
 // (TLS, the archive tier, a larger message from a file not in the page
 // cache) is read into the frame buffer and written with the header in one
 // Write.

@@ -13,13 +13,14 @@ import (
 // A segment the writer finishes is refolded (Refold) in the background:
 // once the writer is closed, the local tier hands out the finished
 // segment's bytes through a mapping with huge entries, where the kernel
-// maps a file written in 2 MiB pieces so; with RefoldSegments off it
-// never does, the segment being written in smaller pieces.
+// maps a file written in 2 MiB pieces so; with SetRefold(false) it never
+// does, the segment being written in smaller pieces.
 func TestWriterRefoldsFinishedSegments(t *testing.T) {
 	const seg = 8 << 20
 	kernelHuge := false
+	t.Cleanup(func() { walstore.SetRefold(true) })
 	for _, refold := range []bool{false, true} {
-		walstore.RefoldSegments = refold
+		walstore.SetRefold(refold)
 		dir := t.TempDir()
 		start := wal.LSN(seg)
 		w, err := walstore.OpenWriter(dir, 1, seg, start)
@@ -36,7 +37,8 @@ func TestWriterRefoldsFinishedSegments(t *testing.T) {
 		if _, err := w.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Close(); err != nil { // waits for the refold under way
+		w.WaitRefolds() // Close would skip those not started
+		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
 		if !refold {
@@ -75,5 +77,4 @@ func TestWriterRefoldsFinishedSegments(t *testing.T) {
 		}
 		lt.Close()
 	}
-	walstore.RefoldSegments = true
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/pgsafekeeper/safekeeper/internal/pagemap"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
 )
 
@@ -94,14 +95,15 @@ type Writer struct {
 	refoldQueue   []string
 	refoldRunning bool
 	refoldIdle    chan struct{} // closed when the running goroutine ends
-	refoldStop    bool
+	refoldStop    atomic.Bool   // set once, by Close: no more refolds
 	refoldWG      sync.WaitGroup
 }
 
-// RefoldSegments makes writers refold each segment they finish (see
-// Refold) in the background. On by default; a variable so that a test
-// can compare.
-var RefoldSegments = true
+// SetRefold says whether writers refold each segment they finish (see
+// Refold) in the background; on by default (--wal-refold).
+func SetRefold(on bool) { refoldOff.Store(!on) }
+
+var refoldOff atomic.Bool
 
 // refoldQueueMax bounds the finished segments waiting for a refold (16
 // GiB of 16 MiB segments): a writer catching up on a longer backlog
@@ -114,12 +116,12 @@ const refoldQueueMax = 1024
 // work and ended when there is none, so that an idle timeline costs
 // nothing and no descriptor is held while a segment waits.
 func (w *Writer) refoldLater(name string) {
-	if !RefoldSegments {
-		return
+	if refoldOff.Load() || refoldUseless.Load() || w.segSize < pagemap.HugeSize {
+		return // off, of no use here, or segments too small for a huge entry
 	}
 	w.refoldMu.Lock()
 	defer w.refoldMu.Unlock()
-	if w.refoldStop {
+	if w.refoldStop.Load() {
 		return
 	}
 	if len(w.refoldQueue) >= refoldQueueMax {
@@ -137,7 +139,7 @@ func (w *Writer) refoldLater(name string) {
 		defer w.refoldWG.Done()
 		for {
 			w.refoldMu.Lock()
-			if len(w.refoldQueue) == 0 || w.refoldStop {
+			if len(w.refoldQueue) == 0 || w.refoldStop.Load() {
 				w.refoldQueue = nil
 				w.refoldRunning = false
 				close(idle)
@@ -148,7 +150,7 @@ func (w *Writer) refoldLater(name string) {
 			w.refoldQueue = w.refoldQueue[1:]
 			w.refoldMu.Unlock()
 			if f, err := os.Open(filepath.Join(w.dir, name)); err == nil {
-				_ = Refold(f, int64(w.segSize)) // only speed is at stake
+				_ = Refold(f, int64(w.segSize), &w.refoldStop) // only speed is at stake
 				f.Close()
 			}
 		}
@@ -166,11 +168,11 @@ func (w *Writer) WaitRefolds() {
 	}
 }
 
-// stopRefold skips the refolds not yet started and waits for the one
-// under way.
+// stopRefold skips the refolds not yet started, ends the one under way
+// after the region it is reading (see Refold), and waits for it.
 func (w *Writer) stopRefold() {
 	w.refoldMu.Lock()
-	w.refoldStop = true
+	w.refoldStop.Store(true)
 	w.refoldMu.Unlock()
 	w.refoldWG.Wait()
 }
