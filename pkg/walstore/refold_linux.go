@@ -67,6 +67,18 @@ func Refold(f *os.File, size int64, stop *atomic.Bool) error {
 		}
 		return fmt.Errorf("refold: madvise(MADV_HUGEPAGE): %w", err)
 	}
+	// Asked of the cached first page before anything is dropped: a
+	// kernel without MADV_POPULATE_READ (before 5.14) says so here. What
+	// it mapped (the page and the kernel's fault-around) is unmapped again
+	// at once: the kernel drops no page a mapping holds.
+	if err := unix.Madvise(b[:os.Getpagesize()], unix.MADV_POPULATE_READ); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			refoldUseless.Store(true)
+			return ErrRefoldUseless
+		}
+		return fmt.Errorf("refold: madvise(MADV_POPULATE_READ): %w", err)
+	}
+	_ = unix.Madvise(b, unix.MADV_DONTNEED)
 	base := uintptr(unsafe.Pointer(&b[0]))
 	aligned := base%pagemap.HugeSize == 0
 	huge, regions := 0, 0
@@ -76,18 +88,6 @@ func Refold(f *os.File, size int64, stop *atomic.Bool) error {
 		}
 		n := min(int64(pagemap.HugeSize), size-off)
 		r := b[off : off+n]
-		// Asked of the cached first page before anything is dropped:
-		// a kernel without MADV_POPULATE_READ (before 5.14) says so here.
-		if err := unix.Madvise(r[:os.Getpagesize()], unix.MADV_POPULATE_READ); err != nil {
-			if errors.Is(err, unix.EINVAL) {
-				refoldUseless.Store(true)
-				return ErrRefoldUseless
-			}
-			return fmt.Errorf("refold: madvise(MADV_POPULATE_READ): %w", err)
-		}
-		// Unmapped from this mapping first: the kernel drops no page a
-		// mapping holds.
-		_ = unix.Madvise(r, unix.MADV_DONTNEED)
 		if err := unix.Fadvise(fd, off, n, unix.FADV_DONTNEED); err != nil {
 			return fmt.Errorf("refold: fadvise: %w", err)
 		}
@@ -114,14 +114,7 @@ func Refold(f *os.File, size int64, stop *atomic.Bool) error {
 	return nil
 }
 
-// ErrRefoldUseless: this kernel or file system does not give a refolded
-// segment 2 MiB folios, so refolding only costs a disk read; Refold does
-// nothing from then on.
-var ErrRefoldUseless = errors.New("refold: no 2 MiB folios on this kernel or file system")
-
 var (
-	// refoldUseless: see ErrRefoldUseless.
-	refoldUseless atomic.Bool
 	// refoldWorked: a refold has given a huge mapping here; refoldMisses
 	// counts those that gave none before one did.
 	refoldWorked atomic.Bool
