@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -251,12 +250,12 @@ func tlsPair(tb testing.TB) *tls.Conn {
 // newTCPSender returns a sender over a loopback TCP connection streaming
 // a timeline holding one segment of WAL. mode: "mapped" from the segment
 // file's mapping (sendMapped), the segment refolded into 2 MiB folios
-// first (walstore.Refold) as a running safekeeper's finished segments
-// are, "sendfile" from the segment file with the mapping off (messages
-// up to sendfileMax; larger ones are copied), "copy" from it through the
-// frame buffer, "memory" straight from the memory window (sendMem),
-// "memcopy" from the window through the frame buffer (what TLS does),
-// "tls" from the window through the frame buffer to a TLS connection.
+// by the writer when it finished it (walstore.Refold), "sendfile" from
+// the segment file with the mapping off (messages up to sendfileMax;
+// larger ones are copied), "copy" from it through the frame buffer,
+// "memory" straight from the memory window (sendMem), "memcopy" from the
+// window through the frame buffer (what TLS does), "tls" from the window
+// through the frame buffer to a TLS connection.
 func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN, wal.LSN) {
 	inMemory := mode == "memory" || mode == "memcopy" || mode == "tls"
 	tl := newTestTimeline(tb, segSize, int(segSize), inMemory)
@@ -275,8 +274,6 @@ func newTCPSender(tb testing.TB, segSize uint64, mode string) (*sender, wal.LSN,
 	case segSize < 2<<20:
 		// Too small for huge entries: mapped with small ones.
 		lt.MapSmallPages()
-	default:
-		refoldSegment(tb, tl.Dir(), segSize, 1)
 	}
 	tiers := []walreader.Tier{lt}
 	if inMemory {
@@ -677,18 +674,3 @@ func (f *flakyLender) Borrow(tli uint32, lsn wal.LSN, n int) ([]byte, walmem.Pin
 }
 
 func (f *flakyLender) ReadAt([]byte, uint32, wal.LSN) bool { return false }
-
-// refoldSegment refolds segment segno of timeline 1 in dir (see
-// walstore.Refold), as the writer does when it finishes one, and waits
-// for it.
-func refoldSegment(tb testing.TB, dir walstore.Dir, segSize, segno uint64) {
-	tb.Helper()
-	f, err := os.Open(dir.File(wal.SegmentFileName(1, segno, segSize)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	if err := walstore.Refold(f, int64(segSize), nil); err != nil && !errors.Is(err, walstore.ErrRefoldUseless) {
-		tb.Fatal(err)
-	}
-}
