@@ -52,6 +52,71 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				}
 			})
 
+			t.Run("text checked in the client encoding", func(t *testing.T) {
+				ctx := ctxTimeout(t, 60*time.Second)
+				for _, tc := range []struct {
+					enc  string // client_encoding; "" leaves SQL_ASCII
+					raw  []byte // complete frontend messages
+					want string // the errors before ReadyForQuery, "SQLSTATE message"
+				}{
+					{"UTF8", queryMsg("IDENTIFY_SYSTEM \xc3\x28"), `22021 invalid byte sequence for encoding "UTF8": 0xc3 0x28`},
+					{"UTF8", queryMsg("IDENTIFY_SYSTEM \xe2\x82"), `22021 invalid byte sequence for encoding "UTF8": 0xe2 0x82`},
+					{"unicode", queryMsg("SHOW \"\xed\xa0\x80\""), `22021 invalid byte sequence for encoding "UTF8": 0xed 0xa0 0x80`},
+					{"UTF8", queryMsg("SHOW \"\xf0\x9f\x98\x80\xff\""), `22021 invalid byte sequence for encoding "UTF8": 0xff`},
+					{"UTF8", queryMsg("SHOW \"\xc3\xa9\""), "42704 unrecognized configuration parameter \"\xc3\xa9\""},
+					{"SJIS", queryMsg("SHOW \"\x82\xa0\""), `22021 invalid byte value for encoding "SQL_ASCII": 0x82`},
+					{"EUC_JP", queryMsg("SHOW \"\xa1\""), `22021 invalid byte sequence for encoding "EUC_JP": 0xa1 0x22`},
+					{"EUC_KR", queryMsg("SHOW \"\x8e\xa1\""), `22021 invalid byte sequence for encoding "EUC_KR": 0x8e 0xa1`},
+					{"EUC_TW", queryMsg("SHOW \"\x8e\xa8\xa1\xa1\""), `22021 invalid byte sequence for encoding "EUC_TW": 0x8e 0xa8 0xa1 0xa1`},
+					{"MULE_INTERNAL", queryMsg("SHOW \"\x9c\xf0AB\""), `22021 invalid byte sequence for encoding "MULE_INTERNAL": 0x9c 0xf0 0x41 0x42`},
+					{"MULE_INTERNAL", queryMsg("SHOW \"\x81\xe9\x92\xb0\xa1\""), "42704 unrecognized configuration parameter \"\x81\xe9\x92\xb0\xa1\""},
+					{"LATIN1", queryMsg("SHOW \"\xe9\""), "42704 unrecognized configuration parameter \"\xe9\""},
+					{"", queryMsg("SHOW \"\xc3\x28\""), "42704 unrecognized configuration parameter \"\xc3\x28\""},
+					// Malformed bodies: the session survives them. (A Query
+					// with a NUL inside gets "invalid string in message"
+					// too, where PostgreSQL says "invalid message format":
+					// pgproto3's error does not tell the two apart.)
+					{"UTF8", frontendMsg('Q', []byte("IDENTIFY_SYSTEM")), "08P01 invalid string in message"},
+					{"", append(frontendMsg('P', []byte("x")), frontendMsg('S', nil)...), "08P01 extended query protocol not supported in a replication connection"},
+				} {
+					cfg, err := pgconn.ParseConfig(srv.conn)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if tc.enc != "" {
+						cfg.RuntimeParams["client_encoding"] = tc.enc
+					}
+					c, err := pgconn.ConnectConfig(ctx, cfg)
+					if err != nil {
+						t.Fatalf("client_encoding %q: %v", tc.enc, err)
+					}
+					c.Conn().SetDeadline(time.Now().Add(10 * time.Second))
+					if _, err := c.Conn().Write(tc.raw); err != nil {
+						t.Fatal(err)
+					}
+					var got []string
+					for {
+						msg, err := c.Frontend().Receive()
+						if err != nil {
+							t.Fatalf("client_encoding %q, %q: %v after %q", tc.enc, tc.raw, err, got)
+						}
+						if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+							got = append(got, e.Code+" "+e.Message)
+						}
+						if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+							break
+						}
+					}
+					if strings.Join(got, "; ") != tc.want {
+						t.Errorf("client_encoding %q, %q: got %q, want %q", tc.enc, tc.raw, got, tc.want)
+					}
+					c.Conn().SetDeadline(time.Time{})
+					// The session takes commands again.
+					mustExec(t, ctx, c, "IDENTIFY_SYSTEM")
+					c.Close(ctx)
+				}
+			})
+
 			t.Run("second SSLRequest", func(t *testing.T) {
 				c := dialRaw(t, srv.port)
 				ssl := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 1234<<16|5679)
@@ -460,4 +525,15 @@ func cancelling(ctx context.Context, c *pgconn.PgConn) (stop func()) {
 		close(done)
 		<-exited
 	}
+}
+
+// frontendMsg frames body as one frontend message of type typ.
+func frontendMsg(typ byte, body []byte) []byte {
+	b := binary.BigEndian.AppendUint32([]byte{typ}, uint32(4+len(body)))
+	return append(b, body...)
+}
+
+// queryMsg is a simple Query of q, whatever bytes q holds.
+func queryMsg(q string) []byte {
+	return frontendMsg('Q', append([]byte(q), 0))
 }

@@ -20,6 +20,7 @@ const (
 	ProtocolViolation            = "08P01"
 	FeatureNotSupported          = "0A000"
 	InvalidParameterValue        = "22023"
+	CharacterNotInRepertoire     = "22021"
 	CannotConnectNow             = "57P03"
 	InvalidAuthorizationSpec     = "28000"
 	InvalidPassword              = "28P01"

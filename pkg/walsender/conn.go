@@ -403,10 +403,38 @@ func (c *conn) commandLoop(ctx context.Context) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				return err
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return io.EOF
+			typ := undecodable(err)
+			if typ == 0 {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					return io.EOF
+				}
+				return pgerr.Fatal(pgerr.ProtocolViolation, "%s", frontendErrorText(err))
 			}
-			return pgerr.Fatal(pgerr.ProtocolViolation, "%s", frontendErrorText(err))
+			// A whole message whose body does not parse: PostgreSQL
+			// answers as it would the well-formed message (it rejects
+			// the extended protocol before reading the body), or with
+			// an ERROR, and the session goes on.
+			switch {
+			case skipToSync:
+			case typ == 'Q':
+				c.sendError(pgerr.New(pgerr.ProtocolViolation, "invalid string in message"), "")
+				if err := c.ready(); err != nil {
+					return err
+				}
+			case typ == 'F':
+				c.sendError(pgerr.New(pgerr.ProtocolViolation, "fastpath function calls not supported in a replication connection"), "")
+				if err := c.ready(); err != nil {
+					return err
+				}
+			case typ == 'f': // a stray CopyFail, ignored as a valid one is
+			default:
+				c.sendError(pgerr.New(pgerr.ProtocolViolation, "extended query protocol not supported in a replication connection"), "")
+				if err := c.be.Flush(); err != nil {
+					return err
+				}
+				skipToSync = true
+			}
+			continue
 		}
 		if skipToSync {
 			if _, ok := msg.(*pgproto3.Sync); ok {
@@ -451,6 +479,46 @@ func (c *conn) commandLoop(ctx context.Context) error {
 	}
 }
 
+// undecodable returns the type of the frontend message whose body err
+// says pgproto3 could not decode, or 0 when err is not such an error (the
+// stream is then out of step, or the message type unknown). pgproto3 reads
+// the whole body before it decodes it, so after these errors the next
+// message starts where it should. Its error types are unexported; the
+// texts are pinned by TestUndecodableMessages.
+func undecodable(err error) byte {
+	// pgproto3 turns the end of the connection into io.ErrUnexpectedEOF;
+	// a bare io.EOF is the Parse or Execute decoder running out of body
+	// before a string's NUL (both are refused alike).
+	if err == io.EOF {
+		return 'P'
+	}
+	s := err.Error()
+	for _, p := range []struct {
+		prefix string
+		typ    byte
+	}{
+		{"Query body is invalid", 'Q'},
+		{"Parse body is invalid", 'P'},
+		{"too many parameter oids", 'P'},
+		{"Bind body is invalid", 'B'},
+		{"too many parameter", 'B'},
+		{"too many result format codes", 'B'},
+		{"Execute body is invalid", 'E'},
+		{"Describe body is invalid", 'D'},
+		{"invalid length for Describe", 'D'},
+		{"Close body is invalid", 'C'},
+		{"invalid length for Close", 'C'},
+		{"FunctionCall body is invalid", 'F'},
+		{"too many arg", 'F'},
+		{"CopyFail body is invalid", 'f'},
+	} {
+		if strings.HasPrefix(s, p.prefix) {
+			return p.typ
+		}
+	}
+	return 0
+}
+
 func frontendErrorText(err error) string {
 	var tooBig *pgproto3.ExceededMaxBodyLenErr
 	if errors.As(err, &tooBig) {
@@ -491,6 +559,12 @@ func (c *conn) sendError(err error, statement string) {
 // query runs one simple Query and ends it with ReadyForQuery. Errors that
 // end the connection are returned; command errors are sent to the client.
 func (c *conn) query(ctx context.Context, q string) error {
+	// PostgreSQL checks the text while it reads the message, before the
+	// statement is known (so the log has no statement for it).
+	if err := checkClientText(c.clientEncoding, q); err != nil {
+		c.sendError(err, "")
+		return c.ready()
+	}
 	cmd, err := replcmd.Parse(q)
 	for _, n := range cmd.Notices {
 		c.be.Send(pgwire.NoticeResponse(n))
