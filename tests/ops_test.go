@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgsafekeeper/safekeeper/internal/pgtest"
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
@@ -389,4 +391,79 @@ func TestMultiHostUpstream(t *testing.T) {
 		return sk.Status(t).Timelines[0].Upstream.State == "streaming"
 	})
 	primary.WaitForQuery(t, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'safekeeper'", "1", 30*time.Second)
+}
+
+// A safekeeper that runs out of file descriptors keeps its replication
+// port: connections wait in the backlog while the shortage lasts and are
+// served once descriptors are free again, as PostgreSQL's postmaster
+// does. (An accept error used to end the listener for good, leaving a
+// process that ingested WAL but served nobody.)
+func TestListenerOutlivesDescriptorShortage(t *testing.T) {
+	pgtest.Require(t)
+	down := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=1", pgtest.FreePort(t))
+	sk := StartSK(t, down, "--tenant-id", timeline.NewHexID(), "--timeline-id", timeline.NewHexID())
+	ctx := ctxTimeout(t, 60*time.Second)
+	// The process answers before the shortage.
+	conn, err := pgconn.Connect(ctx, sk.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+
+	pid := sk.PID()
+	openFDs := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	tight := unix.Rlimit{Cur: uint64(openFDs() + 4), Max: old.Max}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &tight, nil); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer restore()
+
+	// Idle connections (no startup packet) take the descriptors left; the
+	// ones after them cannot be accepted.
+	var idle []net.Conn
+	for i := 0; i < 16; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", sk.PGPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	pgtest.WaitFor(t, 30*time.Second, "the safekeeper to use every descriptor it may", func() bool {
+		return openFDs() >= int(tight.Cur)
+	})
+	for _, c := range idle {
+		c.Close()
+	}
+	restore()
+
+	conn, err = pgconn.Connect(ctxTimeout(t, 20*time.Second), sk.ConnString())
+	if err != nil {
+		t.Fatalf("connecting after the shortage: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SHOW data_directory_mode").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := sk.metric(t, "safekeeper_accept_errors_total"); !ok || n < 1 {
+		t.Fatalf("safekeeper_accept_errors_total = %v (found %v), want at least 1: the shortage was not reached", n, ok)
+	}
 }

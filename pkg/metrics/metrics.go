@@ -17,6 +17,7 @@ type Metrics struct {
 	FsyncSeconds     prometheus.Histogram
 	UploadSeconds    prometheus.Histogram
 	ConnectionsTotal prometheus.Counter
+	AcceptErrors     prometheus.Counter
 	ProtocolErrors   *prometheus.CounterVec
 
 	bytesReceived      *prometheus.CounterVec
@@ -83,6 +84,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		ConnectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "safekeeper_connections_total", Help: "Client connections accepted.",
 		}),
+		AcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "safekeeper_accept_errors_total",
+			Help: "Failed accepts on the replication port (out of file descriptors or memory); the listener waits and tries again.",
+		}),
 		ProtocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "safekeeper_client_errors_total", Help: "Errors sent to clients, by SQLSTATE.",
 		}, []string{"sqlstate"}),
@@ -101,7 +106,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, append(append([]string{}, timelineLabels...), "tier")),
 	}
 	if reg != nil {
-		reg.MustRegister(m.FsyncSeconds, m.UploadSeconds, m.ConnectionsTotal, m.ProtocolErrors,
+		reg.MustRegister(m.FsyncSeconds, m.UploadSeconds, m.ConnectionsTotal, m.AcceptErrors, m.ProtocolErrors,
 			m.bytesReceived, m.bytesSent, m.flushLSN, m.consumers, m.upstreamConnected, m.upstreamReconnects,
 			m.needsRebootstrap, m.storageFull, m.walReadBytes)
 	}

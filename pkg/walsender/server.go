@@ -110,18 +110,27 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				s.wg.Wait()
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if tempDelay == 0 {
-					tempDelay = 5 * time.Millisecond
-				} else if tempDelay *= 2; tempDelay > time.Second {
-					tempDelay = time.Second
-				}
-				time.Sleep(tempDelay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				s.wg.Wait()
+				return err
 			}
-			s.wg.Wait()
-			return err
+			// Out of file descriptors (EMFILE, ENFILE), memory or socket
+			// buffers: the connection waits in the backlog, and the
+			// listener must outlive the shortage. PostgreSQL's postmaster
+			// logs "could not accept new connection" and goes on; so does
+			// net/http. Wait, doubling up to a second, and try again.
+			if tempDelay == 0 {
+				tempDelay = 5 * time.Millisecond
+				s.log.Warn("could not accept new connection; retrying", zap.Error(err))
+			} else if tempDelay *= 2; tempDelay > time.Second {
+				tempDelay = time.Second
+			}
+			s.m.AcceptErrors.Inc()
+			select {
+			case <-ctx.Done():
+			case <-time.After(tempDelay):
+			}
+			continue
 		}
 		tempDelay = 0
 		s.m.ConnectionsTotal.Inc()
