@@ -66,6 +66,8 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 					{"UTF8", queryMsg("SHOW \"\xc3\xa9\""), "42704 unrecognized configuration parameter \"\xc3\xa9\""},
 					{"SJIS", queryMsg("SHOW \"\x82\xa0\""), `22021 invalid byte value for encoding "SQL_ASCII": 0x82`},
 					{"EUC_JP", queryMsg("SHOW \"\xa1\""), `22021 invalid byte sequence for encoding "EUC_JP": 0xa1 0x22`},
+					{"EUC_CN", queryMsg("SHOW \"\xb0\""), `22021 invalid byte sequence for encoding "EUC_CN": 0xb0 0x22`},
+					{"BIG5", queryMsg("SHOW \"\xa4\x40\""), `22021 invalid byte value for encoding "SQL_ASCII": 0xa4`},
 					{"EUC_KR", queryMsg("SHOW \"\x8e\xa1\""), `22021 invalid byte sequence for encoding "EUC_KR": 0x8e 0xa1`},
 					{"EUC_TW", queryMsg("SHOW \"\x8e\xa8\xa1\xa1\""), `22021 invalid byte sequence for encoding "EUC_TW": 0x8e 0xa8 0xa1 0xa1`},
 					{"MULE_INTERNAL", queryMsg("SHOW \"\x9c\xf0AB\""), `22021 invalid byte sequence for encoding "MULE_INTERNAL": 0x9c 0xf0 0x41 0x42`},
@@ -77,6 +79,12 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 					// too, where PostgreSQL says "invalid message format":
 					// pgproto3's error does not tell the two apart.)
 					{"UTF8", frontendMsg('Q', []byte("IDENTIFY_SYSTEM")), "08P01 invalid string in message"},
+					{"", append(append(frontendMsg('P', []byte("x")), frontendMsg('B', []byte("x"))...), frontendMsg('S', nil)...), "08P01 extended query protocol not supported in a replication connection"},
+					{"", append(frontendMsg('D', nil), frontendMsg('S', nil)...), "08P01 extended query protocol not supported in a replication connection"},
+					{"", append(frontendMsg('C', []byte("S")), frontendMsg('S', nil)...), "08P01 extended query protocol not supported in a replication connection"},
+					{"", append(frontendMsg('E', []byte("x")), frontendMsg('S', nil)...), "08P01 extended query protocol not supported in a replication connection"},
+					{"", frontendMsg('F', nil), "08P01 fastpath function calls not supported in a replication connection"},
+					{"", append(frontendMsg('f', []byte("x")), frontendMsg('S', nil)...), ""},
 					{"", append(frontendMsg('P', []byte("x")), frontendMsg('S', nil)...), "08P01 extended query protocol not supported in a replication connection"},
 				} {
 					cfg, err := pgconn.ParseConfig(srv.conn)

@@ -499,17 +499,11 @@ func undecodable(err error) byte {
 	}{
 		{"Query body is invalid", 'Q'},
 		{"Parse body is invalid", 'P'},
-		{"too many parameter oids", 'P'},
 		{"Bind body is invalid", 'B'},
-		{"too many parameter", 'B'},
-		{"too many result format codes", 'B'},
 		{"Execute body is invalid", 'E'},
 		{"Describe body is invalid", 'D'},
-		{"invalid length for Describe", 'D'},
 		{"Close body is invalid", 'C'},
-		{"invalid length for Close", 'C'},
 		{"FunctionCall body is invalid", 'F'},
-		{"too many arg", 'F'},
 		{"CopyFail body is invalid", 'f'},
 	} {
 		if strings.HasPrefix(s, p.prefix) {

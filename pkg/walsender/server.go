@@ -102,7 +102,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	var tempDelay time.Duration
+	var (
+		tempDelay time.Duration
+		failed    int       // failed accepts since the last success
+		unlogged  int       // of those, not yet in a log line
+		lastWarn  time.Time // when the last of those lines was written
+	)
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -117,20 +122,30 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			// Out of file descriptors (EMFILE, ENFILE), memory or socket
 			// buffers: the connection waits in the backlog, and the
 			// listener must outlive the shortage. PostgreSQL's postmaster
-			// logs "could not accept new connection" and goes on; so does
-			// net/http. Wait, doubling up to a second, and try again.
+			// logs "could not accept new connection" and goes on (net/http
+			// too, for the errors Go calls temporary). Wait, doubling up
+			// to a second, and try again; log at most once a minute.
 			if tempDelay == 0 {
 				tempDelay = 5 * time.Millisecond
-				s.log.Warn("could not accept new connection; retrying", zap.Error(err))
 			} else if tempDelay *= 2; tempDelay > time.Second {
 				tempDelay = time.Second
 			}
 			s.m.AcceptErrors.Inc()
+			failed++
+			unlogged++
+			if now := time.Now(); now.Sub(lastWarn) >= time.Minute {
+				s.log.Warn("could not accept new connection; retrying", zap.Error(err), zap.Int("failed_accepts", unlogged))
+				lastWarn, unlogged = now, 0
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(tempDelay):
 			}
 			continue
+		}
+		if failed > 0 {
+			s.log.Info("accepting connections again", zap.Int("failed_accepts", failed))
+			failed = 0
 		}
 		tempDelay = 0
 		s.m.ConnectionsTotal.Inc()

@@ -3,8 +3,8 @@ package walsender
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -48,6 +48,11 @@ func TestCheckClientText(t *testing.T) {
 		{"GB18030", "\x81\x30\x81\x30", `invalid byte value for encoding "SQL_ASCII": 0x81`},
 		{"UTF8", "\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98", seq("UTF8", "0xf0 0x9f 0x98")},
 	} {
+		if c.enc == "UTF8" || c.enc == "UNICODE" {
+			if got := pgUTF8(c.s); got != c.want {
+				t.Errorf("the fuzz target's oracle on %q: %q, want %q", c.s, got, c.want)
+			}
+		}
 		err := checkClientText(c.enc, c.s)
 		if c.want == "" {
 			if err != nil {
@@ -62,24 +67,88 @@ func TestCheckClientText(t *testing.T) {
 	}
 }
 
-// FuzzCheckClientText holds the UTF-8 check to the definition PostgreSQL
-// implements (RFC 3629, as Go decodes it) and the others to never
-// panicking on any bytes.
+// pgUTF8 is PostgreSQL's UTF-8 check, rule by rule, without Go's decoder
+// (pg_utf8_verifychar and pg_utf8_islegal in src/common/wchar.c): the
+// error message for s, or "" when s is valid.
+func pgUTF8(s string) string {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != 0 && c < 0x80 {
+			i++
+			continue
+		}
+		l := utf8Len(c)
+		if c != 0 && l <= len(s)-i && pgUTF8Legal(s[i:i+l]) {
+			i += l
+			continue
+		}
+		n := min(l, len(s)-i, 8)
+		msg := `invalid byte sequence for encoding "UTF8": `
+		for j := 0; j < n; j++ {
+			if j > 0 {
+				msg += " "
+			}
+			msg += fmt.Sprintf("0x%02x", s[i+j])
+		}
+		return msg
+	}
+	return ""
+}
+
+func pgUTF8Legal(b string) bool {
+	in := func(c, lo, hi byte) bool { return c >= lo && c <= hi }
+	switch len(b) {
+	case 4:
+		if !in(b[3], 0x80, 0xbf) {
+			return false
+		}
+		fallthrough
+	case 3:
+		if !in(b[2], 0x80, 0xbf) {
+			return false
+		}
+		fallthrough
+	case 2:
+		lo, hi := byte(0x80), byte(0xbf)
+		switch b[0] {
+		case 0xe0:
+			lo = 0xa0
+		case 0xed:
+			hi = 0x9f
+		case 0xf0:
+			lo = 0x90
+		case 0xf4:
+			hi = 0x8f
+		}
+		if !in(b[1], lo, hi) {
+			return false
+		}
+	}
+	return !in(b[0], 0x80, 0xc1) && b[0] <= 0xf4
+}
+
+// FuzzCheckClientText holds the UTF-8 check, message included, to
+// PostgreSQL's rules written out independently of Go's decoder (pgUTF8),
+// and the other encodings to a typed error or none on any bytes.
 func FuzzCheckClientText(f *testing.F) {
 	f.Add("IDENTIFY_SYSTEM", "UTF8")
 	f.Add("SHOW \"\xc3\x28\"", "UTF8")
+	f.Add("\xed\xa0\x80\xf4\x90\x80\x80\xe0\x80\xaf\xf0\x8f", "UTF8")
 	f.Add("\x8e\xa2\xa1", "EUC_TW")
 	f.Add("\x9c\xf0", "MULE_INTERNAL")
 	f.Fuzz(func(t *testing.T, s, enc string) {
 		for _, e := range []string{enc, "UTF8", "EUC_JP", "EUC_KR", "EUC_CN", "EUC_TW", "MULE_INTERNAL", "SJIS", "LATIN1", "SQL_ASCII"} {
 			err := checkClientText(e, s)
-			if err != nil && pgerr.As(err) == nil {
-				t.Fatalf("%s %q: untyped error %v", e, s, err)
+			if pe := pgerr.As(err); err != nil && (pe == nil || pe.Code != pgerr.CharacterNotInRepertoire) {
+				t.Fatalf("%s %q: %v, want nil or a 22021 error", e, s, err)
 			}
 		}
-		valid := utf8.ValidString(s) && !bytes.Contains([]byte(s), []byte{0})
-		if err := checkClientText("UTF8", s); (err == nil) != valid {
-			t.Fatalf("UTF8 %q: %v, valid %v", s, err, valid)
+		got := ""
+		if err := checkClientText("UTF8", s); err != nil {
+			got = pgerr.As(err).Message
+		}
+		if want := pgUTF8(s); got != want {
+			t.Fatalf("UTF8 %q: %q, PostgreSQL's rules give %q", s, got, want)
 		}
 	})
 }
