@@ -5,7 +5,11 @@
 // loop (IDENTIFY_SYSTEM, SHOW, TIMELINE_HISTORY, START_REPLICATION), and the
 // streaming loop with its feedback reader. A connection authenticated with
 // a token (auth.MethodJWT) may open only the tenants its claims allow; the
-// check comes before the timeline is looked up.
+// check comes before the timeline is looked up. Command text is checked in
+// the client encoding as a physical walsender checks it (textcheck.go),
+// and a message whose body does not parse gets PostgreSQL's answer without
+// ending the session. The listener outlives accept failures (out of file
+// descriptors), as PostgreSQL's postmaster does.
 //
 // Errors travel as *pgerr.Error and become ErrorResponses only here, at the
 // connection edge. The streaming loop writes XLogData frames to the socket
