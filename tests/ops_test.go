@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -312,11 +313,32 @@ func TestWalSenderTimeout(t *testing.T) {
 // SIGTERM: a streaming consumer gets PostgreSQL's shutdown sequence (a
 // keepalive asking for a reply, then CommandComplete "COPY 0" and EOF), and
 // the process exits 0.
+//
+// The SIGTERM is sent the moment CopyBothResponse arrives, when the
+// stream may not have started yet; the sequence must not depend on that.
+// (It did: a shutdown that won the race set the idle connection's read
+// deadline on the stream's socket, so the consumer's reply was never read
+// and COPY 0 never sent.) The scenario runs several times with restarts.
 func TestShutdownSequence(t *testing.T) {
 	_, sk := startPair(t, 1, nil)
+	for i := 0; i < 12; i++ {
+		if i > 0 {
+			sk.Start()
+		}
+		if !t.Run(fmt.Sprint(i), func(t *testing.T) { shutdownSequence(t, sk) }) {
+			break
+		}
+	}
+}
+
+func shutdownSequence(t *testing.T, sk *SK) {
 	conn, ctx := startStream(t, sk)
-	stopped := make(chan struct{})
-	go func() { sk.Stop(); close(stopped) }()
+	stopped := make(chan error, 1)
+	go func() {
+		// Not sk.Stop: t.Fatal may not be called from this goroutine.
+		sk.signal(syscall.SIGTERM)
+		stopped <- sk.wait(30 * time.Second)
+	}()
 	var seq []string
 	for {
 		msg, err := conn.ReceiveMessage(ctx)
@@ -341,7 +363,9 @@ func TestShutdownSequence(t *testing.T) {
 			seq = append(seq, "Z")
 		}
 	}
-	<-stopped
+	if err := <-stopped; err != nil {
+		t.Fatalf("safekeeper did not shut down cleanly: %v", err)
+	}
 	if got := strings.Join(seq, ","); got != "k,C COPY 0,EOF" {
 		t.Fatalf("shutdown sequence %q, want k,C COPY 0,EOF", got)
 	}

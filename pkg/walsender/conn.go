@@ -9,7 +9,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -61,7 +60,14 @@ type conn struct {
 	slots     *slots.Set
 	consumers *consumers.Registry
 
-	streaming atomic.Bool
+	// streaming is set while a START_REPLICATION stream runs. Shutdown
+	// unblocks an idle connection's read with a deadline, but a stream
+	// must keep reading to finish PostgreSQL's shutdown sequence (the
+	// consumer's reply, then COPY 0). streamMu orders the shutdown
+	// watcher's check against setStreaming, so a shutdown that lands as a
+	// stream starts cannot leave the deadline on the stream's reader.
+	streamMu  sync.Mutex
+	streaming bool
 	// pending, when set, delivers the next frontend message instead of the
 	// backend: the feedback reader of an ended stream hands over what it read.
 	pending <-chan readerExit
@@ -98,9 +104,11 @@ func (c *conn) serve(ctx context.Context) {
 	go func() {
 		select {
 		case <-ctx.Done():
-			if !c.streaming.Load() {
+			c.streamMu.Lock()
+			if !c.streaming {
 				c.nc.SetReadDeadline(time.Now())
 			}
+			c.streamMu.Unlock()
 		case <-done:
 		}
 	}()
@@ -519,6 +527,17 @@ func frontendErrorText(err error) string {
 		return "invalid message length"
 	}
 	return "invalid frontend message: " + err.Error()
+}
+
+// setStreaming marks the start or end of a stream. At the start it also
+// clears a read deadline the shutdown watcher may have set just before.
+func (c *conn) setStreaming(on bool) {
+	c.streamMu.Lock()
+	defer c.streamMu.Unlock()
+	c.streaming = on
+	if on {
+		c.nc.SetReadDeadline(time.Time{})
+	}
 }
 
 func (c *conn) ready() error {

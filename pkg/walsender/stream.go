@@ -183,6 +183,10 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 		}
 	}
 
+	// From here on the connection is in COPY mode: a shutdown must leave
+	// its socket readable for the sequence below (the consumer's reply).
+	c.setStreaming(true)
+	defer c.setStreaming(false)
 	c.be.Send(&pgproto3.CopyBothResponse{OverallFormat: 0})
 	if err := c.be.Flush(); err != nil {
 		return err
@@ -209,8 +213,6 @@ func (c *conn) startReplication(ctx context.Context, cmd replcmd.Command) error 
 		c.consumers.Remove(consumer)
 		c.tm.Consumers.Dec()
 	}()
-	c.streaming.Store(true)
-	defer c.streaming.Store(false)
 	// A shutdown that came before the first message still goes through
 	// the sequence (keepalive, COPY 0), as PostgreSQL's walsender does:
 	// the sender's loop sees ctx done at once.
