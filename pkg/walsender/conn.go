@@ -411,38 +411,18 @@ func (c *conn) commandLoop(ctx context.Context) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				return err
 			}
-			typ := undecodable(err)
-			if typ == 0 {
+			// A whole message whose body does not parse is answered as
+			// PostgreSQL answers it: as the well-formed message (it
+			// rejects the extended protocol before reading the body), or
+			// for a Query with an ERROR; the session goes on.
+			stand := undecodable(err)
+			if stand == nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 					return io.EOF
 				}
 				return pgerr.Fatal(pgerr.ProtocolViolation, "%s", frontendErrorText(err))
 			}
-			// A whole message whose body does not parse: PostgreSQL
-			// answers as it would the well-formed message (it rejects
-			// the extended protocol before reading the body), or with
-			// an ERROR, and the session goes on.
-			switch {
-			case skipToSync:
-			case typ == 'Q':
-				c.sendError(pgerr.New(pgerr.ProtocolViolation, "invalid string in message"), "")
-				if err := c.ready(); err != nil {
-					return err
-				}
-			case typ == 'F':
-				c.sendError(pgerr.New(pgerr.ProtocolViolation, "fastpath function calls not supported in a replication connection"), "")
-				if err := c.ready(); err != nil {
-					return err
-				}
-			case typ == 'f': // a stray CopyFail, ignored as a valid one is
-			default:
-				c.sendError(pgerr.New(pgerr.ProtocolViolation, "extended query protocol not supported in a replication connection"), "")
-				if err := c.be.Flush(); err != nil {
-					return err
-				}
-				skipToSync = true
-			}
-			continue
+			msg = stand
 		}
 		if skipToSync {
 			if _, ok := msg.(*pgproto3.Sync); ok {
@@ -458,6 +438,11 @@ func (c *conn) commandLoop(ctx context.Context) error {
 		switch m := msg.(type) {
 		case *pgproto3.Query:
 			if err := c.query(ctx, m.String); err != nil {
+				return err
+			}
+		case *badQuery:
+			c.sendError(pgerr.New(pgerr.ProtocolViolation, "invalid string in message"), "")
+			if err := c.ready(); err != nil {
 				return err
 			}
 		case *pgproto3.Terminate:
@@ -487,38 +472,44 @@ func (c *conn) commandLoop(ctx context.Context) error {
 	}
 }
 
-// undecodable returns the type of the frontend message whose body err
-// says pgproto3 could not decode, or 0 when err is not such an error (the
-// stream is then out of step, or the message type unknown). pgproto3 reads
-// the whole body before it decodes it, so after these errors the next
-// message starts where it should. Its error types are unexported; the
-// texts are pinned by TestUndecodableMessages.
-func undecodable(err error) byte {
+// badQuery stands for a Query whose body did not parse.
+type badQuery struct{ pgproto3.Query }
+
+// undecodable returns a stand-in for the frontend message whose body err
+// says pgproto3 could not decode (an empty message of its type, or a
+// badQuery), or nil when err is not such an error (the stream is then out
+// of step, or the message type unknown). pgproto3 reads the whole body
+// before it decodes it, so after these errors the next message starts
+// where it should. Its error types are unexported; the texts are pinned
+// by TestUndecodableMessages.
+func undecodable(err error) pgproto3.FrontendMessage {
 	// pgproto3 turns the end of the connection into io.ErrUnexpectedEOF;
 	// a bare io.EOF is the Parse or Execute decoder running out of body
 	// before a string's NUL (both are refused alike).
 	if err == io.EOF {
-		return 'P'
+		return &pgproto3.Parse{}
 	}
 	s := err.Error()
-	for _, p := range []struct {
-		prefix string
-		typ    byte
-	}{
-		{"Query body is invalid", 'Q'},
-		{"Parse body is invalid", 'P'},
-		{"Bind body is invalid", 'B'},
-		{"Execute body is invalid", 'E'},
-		{"Describe body is invalid", 'D'},
-		{"Close body is invalid", 'C'},
-		{"FunctionCall body is invalid", 'F'},
-		{"CopyFail body is invalid", 'f'},
-	} {
-		if strings.HasPrefix(s, p.prefix) {
-			return p.typ
-		}
+	is := func(typ string) bool { return strings.HasPrefix(s, typ+" body is invalid") }
+	switch {
+	case is("Query"):
+		return &badQuery{}
+	case is("Parse"):
+		return &pgproto3.Parse{}
+	case is("Bind"):
+		return &pgproto3.Bind{}
+	case is("Execute"):
+		return &pgproto3.Execute{}
+	case is("Describe"):
+		return &pgproto3.Describe{}
+	case is("Close"):
+		return &pgproto3.Close{}
+	case is("FunctionCall"):
+		return &pgproto3.FunctionCall{}
+	case is("CopyFail"):
+		return &pgproto3.CopyFail{}
 	}
-	return 0
+	return nil
 }
 
 func frontendErrorText(err error) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -428,13 +429,7 @@ func (s *sender) send(ctx context.Context, now time.Time, end wal.LSN) error {
 			// Copied rather than sent with sendfile (see sendfileMax),
 			// from the file already located: the reader counted these
 			// bytes once.
-			k, rerr := s.fs.readCached(ext.File, buf[frameHeader:frameHeader+ext.N], ext.Off)
-			if k < ext.N && (rerr == nil || rerr == io.EOF) {
-				rerr = io.ErrUnexpectedEOF
-			} else if k == ext.N {
-				rerr = nil // io.EOF at the very end of the file
-			}
-			ext, err = walreader.Extent{N: k}, rerr
+			ext, err = walreader.Extent{N: ext.N}, s.readFile(ext.File, buf[frameHeader:frameHeader+ext.N], ext.Off)
 		}
 	} else {
 		ext.N, err = s.rd.ReadAt(ctx, buf[frameHeader:], tli, s.sent)
@@ -522,32 +517,16 @@ func (s *sender) sendMapped(ctx context.Context, buf []byte, ext walreader.Exten
 	if !errors.Is(err, errMapFault) {
 		return errClosed
 	}
-	rest := buf[frameHeader+sent : frameHeader+ext.N]
-	k, rerr := s.fs.readCached(ext.File, rest, ext.Off+int64(sent))
-	if k < len(rest) {
-		if hdrLeft == frameHeader {
-			if rerr == nil || rerr == io.EOF {
-				rerr = io.ErrUnexpectedEOF
-			}
-			return s.readError(ctx, rerr)
-		}
-		s.c.log.Error("could not read WAL in the middle of a message; closing",
-			zap.Stringer("lsn", s.sent+wal.LSN(sent)), zap.Int("read", k), zap.Int("want", len(rest)), zap.Error(rerr))
-		return errClosed
-	}
-	if err := s.fs.writeAll(buf[frameHeader-hdrLeft+sent : frameHeader+ext.N]); err != nil {
-		return errClosed
-	}
-	return nil
+	return s.finishMessage(ctx, buf, ext.N, hdrLeft, sent, func(rest []byte) error {
+		return s.readFile(ext.File, rest, ext.Off+int64(sent))
+	})
 }
 
 // sendMem writes the header in buf and the WAL of ext from the memory
 // window. When the window moves past the WAL before it is all out (a
 // consumer reading at the window's trailing edge), the rest is read from
 // the next tiers into buf and written after it, so the message goes on
-// without a gap. Nothing sent yet: a failed read is reported to the
-// consumer as any read error is; in the middle of a message the
-// connection is dropped.
+// without a gap.
 func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, tli uint32) error {
 	hdrLeft, sent, err := s.fs.sendMem(buf[:frameHeader], ext.Mem, tli, s.sent, ext.N)
 	s.rd.Lent(sent)
@@ -561,7 +540,6 @@ func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, 
 	// write deadline: from the local files as a rule; if they are gone
 	// too, from the archive, and a slow archive then ends the
 	// connection rather than the message.
-	rest := buf[frameHeader+sent : frameHeader+ext.N]
 	rctx := ctx
 	if hdrLeft < frameHeader {
 		// The message has begun and must be finished: a cancel request
@@ -569,21 +547,46 @@ func (s *sender) sendMem(ctx context.Context, buf []byte, ext walreader.Extent, 
 		// the connection's end does.
 		rctx = s.c.ctx
 	}
-	k, err := s.rd.ReadAt(rctx, rest, tli, s.sent+wal.LSN(sent))
-	if err == nil && k < len(rest) {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
+	return s.finishMessage(ctx, buf, ext.N, hdrLeft, sent, func(rest []byte) error {
+		k, err := s.rd.ReadAt(rctx, rest, tli, s.sent+wal.LSN(sent))
+		if err == nil && k < len(rest) {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	})
+}
+
+// finishMessage completes a message of n WAL bytes that went out only in
+// part from memory or a mapping: the last hdrLeft bytes of the header in
+// buf and the WAL after the first sent bytes are still to go. read fills
+// the rest of buf. Nothing sent yet, a failed read is reported to the
+// consumer as any read error is; in the middle of a message the
+// connection is dropped (a consumer cannot be told about an error there).
+func (s *sender) finishMessage(ctx context.Context, buf []byte, n, hdrLeft, sent int, read func(rest []byte) error) error {
+	if err := read(buf[frameHeader+sent : frameHeader+n]); err != nil {
 		if hdrLeft == frameHeader {
 			return s.readError(ctx, err)
 		}
 		s.c.log.Error("could not read WAL in the middle of a message; closing", zap.Stringer("lsn", s.sent+wal.LSN(sent)), zap.Error(err))
 		return errClosed
 	}
-	if _, err := s.c.nc.Write(buf[frameHeader-hdrLeft+sent : frameHeader+ext.N]); err != nil {
+	if err := s.fs.writeAll(buf[frameHeader-hdrLeft+sent : frameHeader+n]); err != nil {
 		return errClosed
 	}
 	return nil
+}
+
+// readFile reads len(b) bytes of f at off into b (readCached); an error
+// unless all of them came (io.EOF at the very end of the file is none).
+func (s *sender) readFile(f *os.File, b []byte, off int64) error {
+	k, err := s.fs.readCached(f, b, off)
+	switch {
+	case k == len(b):
+		return nil
+	case err == nil || err == io.EOF:
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // readError turns a failed WAL read into what ends the stream.
@@ -757,7 +760,7 @@ wait:
 // frontendType returns the type byte of a frontend message for error texts.
 func frontendType(m pgproto3.FrontendMessage) byte {
 	switch m.(type) {
-	case *pgproto3.Query:
+	case *pgproto3.Query, *badQuery:
 		return 'Q'
 	case *pgproto3.CopyFail:
 		return 'f'

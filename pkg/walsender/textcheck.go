@@ -134,16 +134,12 @@ func eucCNLen(b byte) int {
 	return 1
 }
 
+// eucTWLen: as eucLen, but SS2 leads a 4-byte character in EUC_TW.
 func eucTWLen(b byte) int {
-	switch {
-	case b == ss2:
+	if b == ss2 {
 		return 4
-	case b == ss3:
-		return 3
-	case b >= 0x80:
-		return 2
 	}
-	return 1
+	return eucLen(b)
 }
 
 func eucJPChar(s string) int {
