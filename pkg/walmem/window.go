@@ -3,6 +3,7 @@ package walmem
 import (
 	"math"
 	"math/bits"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -61,8 +62,19 @@ type ring struct {
 type chunk struct {
 	refs atomic.Int64  // readers copying from buf
 	gen  atomic.Uint64 // base position | epoch bits, or invalid
-	buf  []byte        // allocated the first time the writer reaches the chunk
-	_    [24]byte      // one cache line per chunk: readers of neighbours do not share refs
+	buf  []byte        // mem.b, allocated the first time the writer reaches the chunk
+	mem  *chunkMem     // owns buf; reachable as long as a reader holds the chunk
+	_    [16]byte      // one cache line per chunk: readers of neighbours do not share refs
+}
+
+// chunkMem is the memory of a chunk's buffer: from the Go heap, or mapped
+// outside it (mem_linux.go), in which case it is unmapped by Release or,
+// when a reader held the chunk then, by the collector once nothing holds
+// it.
+type chunkMem struct {
+	b       []byte
+	mapped  bool
+	cleanup runtime.Cleanup
 }
 
 // New returns a window of at most size bytes, or nil (disabled) when size
@@ -279,7 +291,8 @@ func (w *Window) claim(r *ring, c *chunk, base uint64) bool {
 		return false
 	}
 	if c.buf == nil {
-		c.buf = make([]byte, w.chunkSize)
+		c.mem = newChunkMem(w.chunkSize)
+		c.buf = c.mem.b
 	}
 	c.gen.Store(w.genOf(base, r.epoch))
 	return true
@@ -362,14 +375,29 @@ func (w *Window) Switch(newTLI uint32, switchpoint wal.LSN) {
 }
 
 // Release drops the window's memory (an idle timeline); the next Write
-// allocates again. Readers holding the old memory finish their copy.
+// allocates again. Readers holding the old memory finish their copy: a
+// chunk no reader holds is freed at once, as the writer takes chunks over
+// (its generation made invalid first, so a reader arriving later misses);
+// one a reader holds is left to the collector.
 func (w *Window) Release() {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.r.Load()
+	if r == nil {
+		return
+	}
 	w.r.Store(nil)
-	w.mu.Unlock()
+	for i := range r.chunks {
+		c := &r.chunks[i]
+		c.gen.Store(invalid)
+		if c.mem != nil && c.refs.Load() == 0 {
+			c.mem.free()
+			c.buf, c.mem = nil, nil // no pointer into unmapped memory stays
+		}
+	}
 }
 
 // Stats describes a window.

@@ -258,6 +258,9 @@ func (fs *fileSender) stepMem(fd uintptr) bool {
 		// A raw call: the socket is non-blocking (see writeAll).
 		n, _, errno := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&fs.msg)), uintptr(flags))
 		pin.Release()
+		// The window's memory may be unmapped once released (an idle
+		// timeline): keep no pointer into it.
+		fs.iov[iovs-1].Base = nil
 		switch errno {
 		case 0:
 			k := int(n)
