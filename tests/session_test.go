@@ -125,6 +125,76 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				}
 			})
 
+			t.Run("protocol violations", func(t *testing.T) {
+				ctx := ctxTimeout(t, 60*time.Second)
+				// The rest of the session, from a raw write on.
+				rest := func(c *pgconn.PgConn, raw []byte) (errs []string, closed bool) {
+					t.Helper()
+					c.Conn().SetDeadline(time.Now().Add(10 * time.Second))
+					if _, err := c.Conn().Write(raw); err != nil {
+						t.Fatal(err)
+					}
+					for {
+						msg, err := c.Frontend().Receive()
+						if err != nil {
+							return errs, true
+						}
+						switch m := msg.(type) {
+						case *pgproto3.ErrorResponse:
+							errs = append(errs, m.Severity+" "+m.Code+" "+m.Message)
+						case *pgproto3.ReadyForQuery:
+							return errs, false
+						}
+					}
+				}
+				// Unknown message types while idle end the session.
+				for _, tc := range []struct {
+					raw  []byte
+					want string
+				}{
+					{frontendMsg('Z', nil), "FATAL 08P01 invalid frontend message type 90"},
+					{frontendMsg('x', []byte("abc")), "FATAL 08P01 invalid frontend message type 120"},
+					{frontendMsg('p', []byte("secret\x00")), "FATAL 08P01 invalid frontend message type 112"},
+				} {
+					errs, closed := rest(replConnect(t, ctx, srv.conn), tc.raw)
+					if strings.Join(errs, "; ") != tc.want || !closed {
+						t.Errorf("%q: %q, closed %v; want %q and the end of the session", tc.raw, errs, closed, tc.want)
+					}
+				}
+				// While streaming: bytes after the fields of a standby
+				// status update are ignored; an unknown message type ends
+				// the session.
+				c := replConnect(t, ctx, srv.conn)
+				startStreaming(t, ctx, c, "START_REPLICATION "+identifyXLogPos(t, ctx, srv.conn))
+				long := append([]byte{'r'}, make([]byte, 39)...)
+				errs, closed := rest(c, append(frontendMsg('d', long), frontendMsg('c', nil)...))
+				if len(errs) != 0 || closed {
+					t.Errorf("status update of 40 bytes, then CopyDone: %q, closed %v; want the stream to end normally", errs, closed)
+				}
+				c = replConnect(t, ctx, srv.conn)
+				startStreaming(t, ctx, c, "START_REPLICATION "+identifyXLogPos(t, ctx, srv.conn))
+				errs, closed = rest(c, frontendMsg('x', nil))
+				if want := `FATAL 08P01 invalid standby message type "x"`; strings.Join(errs, "; ") != want || !closed {
+					t.Errorf("'x' while streaming: %q, closed %v; want %q and the end of the session", errs, closed, want)
+				}
+				// A startup packet sent with the SSLRequest, before its
+				// answer, was not protected by the TLS asked for.
+				raw := dialRaw(t, srv.port)
+				ssl := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 1234<<16|5679)
+				if _, err := raw.Write(append(ssl, startupPacket("user", "postgres", "replication", "true")...)); err != nil {
+					t.Fatal(err)
+				}
+				out, _ := io.ReadAll(raw)
+				if len(out) < 1 || out[0] != 'N' {
+					t.Fatalf("answer to SSLRequest with a startup packet behind it: %q", out)
+				}
+				e := parseError(t, out[1:])
+				if e.Severity != "FATAL" || e.Code != "08P01" || e.Message != "received unencrypted data after SSL request" ||
+					e.Detail != "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack." {
+					t.Fatalf("SSLRequest with a startup packet behind it: %s %s %q %q", e.Severity, e.Code, e.Message, e.Detail)
+				}
+			})
+
 			t.Run("second SSLRequest", func(t *testing.T) {
 				c := dialRaw(t, srv.port)
 				ssl := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 1234<<16|5679)

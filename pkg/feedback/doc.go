@@ -12,7 +12,7 @@
 // # Contract
 //
 // This is a codec package: it does no I/O, no logging and keeps no state.
-// Parsers are strict about lengths, never panic on any input, never retain
+// Parsers refuse short messages, never panic on any input, never retain
 // the input slice and allocate nothing when they succeed (an error value is
 // allocated only on the failure path). Encoders append to dst and allocate
 // only when dst lacks capacity.
@@ -24,7 +24,7 @@
 //
 //	empty payload                         "no data left in message"
 //	shorter than the layout               "insufficient data left in message"
-//	longer than the layout                "invalid message format"
+//	'z' longer than its keys              "invalid message format"
 //	'z' key without NUL terminator        "invalid string in message"
 //	wrong type byte                       `unexpected message type "%c"`
 //
@@ -32,6 +32,10 @@
 // outside printable ASCII is shown as \xNN. A known 'z' key with a value of
 // the wrong length gives "invalid message format" with a DETAIL naming the
 // key. Retrieve the SQLSTATE and text with pgerr.As.
+//
+// Bytes after the fields of an 'r' or 'h' message are ignored, as
+// PostgreSQL's walsender ignores them: it reads the fields it knows and
+// never checks that the message ends there.
 //
 // # Layouts
 //

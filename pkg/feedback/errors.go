@@ -54,8 +54,9 @@ func unexpectedType(c byte) error {
 	}
 }
 
-// checkFixed validates the type byte and the exact length of a fixed-size
-// message.
+// checkFixed validates the type byte and the length of a fixed-size
+// message. Bytes past the layout are ignored: PostgreSQL's walsender reads
+// the fields it knows and never checks that the message ends there.
 func checkFixed(b []byte, k Kind, size int) error {
 	switch {
 	case len(b) == 0:
@@ -64,8 +65,6 @@ func checkFixed(b []byte, k Kind, size int) error {
 		return unexpectedType(b[0])
 	case len(b) < size:
 		return errInsufficient()
-	case len(b) > size:
-		return errFormat()
 	}
 	return nil
 }

@@ -30,8 +30,8 @@ func fullXid(epoch, xid uint32) uint64 {
 	return uint64(epoch)<<32 | uint64(xid)
 }
 
-// ParseHotStandby decodes hot standby feedback. b must be exactly
-// HotStandbyLen bytes starting with 'h'.
+// ParseHotStandby decodes hot standby feedback. b must be at least
+// HotStandbyLen bytes starting with 'h' (more are ignored).
 func ParseHotStandby(b []byte) (HotStandby, error) {
 	if err := checkFixed(b, KindHotStandby, HotStandbyLen); err != nil {
 		return HotStandby{}, err

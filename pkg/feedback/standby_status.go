@@ -14,8 +14,8 @@ type StandbyStatus struct {
 	ReplyRequested      bool
 }
 
-// ParseStandbyStatus decodes a standby status update. b must be exactly
-// StandbyStatusLen bytes starting with 'r'. A non-zero reply-requested byte
+// ParseStandbyStatus decodes a standby status update. b must be at least
+// StandbyStatusLen bytes starting with 'r' (more are ignored). A non-zero reply-requested byte
 // is true, as in PostgreSQL.
 func ParseStandbyStatus(b []byte) (StandbyStatus, error) {
 	if err := checkFixed(b, KindStandbyStatus, StandbyStatusLen); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
@@ -163,8 +164,12 @@ func (c *conn) startup() error {
 			return err
 		}
 		if pkt.Code == pgwire.SSLRequestCode && !sslDone {
+			early := c.s.cfg.TLS == nil && dataWaiting(c.nc)
 			if err := c.negotiateTLS(); err != nil {
 				return err
+			}
+			if early {
+				return errUnencryptedAfter("SSL request")
 			}
 			sslDone, gssDone = true, c.tls
 			continue
@@ -172,8 +177,12 @@ func (c *conn) startup() error {
 		if pkt.Code == pgwire.GSSENCRequest && !gssDone {
 			// No GSS encryption: refuse, continue in plaintext.
 			sslDone, gssDone = false, true
+			early := dataWaiting(c.nc)
 			if _, err := c.nc.Write([]byte{'N'}); err != nil {
 				return fmt.Errorf("%w: %w", pgwire.ErrCloseSilently, err)
+			}
+			if early {
+				return errUnencryptedAfter("GSSAPI encryption request")
 			}
 			continue
 		}
@@ -420,6 +429,9 @@ func (c *conn) commandLoop(ctx context.Context) error {
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 					return io.EOF
 				}
+				if typ, ok := unknownMessageType(err); ok {
+					return pgerr.Fatal(pgerr.ProtocolViolation, "invalid frontend message type %d", typ)
+				}
 				return pgerr.Fatal(pgerr.ProtocolViolation, "%s", frontendErrorText(err))
 			}
 			msg = stand
@@ -510,6 +522,31 @@ func undecodable(err error) pgproto3.FrontendMessage {
 		return &pgproto3.CopyFail{}
 	}
 	return nil
+}
+
+// errUnencryptedAfter is PostgreSQL's answer to a client that sent more
+// bytes together with an SSLRequest or GSSENCRequest, before reading the
+// answer: they were not protected by the encryption it asked for, and may
+// have been injected by a man in the middle (CVE-2021-23214).
+func errUnencryptedAfter(what string) error {
+	return pgerr.Fatal(pgerr.ProtocolViolation, "received unencrypted data after %s", what).
+		WithDetail("This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.")
+}
+
+// unknownMessageType returns the type byte of a frontend message pgproto3
+// refused for its type: it reports it only in its error's text ("unknown
+// message type: %c", the byte formatted as a rune), pinned by
+// TestUnknownMessageType.
+func unknownMessageType(err error) (byte, bool) {
+	s, ok := strings.CutPrefix(err.Error(), "unknown message type: ")
+	if !ok {
+		return 0, false
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	if n == 0 || n != len(s) || r > 0xff {
+		return 0, false
+	}
+	return byte(r), true
 }
 
 func frontendErrorText(err error) string {

@@ -638,6 +638,10 @@ func (s *sender) readerEnded(ex readerExit) error {
 	s.readerDone = true
 	switch {
 	case ex.err != nil:
+		if typ, ok := unknownMessageType(ex.err); ok {
+			// As PostgreSQL, which prints the byte as it came.
+			return pgerr.Fatal(pgerr.ProtocolViolation, "invalid standby message type \"%s\"", []byte{typ})
+		}
 		return errClosed
 	case ex.fb != nil:
 		if errors.Is(ex.fb, feedback.ErrUnknownType) {

@@ -3,7 +3,9 @@ package walsender
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -203,6 +205,28 @@ func TestUndecodableMessages(t *testing.T) {
 		be := pgproto3.NewBackend(bytes.NewReader(in), &bytes.Buffer{})
 		if _, err := be.Receive(); undecodable(err) != nil {
 			t.Errorf("%q: %v taken for an undecodable message", in, err)
+		}
+	}
+}
+
+// TestUnknownMessageType pins the text of pgproto3's error for a frontend
+// message type it does not know, from which unknownMessageType takes the
+// type byte (PostgreSQL names it in its FATAL).
+func TestUnknownMessageType(t *testing.T) {
+	for _, typ := range []byte{'Z', 'x', 'A', 0, 0x7f, 0x80, 0xe9, 0xff} {
+		in := binary.BigEndian.AppendUint32([]byte{typ}, 4)
+		_, err := pgproto3.NewBackend(bytes.NewReader(in), &bytes.Buffer{}).Receive()
+		if err == nil {
+			t.Fatalf("type %#x decoded", typ)
+		}
+		got, ok := unknownMessageType(err)
+		if !ok || got != typ {
+			t.Errorf("type %#x: %v read as %#x, %v", typ, err, got, ok)
+		}
+	}
+	for _, err := range []error{io.EOF, errors.New("unknown message type: ab"), errors.New("unknown message type: \u0100")} {
+		if typ, ok := unknownMessageType(err); ok {
+			t.Errorf("%q read as type %#x", err, typ)
 		}
 	}
 }
