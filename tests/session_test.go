@@ -29,6 +29,8 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 		{"PostgreSQL", primary.Port, primary.ReplConnString()},
 		{"safekeeper", sk.PGPort, sk.ConnString()},
 	}
+	// PostgreSQL's SHOW ALL, which the safekeeper's must not go beyond.
+	var pgShowAll map[string]string
 	for _, srv := range servers {
 		t.Run(srv.name, func(t *testing.T) {
 			t.Run("newer protocol and _pq_ options", func(t *testing.T) {
@@ -344,6 +346,56 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 					col, val := string(res[0].FieldDescriptions[0].Name), string(res[0].Rows[0][0])
 					if col != name || val != c.ParameterStatus(name) {
 						t.Fatalf("SHOW %s: column %q value %q, want %q %q (as announced)", strings.ToLower(name), col, val, name, c.ParameterStatus(name))
+					}
+				}
+			})
+
+			t.Run("SHOW ALL and names in any case", func(t *testing.T) {
+				ctx := ctxTimeout(t, 30*time.Second)
+				c := replConnect(t, ctx, srv.conn)
+				res, err := c.Exec(ctx, "SHOW ALL;").ReadAll()
+				if err != nil || len(res) != 1 {
+					t.Fatalf("SHOW ALL: %v", err)
+				}
+				var cols []string
+				for _, f := range res[0].FieldDescriptions {
+					cols = append(cols, fmt.Sprintf("%s/%d", f.Name, f.DataTypeOID))
+				}
+				if strings.Join(cols, " ") != "name/25 setting/25 description/25" || res[0].CommandTag.String() != "SHOW" {
+					t.Fatalf("SHOW ALL: columns %v, tag %q", cols, res[0].CommandTag)
+				}
+				names := map[string]string{}
+				for _, r := range res[0].Rows {
+					names[string(r[0])] = string(r[1])
+				}
+				for _, n := range []string{"wal_segment_size", "server_version", "TimeZone", "application_name"} {
+					if _, ok := names[n]; !ok {
+						t.Errorf("SHOW ALL lists no %s", n)
+					}
+				}
+				for _, n := range []string{"is_superuser", "session_authorization"} {
+					if _, ok := names[n]; ok {
+						t.Errorf("SHOW ALL lists %s, which PostgreSQL leaves out", n)
+					}
+				}
+				if srv.name == "PostgreSQL" {
+					pgShowAll = names
+				} else if pgShowAll != nil { // nil when only this subtest runs
+					for n := range names {
+						if _, ok := pgShowAll[n]; !ok {
+							t.Errorf("SHOW ALL lists %s, which PostgreSQL does not", n)
+						}
+					}
+				}
+				// Names are found without regard to case, quoted or not.
+				for _, q := range []string{`SHOW "WAL_SEGMENT_SIZE"`, `SHOW "Wal_Segment_Size"`, `SHOW "TIMEZONE"`, `SHOW Server_Version_Num`} {
+					res, err := c.Exec(ctx, q).ReadAll()
+					if err != nil || len(res) != 1 || len(res[0].Rows) != 1 {
+						t.Fatalf("%s: %v", q, err)
+					}
+					col := string(res[0].FieldDescriptions[0].Name)
+					if v := string(res[0].Rows[0][0]); v != names[col] && col != "server_version_num" {
+						t.Errorf("%s: %s = %q, SHOW ALL says %q", q, col, v, names[col])
 					}
 				}
 			})

@@ -3,6 +3,7 @@ package walsender
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -81,54 +82,79 @@ func (c *conn) identifySystem() error {
 }
 
 func (c *conn) show(name string) error {
-	ctl := c.tl.Control()
-	var col, val string
-	switch name {
-	case "wal_segment_size":
-		if !ctl.Initialized() {
-			return timeline.ErrNoWAL()
-		}
-		col, val = "wal_segment_size", wal.FormatSegmentSize(ctl.WalSegSize)
-	case "data_directory_mode":
-		col, val = "data_directory_mode", "0700"
-	case "server_version":
-		col, val = "server_version", c.serverVersion()
-	case "server_version_num":
-		col = "server_version_num"
-		if ctl.ServerVersionNum > 0 {
-			val = strconv.Itoa(ctl.ServerVersionNum)
-		} else {
-			val = "150000"
-		}
-	case "wal_level":
-		col, val = "wal_level", c.tl.WalLevel()
-		if val == "" {
-			val = "replica"
-		}
-	case "wal_block_size":
-		col, val = "wal_block_size", strconv.Itoa(wal.BlockSize)
-	case "integer_datetimes":
-		col, val = "integer_datetimes", "on"
-	case "application_name":
-		col, val = "application_name", c.appName
-	case "wal_sender_timeout":
-		col, val = "wal_sender_timeout", formatMillisSetting(c.walSenderTimeout)
-	default:
-		// The settings announced at startup, under their canonical names
-		// as PostgreSQL's SHOW gives them (SHOW timezone: "TimeZone").
-		for _, kv := range c.parameterStatus() {
-			if strings.EqualFold(kv[0], name) {
-				col, val = kv[0], kv[1]
-			}
-		}
-		if col == "" {
-			return pgerr.New(pgerr.UndefinedObject, "unrecognized configuration parameter \"%s\"", name)
-		}
+	if strings.EqualFold(name, "all") {
+		return c.showAll()
 	}
-	c.be.Send(pgwire.RowDescription(pgwire.TextCol(col)))
+	st, ok := lookupSetting(name)
+	if !ok {
+		return pgerr.New(pgerr.UndefinedObject, "unrecognized configuration parameter \"%s\"", name)
+	}
+	val, err := c.settingValue(st.name)
+	if err != nil {
+		return err
+	}
+	// The column is named as the setting is spelled (SHOW timezone:
+	// "TimeZone"), as PostgreSQL names it.
+	c.be.Send(pgwire.RowDescription(pgwire.TextCol(st.name)))
 	c.be.Send(pgwire.DataRow(pgwire.Text(val)))
 	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SHOW")})
 	return nil
+}
+
+// showAll answers SHOW ALL as PostgreSQL does: name, setting and
+// description of every setting a replication connection can SHOW, by
+// name, without those PostgreSQL leaves out of SHOW ALL. A setting without
+// a value yet (wal_segment_size before any WAL) is left out.
+func (c *conn) showAll() error {
+	c.be.Send(pgwire.RowDescription(pgwire.TextCol("name"), pgwire.TextCol("setting"), pgwire.TextCol("description")))
+	for _, st := range showSettings {
+		if st.notInAll {
+			continue
+		}
+		val, err := c.settingValue(st.name)
+		if err != nil {
+			continue
+		}
+		c.be.Send(pgwire.DataRow(pgwire.Text(st.name), pgwire.Text(val), pgwire.Text(st.desc)))
+	}
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SHOW")})
+	return nil
+}
+
+// settingValue returns the value SHOW gives for the setting spelled name
+// (as in showSettings).
+func (c *conn) settingValue(name string) (string, error) {
+	ctl := c.tl.Control()
+	switch name {
+	case "wal_segment_size":
+		if !ctl.Initialized() {
+			return "", timeline.ErrNoWAL()
+		}
+		return wal.FormatSegmentSize(ctl.WalSegSize), nil
+	case "data_directory_mode":
+		return "0700", nil
+	case "server_version_num":
+		if ctl.ServerVersionNum > 0 {
+			return strconv.Itoa(ctl.ServerVersionNum), nil
+		}
+		return "150000", nil
+	case "wal_level":
+		if v := c.tl.WalLevel(); v != "" {
+			return v, nil
+		}
+		return "replica", nil
+	case "wal_block_size":
+		return strconv.Itoa(wal.BlockSize), nil
+	case "wal_sender_timeout":
+		return formatMillisSetting(c.walSenderTimeout), nil
+	}
+	// The settings announced at startup.
+	for _, kv := range c.parameterStatus() {
+		if kv[0] == name {
+			return kv[1], nil
+		}
+	}
+	return "", fmt.Errorf("setting %q has no value", name)
 }
 
 func (c *conn) timelineHistory(tli uint32) error {

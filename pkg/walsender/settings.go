@@ -281,3 +281,46 @@ func formatMillisSetting(d time.Duration) string {
 	}
 	return strconv.FormatInt(ms, 10) + "ms"
 }
+
+// showSetting is a setting a replication connection can SHOW.
+type showSetting struct {
+	name     string // as PostgreSQL spells it
+	desc     string // SHOW ALL's description
+	notInAll bool   // PostgreSQL leaves it out of SHOW ALL
+}
+
+// showSettings are the settings SHOW knows, by name (compared without
+// case, as SHOW ALL orders them): those a replication client asks for and
+// those announced at startup. Values come from conn.settingValue.
+var showSettings = []showSetting{
+	{name: "application_name", desc: "Name the client gave for itself; a consumer's name in status and slots."},
+	{name: "client_encoding", desc: "Encoding the client's text is checked in."},
+	{name: "data_directory_mode", desc: "Permissions of the data directory, as pg_basebackup asks."},
+	{name: "DateStyle", desc: "Format of dates and times in text."},
+	{name: "default_transaction_read_only", desc: "Whether transactions start read-only."},
+	{name: "in_hot_standby", desc: "Whether this server is a hot standby."},
+	{name: "integer_datetimes", desc: "Whether timestamps are 64-bit integers."},
+	{name: "IntervalStyle", desc: "Format of intervals in text."},
+	{name: "is_superuser", desc: "Whether the session's user is a superuser.", notInAll: true},
+	{name: "server_encoding", desc: "Encoding of the server's text."},
+	{name: "server_version", desc: "PostgreSQL version of the WAL served."},
+	{name: "server_version_num", desc: "PostgreSQL version of the WAL served, as a number."},
+	{name: "session_authorization", desc: "User of the session.", notInAll: true},
+	{name: "standard_conforming_strings", desc: "Whether backslashes in ordinary string literals are literal."},
+	{name: "TimeZone", desc: "Time zone of timestamps in text."},
+	{name: "wal_block_size", desc: "Size of a WAL page."},
+	{name: "wal_level", desc: "Level of WAL the primary writes."},
+	{name: "wal_segment_size", desc: "Size of a WAL segment file."},
+	{name: "wal_sender_timeout", desc: "Time after which a silent consumer is disconnected."},
+}
+
+// lookupSetting finds a setting by name without regard to case, as
+// PostgreSQL finds them (SHOW "TimeZone", SHOW timezone, SHOW "TIMEZONE").
+func lookupSetting(name string) (showSetting, bool) {
+	for _, st := range showSettings {
+		if strings.EqualFold(st.name, name) {
+			return st, true
+		}
+	}
+	return showSetting{}, false
+}

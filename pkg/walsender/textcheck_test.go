@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -228,5 +229,25 @@ func TestUnknownMessageType(t *testing.T) {
 		if typ, ok := unknownMessageType(err); ok {
 			t.Errorf("%q read as type %#x", err, typ)
 		}
+	}
+}
+
+// TestShowSettings: SHOW ALL lists the settings in PostgreSQL's order
+// (by name, without case), and SHOW finds them without regard to case.
+func TestShowSettings(t *testing.T) {
+	for i := 1; i < len(showSettings); i++ {
+		if a, b := strings.ToLower(showSettings[i-1].name), strings.ToLower(showSettings[i].name); a >= b {
+			t.Errorf("%q listed before %q", showSettings[i-1].name, showSettings[i].name)
+		}
+	}
+	for _, st := range showSettings {
+		for _, n := range []string{st.name, strings.ToUpper(st.name), strings.ToLower(st.name)} {
+			if got, ok := lookupSetting(n); !ok || got.name != st.name {
+				t.Errorf("SHOW %q found %+v, %v", n, got, ok)
+			}
+		}
+	}
+	if st, ok := lookupSetting("work_mem"); ok {
+		t.Errorf("work_mem found: %+v", st)
 	}
 }
