@@ -321,6 +321,13 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 					{"'abc", "42601", "unterminated quoted string"},
 					{`"abc`, "42601", "unterminated quoted string"},
 					{`SHOW "abc`, "42601", "unterminated quoted string"},
+					// No doubled-quote escape in the replication scanner's
+					// quoted identifiers: two identifiers.
+					{`SHOW "a""b"`, "42601", "syntax error"},
+					{`DROP_REPLICATION_SLOT "a""b"`, "42601", "syntax error"},
+					// Words of PostgreSQL 17 are SQL to the primary here (15).
+					{"ALTER_REPLICATION_SLOT s (FAILOVER)", "0A000", "cannot execute SQL commands in WAL sender for physical replication"},
+					{"UPLOAD_MANIFEST", "0A000", "cannot execute SQL commands in WAL sender for physical replication"},
 					// The primary runs with wal_level = replica.
 					{"START_REPLICATION SLOT missing LOGICAL 0/0", "55000", "logical decoding requires wal_level >= logical"},
 					// Logical commands are parsed, and a logical slot's

@@ -20,9 +20,11 @@
 //     ordinary identifier.
 //   - Identifiers [A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9$]* are down-cased
 //     (ASCII only) and truncated to 63 bytes. "Quoted" identifiers keep their
-//     case, "" stands for a quote, and they are truncated to 63 bytes too.
+//     case and have no escape for a quote ("a""b" is two identifiers, as
+//     in PostgreSQL's replication scanner); they are truncated to 63 bytes
+//     too.
 //     Each truncation adds PostgreSQL's NOTICE (42622) to Command.Notices.
-//   - 'Strings' use ” for a quote. Unsigned constants are decimal and must
+//   - 'Strings' use two single quotes for a quote. Unsigned constants are decimal and must
 //     fit in 32 bits. LSNs are hex/hex with at most 8 hex digits per half.
 //
 // # Grammar

@@ -12,8 +12,9 @@ import (
 )
 
 // quoteIdent renders s as a quoted identifier.
+// A parsed name never holds '"': a quoted identifier has no escape for it.
 func quoteIdent(s string) string {
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+	return `"` + s + `"`
 }
 
 // quoteVarName renders a dotted name as quoted parts.

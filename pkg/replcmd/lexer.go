@@ -244,6 +244,8 @@ func (l *lexer) next() (token, lexErr) {
 	c := s[start]
 	switch {
 	case c == '"':
+		// PostgreSQL's replication scanner has no doubled-quote escape in
+		// a quoted identifier: "a""b" is two identifiers.
 		str, end, ok := l.quoted('"')
 		if !ok {
 			return token{}, errUnterminatedIdent
@@ -281,9 +283,10 @@ func (l *lexer) next() (token, lexErr) {
 	return token{kind: tChar, ch: c, start: start, end: start + 1}, errNone
 }
 
-// quoted scans a token delimited by q starting at l.pos, where a doubled q
-// stands for one q. It returns the unescaped text (a substring of the query
-// when there was no doubled q) and the end offset.
+// quoted scans a token delimited by q starting at l.pos, where, in a
+// string ('), a doubled q stands for one q. It returns the unescaped text
+// (a substring of the query when there was no doubled q) and the end
+// offset.
 func (l *lexer) quoted(q byte) (string, int, bool) {
 	s := l.s
 	i := l.pos + 1
@@ -296,7 +299,7 @@ func (l *lexer) quoted(q byte) (string, int, bool) {
 			return "", len(s), false
 		}
 		j += i
-		if j+1 < len(s) && s[j+1] == q {
+		if q == '\'' && j+1 < len(s) && s[j+1] == q {
 			if b == nil {
 				b = make([]byte, 0, len(s)-first)
 			}

@@ -81,8 +81,10 @@ var parseCases = []parseCase{
 	{q: "IDENTIFY_SYSTEM 'x", err: unterminatedString()},
 	{q: "SHOW Wal_Segment_Size", want: cmd{Kind: replcmd.Show, Name: "wal_segment_size"}},
 	{q: `SHOW "Wal_Segment_Size"`, want: cmd{Kind: replcmd.Show, Name: "Wal_Segment_Size"}},
-	{q: `SHOW "a""b"`, want: cmd{Kind: replcmd.Show, Name: `a"b`}},
-	{q: `SHOW """"`, want: cmd{Kind: replcmd.Show, Name: `"`}},
+	// No doubled-quote escape in quoted identifiers, as in PostgreSQL's
+	// replication scanner: these are two identifiers.
+	{q: `SHOW "a""b"`, err: syntax},
+	{q: `SHOW """"`, err: syntax},
 	{q: `SHOW ""`, want: cmd{Kind: replcmd.Show, Name: ""}},
 	{q: "SHOW a.b", want: cmd{Kind: replcmd.Show, Name: "a.b"}},
 	{q: "SHOW a . b .c", want: cmd{Kind: replcmd.Show, Name: "a.b.c"}},
@@ -290,7 +292,7 @@ var parseCases = []parseCase{
 	// DROP_REPLICATION_SLOT.
 	{q: "DROP_REPLICATION_SLOT s3 WAIT", want: cmd{Kind: replcmd.DropReplicationSlot, Name: "s3", Wait: true}},
 	{q: `DROP_REPLICATION_SLOT "S3" WAIT;`, want: cmd{Kind: replcmd.DropReplicationSlot, Name: "S3", Wait: true}},
-	{q: `DROP_REPLICATION_SLOT "a""b"`, want: cmd{Kind: replcmd.DropReplicationSlot, Name: `a"b`}},
+	{q: `DROP_REPLICATION_SLOT "a""b"`, err: syntax},
 	{q: `DROP_REPLICATION_SLOT ""`, want: cmd{Kind: replcmd.DropReplicationSlot, Name: ""}},
 	{q: "DROP_REPLICATION_SLOT S3", want: cmd{Kind: replcmd.DropReplicationSlot, Name: "s3"}},
 	{q: "DROP_REPLICATION_SLOT s3 wait", err: syntax},

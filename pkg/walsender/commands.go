@@ -47,6 +47,13 @@ func (c *conn) dispatch(ctx context.Context, cmd replcmd.Command) error {
 	case replcmd.BaseBackup:
 		return pgerr.New(pgerr.FeatureNotSupported, "BASE_BACKUP is not supported by safekeeper").
 			WithHint("Take base backups from the primary; safekeeper serves WAL only.")
+	case replcmd.AlterReplicationSlot, replcmd.UploadManifest:
+		if ctl := c.tl.Control(); ctl.ServerVersionNum < 170000 {
+			// Words of PostgreSQL 17: before it they are SQL, which a
+			// physical walsender refuses.
+			return pgerr.New(pgerr.FeatureNotSupported, replcmd.NotReplicationCommandMessage)
+		}
+		return pgerr.New(pgerr.FeatureNotSupported, "command is not supported by safekeeper")
 	default:
 		return pgerr.New(pgerr.FeatureNotSupported, "command is not supported by safekeeper")
 	}
