@@ -25,15 +25,9 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 )
 
-// maxMessageBody bounds the body of a message before authentication
-// (startup options, passwords and SASL messages are small).
+// maxMessageBody bounds the body of a message in command mode. Replication
+// commands are tiny; PostgreSQL itself rejects anything over 1 GB.
 const maxMessageBody = 1 << 20
-
-// maxAuthenticatedBody bounds the body of a message from an authenticated
-// client: PostgreSQL's limit for a Query or CopyData (PQ_LARGE_MESSAGE_LIMIT,
-// 1 GB less two bytes, its length word included), so that what PostgreSQL
-// reads is read here too.
-const maxAuthenticatedBody = 1<<30 - 2 - 4
 
 type conn struct {
 	s   *Server
@@ -262,7 +256,6 @@ func (c *conn) startup() error {
 	if err := c.authenticate(database); err != nil {
 		return err
 	}
-	c.be.SetMaxBodyLen(maxAuthenticatedBody)
 	// The timeline is chosen only after authentication, so that an
 	// unauthenticated client learns nothing about what is hosted.
 	tenant, tlid := opts["tenant_id"], opts["timeline_id"]
