@@ -24,8 +24,9 @@
 //     in PostgreSQL's replication scanner); they are truncated to 63 bytes
 //     too.
 //     Each truncation adds PostgreSQL's NOTICE (42622) to Command.Notices.
-//   - 'Strings' use two single quotes for a quote. Unsigned constants are decimal and must
-//     fit in 32 bits. LSNs are hex/hex with at most 8 hex digits per half.
+//   - 'Strings' use two single quotes for a quote. Unsigned constants are
+//     decimal and must fit in 32 bits. LSNs are hex/hex with at most 8 hex
+//     digits per half.
 //
 // # Grammar
 //

@@ -161,7 +161,7 @@ func (c *conn) settingValue(name string) (string, error) {
 			return kv[1], nil
 		}
 	}
-	return "", fmt.Errorf("setting %q has no value", name)
+	return "", pgerr.Internal(fmt.Errorf("setting %q has no value", name))
 }
 
 func (c *conn) timelineHistory(tli uint32) error {

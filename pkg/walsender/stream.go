@@ -639,7 +639,11 @@ func (s *sender) readerEnded(ex readerExit) error {
 	switch {
 	case ex.err != nil:
 		if typ, ok := unknownMessageType(ex.err); ok {
-			// As PostgreSQL, which prints the byte as it came.
+			// As PostgreSQL, which prints the byte as it came: a NUL
+			// ends its C string there.
+			if typ == 0 {
+				return pgerr.Fatal(pgerr.ProtocolViolation, "invalid standby message type \"")
+			}
 			return pgerr.Fatal(pgerr.ProtocolViolation, "invalid standby message type \"%s\"", []byte{typ})
 		}
 		return errClosed
