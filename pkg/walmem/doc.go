@@ -12,7 +12,14 @@
 // chunk's buffer the first time the writer reaches it, so a timeline that
 // never receives WAL costs nothing and one that received little costs
 // little; Release (an idle timeline) drops all of it and the next Write
-// starts over. The capacity bounds it.
+// starts over. The capacity bounds it, plus one chunk prepared ahead.
+// Chunks of 2 MiB or more are mapped outside the Go heap (mem_linux.go):
+// the first of a ring on small pages, mapped by the writer, the next ones
+// on transparent huge pages, each prepared and populated on a goroutine of
+// its own while the writer fills the one before, so that the kernel's
+// compaction for huge pages never stalls ingest. Release unmaps what no
+// reader holds; a chunk a reader held then is unmapped by a cleanup once
+// nothing refers to it.
 //
 // Concurrency: one writer (serialized by the Window's mutex: Write,
 // Publish, Switch, Release), any number of lock-free readers. A reader

@@ -40,6 +40,12 @@ type Window struct {
 	r  atomic.Pointer[ring] // nil until the first Write and after Release
 
 	conflicts atomic.Uint64 // chunks not taken over because a reader was copying from them
+
+	// spare is a chunk's memory prepared on huge pages off the ingest
+	// path, for the next chunk the writer reaches for the first time;
+	// preparing is set while a goroutine prepares it (see prepare).
+	spare     atomic.Pointer[chunkMem]
+	preparing atomic.Bool
 }
 
 // ring is the memory of a window between its first Write and its Release.
@@ -54,9 +60,10 @@ type ring struct {
 	end      atomic.Uint64 // published durable end: nothing at or past it is readable
 
 	// Writer side, under Window.mu.
-	filled uint64 // end of the bytes copied in, contiguous from start
-	tli    uint32
-	epoch  uint32
+	filled    uint64 // end of the bytes copied in, contiguous from start
+	tli       uint32
+	epoch     uint32
+	allocated uint64 // chunks with memory
 }
 
 type chunk struct {
@@ -291,11 +298,43 @@ func (w *Window) claim(r *ring, c *chunk, base uint64) bool {
 		return false
 	}
 	if c.buf == nil {
-		c.mem = newChunkMem(w.chunkSize)
-		c.buf = c.mem.b
+		m := w.spare.Swap(nil)
+		if m == nil {
+			m = newChunkMem(w.chunkSize, false)
+		}
+		c.mem, c.buf = m, m.b
+		r.allocated++
+		if r.allocated < w.nchunks {
+			w.prepare()
+		}
 	}
 	c.gen.Store(w.genOf(base, r.epoch))
 	return true
+}
+
+// prepare makes the memory of the next chunk the writer will allocate on
+// huge pages, on a goroutine of its own: populating huge pages may make
+// the kernel compact memory first, which the ingest path must not wait
+// for. The writer takes it if it is ready when needed, and otherwise maps
+// small pages. At most one is prepared at a time, and one kept; Release
+// frees it, and one finished after a Release is freed at once.
+func (w *Window) prepare() {
+	if !hugeChunks(w.chunkSize) || w.spare.Load() != nil || !w.preparing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		m := newChunkMem(w.chunkSize, true)
+		w.mu.Lock()
+		if w.r.Load() != nil && w.spare.Load() == nil {
+			w.spare.Store(m)
+			m = nil
+		}
+		w.preparing.Store(false)
+		w.mu.Unlock()
+		if m != nil {
+			m.free()
+		}
+	}()
 }
 
 // Truncate forgets the bytes written at and past lsn that are not published
@@ -390,6 +429,9 @@ func (w *Window) Release() {
 		return
 	}
 	w.r.Store(nil)
+	if m := w.spare.Swap(nil); m != nil {
+		m.free()
+	}
 	for i := range r.chunks {
 		c := &r.chunks[i]
 		c.gen.Store(invalid)
@@ -404,7 +446,7 @@ func (w *Window) Release() {
 type Stats struct {
 	Start, End wal.LSN // readable range; empty when Start >= End
 	TLI        uint32
-	Allocated  uint64 // bytes of chunk buffers allocated
+	Allocated  uint64 // bytes of chunk buffers allocated, a prepared one included
 	Conflicts  uint64 // chunks skipped because a reader was copying from them
 }
 
@@ -425,6 +467,9 @@ func (w *Window) Stats() Stats {
 		if r.chunks[i].buf != nil {
 			s.Allocated += w.chunkSize
 		}
+	}
+	if w.spare.Load() != nil {
+		s.Allocated += w.chunkSize
 	}
 	return s
 }
