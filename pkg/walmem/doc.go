@@ -16,8 +16,9 @@
 // Chunks of 2 MiB or more are mapped outside the Go heap (mem_linux.go):
 // the first of a ring on small pages, mapped by the writer, the next ones
 // on transparent huge pages, each prepared and populated on a goroutine of
-// its own while the writer fills the one before, so that the kernel's
-// compaction for huge pages never stalls ingest. Release unmaps what no
+// its own once the writer is half way through the one before, so that the
+// kernel's compaction for huge pages never stalls ingest and a timeline
+// that received little holds no chunk ahead. Release unmaps what no
 // reader holds; a chunk a reader held then is unmapped by a cleanup once
 // nothing refers to it.
 //

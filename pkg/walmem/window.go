@@ -64,6 +64,7 @@ type ring struct {
 	tli       uint32
 	epoch     uint32
 	allocated uint64 // chunks with memory
+	newest    *chunk // the chunk that got memory last
 }
 
 type chunk struct {
@@ -278,6 +279,11 @@ func (w *Window) Write(tli uint32, start wal.LSN, data []byte) {
 		data = data[n:]
 		pos += uint64(n)
 		r.filled = pos
+		if c == r.newest && pos-base >= w.chunkSize/2 && r.allocated < w.nchunks {
+			// Half way through the newest chunk: the timeline will
+			// want another.
+			w.prepare()
+		}
 	}
 }
 
@@ -304,16 +310,16 @@ func (w *Window) claim(r *ring, c *chunk, base uint64) bool {
 		}
 		c.mem, c.buf = m, m.b
 		r.allocated++
-		if r.allocated < w.nchunks {
-			w.prepare()
-		}
+		r.newest = c
 	}
 	c.gen.Store(w.genOf(base, r.epoch))
 	return true
 }
 
 // prepare makes the memory of the next chunk the writer will allocate on
-// huge pages, on a goroutine of its own: populating huge pages may make
+// huge pages, once the writer is half way through the newest chunk (so a
+// timeline that received little holds no chunk ahead), on a goroutine of
+// its own: populating huge pages may make
 // the kernel compact memory first, which the ingest path must not wait
 // for. The writer takes it if it is ready when needed, and otherwise maps
 // small pages. At most one is prepared at a time, and one kept; Release
