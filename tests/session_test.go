@@ -195,6 +195,23 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 					e.Detail != "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack." {
 					t.Fatalf("SSLRequest with a startup packet behind it: %s %s %q %q", e.Severity, e.Code, e.Message, e.Detail)
 				}
+				// The same after a GSSENCRequest. The PostgreSQL here is
+				// built with GSSAPI and accepts it ('G'), so only the
+				// safekeeper, which refuses it, is asked.
+				if srv.name == "safekeeper" {
+					raw := dialRaw(t, srv.port)
+					gss := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 1234<<16|5680)
+					if _, err := raw.Write(append(gss, startupPacket("user", "postgres", "replication", "true")...)); err != nil {
+						t.Fatal(err)
+					}
+					out, _ := io.ReadAll(raw)
+					if len(out) < 1 || out[0] != 'N' {
+						t.Fatalf("answer to GSSENCRequest with a startup packet behind it: %q", out)
+					}
+					if e := parseError(t, out[1:]); e.Severity != "FATAL" || e.Code != "08P01" || e.Message != "received unencrypted data after GSSAPI encryption request" {
+						t.Fatalf("GSSENCRequest with a startup packet behind it: %s %s %q", e.Severity, e.Code, e.Message)
+					}
+				}
 			})
 
 			t.Run("second SSLRequest", func(t *testing.T) {
