@@ -179,38 +179,32 @@ func TestSessionRulesLikePostgreSQL(t *testing.T) {
 				if want := `FATAL 08P01 invalid standby message type "x"`; strings.Join(errs, "; ") != want || !closed {
 					t.Errorf("'x' while streaming: %q, closed %v; want %q and the end of the session", errs, closed, want)
 				}
-				// A startup packet sent with the SSLRequest, before its
-				// answer, was not protected by the TLS asked for.
-				raw := dialRaw(t, srv.port)
-				ssl := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 1234<<16|5679)
-				if _, err := raw.Write(append(ssl, startupPacket("user", "postgres", "replication", "true")...)); err != nil {
-					t.Fatal(err)
-				}
-				out, _ := io.ReadAll(raw)
-				if len(out) < 1 || out[0] != 'N' {
-					t.Fatalf("answer to SSLRequest with a startup packet behind it: %q", out)
-				}
-				e := parseError(t, out[1:])
-				if e.Severity != "FATAL" || e.Code != "08P01" || e.Message != "received unencrypted data after SSL request" ||
-					e.Detail != "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack." {
-					t.Fatalf("SSLRequest with a startup packet behind it: %s %s %q %q", e.Severity, e.Code, e.Message, e.Detail)
-				}
-				// The same after a GSSENCRequest. The PostgreSQL here is
-				// built with GSSAPI and accepts it ('G'), so only the
-				// safekeeper, which refuses it, is asked.
-				if srv.name == "safekeeper" {
+				// A startup packet sent with an encryption request, before
+				// its answer, was not protected by the encryption asked
+				// for: 'N', then FATAL.
+				early := func(code uint32, what string) {
+					t.Helper()
 					raw := dialRaw(t, srv.port)
-					gss := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 1234<<16|5680)
-					if _, err := raw.Write(append(gss, startupPacket("user", "postgres", "replication", "true")...)); err != nil {
+					req := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), code)
+					if _, err := raw.Write(append(req, startupPacket("user", "postgres", "replication", "true")...)); err != nil {
 						t.Fatal(err)
 					}
 					out, _ := io.ReadAll(raw)
 					if len(out) < 1 || out[0] != 'N' {
-						t.Fatalf("answer to GSSENCRequest with a startup packet behind it: %q", out)
+						t.Fatalf("answer to %s with a startup packet behind it: %q", what, out)
 					}
-					if e := parseError(t, out[1:]); e.Severity != "FATAL" || e.Code != "08P01" || e.Message != "received unencrypted data after GSSAPI encryption request" {
-						t.Fatalf("GSSENCRequest with a startup packet behind it: %s %s %q", e.Severity, e.Code, e.Message)
+					e := parseError(t, out[1:])
+					if e.Severity != "FATAL" || e.Code != "08P01" || e.Message != "received unencrypted data after "+what ||
+						e.Detail != "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack." {
+						t.Fatalf("%s with a startup packet behind it: %s %s %q %q", what, e.Severity, e.Code, e.Message, e.Detail)
 					}
+				}
+				early(1234<<16|5679, "SSL request")
+				// The PostgreSQL here is built with GSSAPI and accepts a
+				// GSSENCRequest ('G'), so only the safekeeper, which
+				// refuses it, is asked.
+				if srv.name == "safekeeper" {
+					early(1234<<16|5680, "GSSAPI encryption request")
 				}
 			})
 
