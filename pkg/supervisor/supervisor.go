@@ -56,6 +56,14 @@ type ArchiveConfig struct {
 	Offload     offload.Config
 }
 
+// The timeline's consumers share the mappings of its finished segment
+// files (walreader.SegmentMaps): one is dropped a minute after its last
+// use, and at most 256 unused ones are kept (4 GiB of 16 MiB segments).
+const (
+	segmentMapIdle  = time.Minute
+	segmentMapsKept = 256
+)
+
 // Supervisor owns one hosted timeline: its WAL (timeline.Timeline), its
 // replication slots and consumer registry, and the background services
 // that act on it, started and stopped together by Run.
@@ -72,7 +80,8 @@ type Supervisor struct {
 	ar        *archive.Archive    // nil without an archive
 	off       *offload.Offloader  // nil without an archive
 	ret       *retention.Retainer // always
-	member    *election.Member    // nil without a cluster
+	maps      *walreader.SegmentMaps
+	member    *election.Member // nil without a cluster
 	started   time.Time
 	// clusterChanged wakes the election when this node's NodeInfo may
 	// have changed (see relayClusterChanges).
@@ -136,6 +145,10 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 	}
 	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes},
 		tl, s.slots, s.consumers, log.Named("retention"))
+	s.maps = walreader.NewSegmentMaps(segmentMapIdle, segmentMapsKept, func(_ uint32, segno uint64) bool {
+		segSize := tl.Control().WalSegSize
+		return segSize != 0 && segno < wal.SegmentNo(tl.LocalStartLSN(), segSize)
+	})
 	return s, nil
 }
 
@@ -194,6 +207,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // final position. Call it after Run has returned.
 func (s *Supervisor) Close() error {
 	s.consumers.Close()
+	s.maps.Close()
 	s.slots.Close()
 	s.m.DeleteTimeline(s.cfg.ID.TenantID, s.cfg.ID.TimelineID)
 	return s.tl.Close()
@@ -260,7 +274,9 @@ func (s *Supervisor) OpenReader() *walreader.Reader {
 	if m := s.tl.Memory(); m != nil {
 		tiers = append(tiers, walreader.NewMemoryTier(m))
 	}
-	tiers = append(tiers, walreader.NewLocalTier(s.tl.Dir(), ctl.WalSegSize))
+	lt := walreader.NewLocalTier(s.tl.Dir(), ctl.WalSegSize)
+	lt.ShareMaps(s.maps)
+	tiers = append(tiers, lt)
 	if s.ar != nil {
 		id := archive.Identity{SystemID: ctl.SystemID, SegSize: ctl.WalSegSize}
 		tiers = append(tiers, walreader.NewArchiveTier(s.ar, id, s.tl.LocalStartLSN))

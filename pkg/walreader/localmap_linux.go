@@ -10,12 +10,14 @@ import (
 )
 
 // segMap is the local tier's read-only shared mapping of the segment file
-// it holds open, made on the first Locate in it. A sender passes the
-// mapped bytes straight to sendmsg(2): the kernel copies them from the
-// page cache into the socket once, where pread then write copies them
-// twice (docs/performance.md, P1). Go code never reads the mapping itself:
-// a page the file no longer has would kill the process with SIGBUS there,
-// while a system call reading it only fails with EFAULT.
+// it holds open, taken on the first Locate in it: from the timeline's
+// SegmentMaps for a finished segment, its own for one being written. A
+// sender passes the mapped bytes straight to sendmsg(2): the kernel copies
+// them from the page cache into the socket once, where pread then write
+// copies them twice (docs/performance.md, P1). Go code never reads the
+// mapping itself: a page the file no longer has would kill the process
+// with SIGBUS there, while a system call reading it only fails with
+// EFAULT.
 //
 // Mapped bytes are handed out only from 2 MiB regions the kernel maps
 // with one huge page table entry, which it does where the page cache
@@ -24,17 +26,12 @@ import (
 // updates of a stream that touches each page once cost more than the copy
 // they save (docs/performance.md, P1); such regions are copied as before.
 type segMap struct {
-	b   []byte // nil: not mapped (yet, or the kernel refused)
-	vec []byte // mincore's answer, one byte per page; grown, never shrunk
-	// huge says per 2 MiB region of b whether it is mapped with one
-	// huge entry: 0 not probed yet, 1 yes, -1 no.
-	huge []int8
+	maps *SegmentMaps // where mappings come from
+	sh   *sharedMap   // nil: not mapped (yet, or the kernel refused)
+	vec  []byte       // mincore's answer, one byte per page; grown, never shrunk
 	// any hands out resident bytes without the huge-entry check (tests
 	// of the send path on machines whose page cache has no 2 MiB folios).
 	any bool
-	// below: the regions before it, which the reader has passed, are
-	// unmapped (see resident).
-	below int64
 }
 
 var pageSize = int64(os.Getpagesize())
@@ -42,86 +39,78 @@ var pageSize = int64(os.Getpagesize())
 // hugeSize is the span of one huge page table entry.
 const hugeSize = pagemap.HugeSize
 
-// zapBatch is how many regions a reader passes before they are unmapped:
-// a consumer keeps at most 8 MiB mapped past where it reads.
-const zapBatch = 4
-
-// mapFile maps f whole, up to segSize bytes; on any failure the segment
-// is served without a mapping.
-func (m *segMap) mapFile(f *os.File, segSize uint64) {
-	fi, err := f.Stat()
-	if err != nil {
-		return
-	}
-	size := min(fi.Size(), int64(segSize))
-	if size <= 0 {
-		return
-	}
-	b, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return
-	}
-	m.b = b
-	regions := int((size + hugeSize - 1) / hugeSize)
-	if cap(m.huge) < regions {
-		m.huge = make([]int8, regions)
-	}
-	m.huge = m.huge[:regions]
-	clear(m.huge)
-	m.below = 0
+// mapFile maps f, segment segno of timeline tli, up to segSize bytes:
+// shared with the timeline's other consumers unless partial (the segment
+// is still being written). On any failure the segment is served without
+// a mapping.
+func (m *segMap) mapFile(f *os.File, tli uint32, segno, segSize uint64, partial bool) {
+	m.sh = m.maps.acquire(f, tli, segno, segSize, !partial)
 }
 
-// unmap drops the mapping, if any.
+// unmap lets go of the mapping, if any.
 func (m *segMap) unmap() {
-	if m.b != nil {
-		_ = unix.Munmap(m.b)
-		m.b = nil
+	if m.sh != nil {
+		m.maps.release(m.sh)
+		m.sh = nil
 	}
 }
 
-// resident returns the n mapped bytes from off when every page under them
-// is in the page cache, so that a system call reading them does not wait
-// for the disk, and every 2 MiB region under them is mapped with a huge
-// entry; otherwise nil. One mincore(2), made without the scheduler's
-// syscall bookkeeping: it never blocks; a region seen for the first time
-// costs a probe (see hugeMapped).
+// fileIdentity returns f's device and inode and its size, from a raw
+// fstat(2): it never waits for the disk.
+func fileIdentity(f *os.File) (fileID, int64, bool) {
+	var st unix.Stat_t
+	if _, _, errno := unix.RawSyscall(unix.SYS_FSTAT, f.Fd(), uintptr(unsafe.Pointer(&st)), 0); errno != 0 {
+		return fileID{}, 0, false
+	}
+	return fileID{dev: st.Dev, ino: st.Ino}, st.Size, true
+}
+
+// mapSegment maps the first n bytes of f read-only and shared.
+func mapSegment(f *os.File, n int64) ([]byte, bool) {
+	b, err := unix.Mmap(int(f.Fd()), 0, int(n), unix.PROT_READ, unix.MAP_SHARED)
+	return b, err == nil
+}
+
+// unmapSegment drops a mapping mapSegment made; the page cache stays.
+func unmapSegment(b []byte) { _ = unix.Munmap(b) }
+
+// resident returns the n mapped bytes from off when every 2 MiB region
+// under them is mapped with a huge entry and every page under them is in
+// the page cache, so that a system call reading them does not wait for
+// the disk; otherwise nil. A region no consumer has seen yet costs a probe
+// (see hugeMapped), which maps it; then one mincore(2) over the mapped
+// range, cheap where huge entries map it, made without the scheduler's
+// syscall bookkeeping: it never blocks.
 func (m *segMap) resident(off int64, n int) []byte {
+	sh := m.sh
 	end := off + int64(n)
-	if m.b == nil || n <= 0 || off < 0 || end > int64(len(m.b)) {
+	if sh == nil || n <= 0 || off < 0 || end > int64(len(sh.b)) {
 		return nil
 	}
-	// A reader moves forward: the regions it has passed are unmapped
-	// (their page cache stays), so that a consumer's mapped pages, which
-	// its process's RSS counts once per mapping, stay within zapBatch
-	// regions of where it reads rather than a whole segment (up to 1 GiB).
-	// In batches: each unmapping flushes the TLB of every CPU the process
-	// ran on.
-	if r := off / hugeSize; r-m.below >= zapBatch {
-		_, _, _ = unix.RawSyscall(unix.SYS_MADVISE, uintptr(unsafe.Pointer(&m.b[m.below*hugeSize])), uintptr((r-m.below)*hugeSize), unix.MADV_DONTNEED)
-		m.below = r
+	if !m.any {
+		for r := off / hugeSize; r <= (end-1)/hugeSize; r++ {
+			v := sh.huge[r].Load()
+			if v == 0 {
+				v = -1
+				if m.hugeMapped(r * hugeSize) {
+					v = 1
+				}
+				sh.huge[r].Store(v)
+			}
+			if v < 0 {
+				return nil
+			}
+		}
 	}
 	if !m.cached(off, end) {
 		// Pages left the page cache: what comes back may be held in
 		// smaller folios, so the regions are probed again.
 		for r := off / hugeSize; r <= (end-1)/hugeSize; r++ {
-			m.huge[r] = 0
+			sh.huge[r].Store(0)
 		}
 		return nil
 	}
-	if !m.any {
-		for r := off / hugeSize; r <= (end-1)/hugeSize; r++ {
-			if m.huge[r] == 0 {
-				m.huge[r] = -1
-				if m.hugeMapped(r * hugeSize) {
-					m.huge[r] = 1
-				}
-			}
-			if m.huge[r] < 0 {
-				return nil
-			}
-		}
-	}
-	return m.b[off:end:end]
+	return sh.b[off:end:end]
 }
 
 // cached reports whether all pages of the mapping from off to end are in
@@ -132,7 +121,7 @@ func (m *segMap) cached(off, end int64) bool {
 	if len(m.vec) < pages {
 		m.vec = make([]byte, pages)
 	}
-	_, _, errno := unix.RawSyscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m.b[start])), uintptr(end-start), uintptr(unsafe.Pointer(&m.vec[0])))
+	_, _, errno := unix.RawSyscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m.sh.b[start])), uintptr(end-start), uintptr(unsafe.Pointer(&m.vec[0])))
 	if errno != 0 {
 		return false
 	}
@@ -152,8 +141,8 @@ func (m *segMap) cached(off, end int64) bool {
 // on). Without it, or with any error, the answer is no and the region is
 // copied.
 func (m *segMap) hugeMapped(off int64) bool {
-	base := uintptr(unsafe.Pointer(&m.b[0]))
-	if base%hugeSize != 0 || off+hugeSize > int64(len(m.b)) {
+	base := uintptr(unsafe.Pointer(&m.sh.b[0]))
+	if base%hugeSize != 0 || off+hugeSize > int64(len(m.sh.b)) {
 		return false // a huge entry cannot cover the region
 	}
 	// The first page must be cached, or populating it reads the disk.

@@ -5,8 +5,17 @@ package walreader
 import "os"
 
 // segMap maps nothing outside Linux: senders copy from the file instead.
-type segMap struct{ any bool }
+type segMap struct {
+	maps *SegmentMaps
+	any  bool
+}
 
-func (*segMap) mapFile(*os.File, uint64)   {}
-func (*segMap) unmap()                     {}
-func (*segMap) resident(int64, int) []byte { return nil }
+const hugeSize = 2 << 20
+
+func (*segMap) mapFile(*os.File, uint32, uint64, uint64, bool) {}
+func (*segMap) unmap()                                         {}
+func (*segMap) resident(int64, int) []byte                     { return nil }
+
+func fileIdentity(*os.File) (fileID, int64, bool) { return fileID{}, 0, false }
+func mapSegment(*os.File, int64) ([]byte, bool)   { return nil, false }
+func unmapSegment([]byte)                         {}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/pgsafekeeper/safekeeper/pkg/pgerr"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
@@ -228,8 +229,10 @@ func (r *Reader) Close() error {
 // current segment open, so streaming costs one pread per message; the
 // descriptor survives the rename that completes a segment and the unlink
 // of a removed one. Locate also maps the segment (on Linux), once per
-// segment, and unmaps it with the descriptor: a mapping keeps a removed
-// file's blocks no longer than the descriptor does. Mapped bytes are
+// segment: a finished one through the timeline's SegmentMaps when the
+// tier shares them (ShareMaps), so that the timeline's consumers share
+// one mapping; else (and always while the segment is being written) a
+// mapping of its own, dropped with the descriptor. Mapped bytes are
 // handed out only where the kernel maps them with huge entries (see
 // segMap).
 type LocalTier struct {
@@ -244,10 +247,15 @@ type LocalTier struct {
 	noMap  bool
 }
 
-// NewLocalTier returns a tier reading from dir.
+// NewLocalTier returns a tier reading from dir, with mappings of its own.
 func NewLocalTier(dir walstore.Dir, segSize uint64) *LocalTier {
-	return &LocalTier{dir: dir, segSize: segSize}
+	return &LocalTier{dir: dir, segSize: segSize, mp: segMap{maps: NewSegmentMaps(0, 0, nil)}}
 }
+
+// ShareMaps makes the tier take the mappings of finished segments from
+// maps, shared with the other tiers given the same. Call it before the
+// first read.
+func (l *LocalTier) ShareMaps(maps *SegmentMaps) { l.mp.maps = maps }
 
 // NoMapping makes Locate answer without a mapping, so that a sender uses
 // sendfile or copies: for comparing the send paths, and a way around a
@@ -305,7 +313,7 @@ func (l *LocalTier) Locate(tli uint32, lsn wal.LSN, n int) (*os.File, int64, []b
 	}
 	if !l.mapped && !l.noMap {
 		l.mapped = true
-		l.mp.mapFile(l.f, l.segSize)
+		l.mp.mapFile(l.f, tli, l.segno, l.segSize, strings.HasSuffix(l.f.Name(), walstore.PartialSuffix))
 	}
 	off := int64(wal.SegmentOffset(lsn, l.segSize))
 	return l.f, off, l.mp.resident(off, n), nil
