@@ -78,7 +78,7 @@ func unmapSegment(b []byte) { _ = unix.Munmap(b) }
 // under them is mapped with a huge entry and every page under them is in
 // the page cache, so that a system call reading them does not wait for
 // the disk; otherwise nil. A region no consumer has seen yet costs a probe
-// (see hugeMapped), which maps it; then one mincore(2) over the mapped
+// (see probe), which maps it; then one mincore(2) over the mapped
 // range, cheap where huge entries map it, made without the scheduler's
 // syscall bookkeeping: it never blocks.
 func (m *segMap) resident(off int64, n int) []byte {
@@ -91,9 +91,8 @@ func (m *segMap) resident(off int64, n int) []byte {
 		for r := off / hugeSize; r <= (end-1)/hugeSize; r++ {
 			v := sh.huge[r].Load()
 			if v == 0 {
-				v = -1
-				if m.hugeMapped(r * hugeSize) {
-					v = 1
+				if v = m.probe(r * hugeSize); v == 0 {
+					return nil // not in the page cache: probed again later
 				}
 				sh.huge[r].Store(v)
 			}
@@ -133,24 +132,27 @@ func (m *segMap) cached(off, end int64) bool {
 	return true
 }
 
-// hugeMapped maps the first page of the 2 MiB region at off (which the
-// kernel does with one huge entry for the whole region when the page cache
-// holds it as one 2 MiB folio, and else with small entries for a few
-// pages around it) and reports whether the region is now mapped with a
-// huge entry, per the PAGEMAP_SCAN ioctl of /proc/self/pagemap (Linux 6.7
-// on). Without it, or with any error, the answer is no and the region is
-// copied.
-func (m *segMap) hugeMapped(off int64) bool {
+// probe maps the first page of the 2 MiB region at off (which the kernel
+// does with one huge entry for the whole region when the page cache holds
+// it as one 2 MiB folio, and else with small entries for a few pages
+// around it) and says whether the region is now mapped with a huge entry,
+// per the PAGEMAP_SCAN ioctl of /proc/self/pagemap (Linux 6.7 on): 1 yes,
+// -1 no (also without the ioctl, or on any error; the region is then
+// copied), 0 when its first page is not in the page cache, where mapping
+// it would read the disk.
+func (m *segMap) probe(off int64) int32 {
 	base := uintptr(unsafe.Pointer(&m.sh.b[0]))
 	if base%hugeSize != 0 || off+hugeSize > int64(len(m.sh.b)) {
-		return false // a huge entry cannot cover the region
+		return -1 // a huge entry cannot cover the region
 	}
-	// The first page must be cached, or populating it reads the disk.
 	if !m.cached(off, off+pageSize) {
-		return false
+		return 0
 	}
 	if _, _, errno := unix.RawSyscall(unix.SYS_MADVISE, base+uintptr(off), uintptr(pageSize), unix.MADV_POPULATE_READ); errno != 0 {
-		return false
+		return -1
 	}
-	return pagemap.HugeMapped(base + uintptr(off))
+	if pagemap.HugeMapped(base + uintptr(off)) {
+		return 1
+	}
+	return -1
 }

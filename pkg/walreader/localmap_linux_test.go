@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -129,6 +130,7 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 	lt := walreader.NewLocalTier(dir, seg)
 	defer lt.Close()
 	const n = 1 << 20
+	sawHuge := false
 	for _, c := range []struct {
 		segno uint64
 		huge  bool // refolded
@@ -151,6 +153,7 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 			if !c.huge {
 				t.Fatalf("segment %d at %d, written in 64 KiB pieces and not refolded: located with a mapping", c.segno, off)
 			}
+			sawHuge = true
 			if pmd := pmdMappedKB(t, uintptr(unsafe.Pointer(&m[0]))); pmd != wantKB {
 				t.Fatalf("segment %d at %d: mapped with %d KiB of huge entries, want %d", c.segno, off, pmd, wantKB)
 			}
@@ -159,9 +162,39 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 			}
 		}
 	}
+
+	// A region first met out of the page cache is probed again once it
+	// is back: here the segment is refolded after a consumer of a shared
+	// mapping found it evicted (as a consumer may meet a segment the
+	// writer is refolding).
+	lt.Close()
+	if !sawHuge {
+		return // nothing maps with huge entries here (checked above)
+	}
+	seg1 := dir.File(wal.SegmentFileName(tli, 1, seg))
+	evict(t, seg1)
+	maps := walreader.NewSegmentMaps(time.Hour, 8, nil)
+	defer maps.Close()
+	shared := walreader.NewLocalTier(dir, seg)
+	shared.ShareMaps(maps)
+	defer shared.Close()
+	if _, _, m, err := shared.Locate(tli, wal.LSN(seg), n); err != nil || m != nil {
+		t.Fatalf("segment 1 evicted: Locate = %d mapped bytes, %v; want none", len(m), err)
+	}
+	if f1, err = os.Open(seg1); err != nil {
+		t.Fatal(err)
+	}
+	err = walstore.Refold(f1, seg, nil)
+	f1.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, m, err := shared.Locate(tli, wal.LSN(seg), n); err != nil || !bytes.Equal(m, want[:n]) {
+		t.Fatalf("segment 1 refolded after an evicted probe: Locate = %d mapped bytes, %v; want its first MiB", len(m), err)
+	}
 }
 
-// kernelMapsHuge maps path, reads one byte of its first 2 MiB, and
+// kernelMapsHuge maps path, populates a page of its first 2 MiB, and
 // reports whether the kernel mapped that region with a huge entry.
 func kernelMapsHuge(t *testing.T, path string) bool {
 	t.Helper()
@@ -176,7 +209,12 @@ func kernelMapsHuge(t *testing.T, path string) bool {
 	}
 	defer unix.Munmap(m)
 	base := uintptr(unsafe.Pointer(&m[0]))
-	_ = m[(2<<20-base%(2<<20))%(2<<20)] // the first 2 MiB boundary in the mapping
+	first := (2<<20 - base%(2<<20)) % (2 << 20) // the first 2 MiB boundary in the mapping
+	// Populated, as the local tier does: here a read fault of a Go
+	// load maps the page alone, with a small entry.
+	if err := unix.Madvise(m[first:first+4096], unix.MADV_POPULATE_READ); err != nil {
+		t.Fatal(err)
+	}
 	huge := pmdMappedKB(t, base) > 0
 	t.Logf("this kernel maps a file written in 2 MiB pieces with huge entries: %v", huge)
 	return huge
