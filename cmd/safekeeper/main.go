@@ -42,6 +42,7 @@ import (
 	"github.com/pgsafekeeper/safekeeper/pkg/timeline"
 	"github.com/pgsafekeeper/safekeeper/pkg/upstream"
 	"github.com/pgsafekeeper/safekeeper/pkg/wal"
+	"github.com/pgsafekeeper/safekeeper/pkg/walreader"
 	"github.com/pgsafekeeper/safekeeper/pkg/walsender"
 	"github.com/pgsafekeeper/safekeeper/pkg/walstore"
 )
@@ -465,6 +466,9 @@ func serve(cfg config, log *zap.Logger) error {
 		}
 		cluster, electionMetrics = &cc, election.NewMetrics(promReg)
 	}
+	// A few percent of the kernel's default vm.max_map_count (65530):
+	// each kept mapping of a segment is one entry of the process's map.
+	keptMaps := walreader.NewMapBudget(2048)
 	open := func(def manager.Definition, dir string) (*supervisor.Supervisor, error) {
 		tlCfg, err := timelineConfig(cfg, def)
 		if err != nil {
@@ -472,6 +476,7 @@ func serve(cfg config, log *zap.Logger) error {
 		}
 		tlCfg.Dir = dir
 		tlCfg.Cluster, tlCfg.ElectionMetrics = cluster, electionMetrics
+		tlCfg.KeptMaps = keptMaps
 		return supervisor.Open(tlCfg, log, m)
 	}
 

@@ -47,6 +47,9 @@ type Config struct {
 	Cluster *ClusterConfig
 	// ElectionMetrics are the election's collectors (with Cluster).
 	ElectionMetrics *election.Metrics
+	// KeptMaps bounds the unused segment mappings all the process's
+	// timelines keep together (nil: this timeline's own bound only).
+	KeptMaps *walreader.MapBudget
 }
 
 // ArchiveConfig is the archive of a timeline.
@@ -58,10 +61,11 @@ type ArchiveConfig struct {
 
 // The timeline's consumers share the mappings of its finished segment
 // files (walreader.SegmentMaps): one is dropped a minute after its last
-// use, and at most 256 unused ones are kept (4 GiB of 16 MiB segments).
+// use or when retention removes its segment, and at most 4 GiB of unused
+// ones are kept, within the process's Config.KeptMaps.
 const (
-	segmentMapIdle  = time.Minute
-	segmentMapsKept = 256
+	segmentMapIdle      = time.Minute
+	segmentMapsKeptSize = 4 << 30
 )
 
 // Supervisor owns one hosted timeline: its WAL (timeline.Timeline), its
@@ -143,13 +147,25 @@ func Open(cfg Config, log *zap.Logger, m *metrics.Metrics) (*Supervisor, error) 
 		}
 		s.rcv = upstream.New(ucfg, src, tl, s.consumers, log.Named("upstream"), s.tm)
 	}
+	s.maps = walreader.NewSegmentMaps(segmentMapIdle, segmentMapsKeptSize, cfg.KeptMaps)
 	s.ret = retention.New(retention.Config{Archived: s.ar != nil, WalKeepBytes: cfg.WalKeepBytes},
-		tl, s.slots, s.consumers, log.Named("retention"))
-	s.maps = walreader.NewSegmentMaps(segmentMapIdle, segmentMapsKept, func(_ uint32, segno uint64) bool {
-		segSize := tl.Control().WalSegSize
-		return segSize != 0 && segno < wal.SegmentNo(tl.LocalStartLSN(), segSize)
-	})
+		unmappingRemover{tl, s.maps}, s.slots, s.consumers, log.Named("retention"))
 	return s, nil
+}
+
+// unmappingRemover is the timeline as retention sees it: segments it
+// removes lose their shared mappings, which would keep their disk blocks.
+type unmappingRemover struct {
+	*timeline.Timeline
+	maps *walreader.SegmentMaps
+}
+
+func (u unmappingRemover) RemoveBefore(lsn wal.LSN) ([]string, error) {
+	removed, err := u.Timeline.RemoveBefore(lsn)
+	if segSize := u.Control().WalSegSize; segSize != 0 {
+		u.maps.DropBelow(wal.SegmentNo(u.LocalStartLSN(), segSize))
+	}
+	return removed, err
 }
 
 // service is one background task of a timeline. It runs until ctx ends and

@@ -2,6 +2,7 @@ package walreader
 
 import (
 	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -39,12 +40,11 @@ var pageSize = int64(os.Getpagesize())
 // hugeSize is the span of one huge page table entry.
 const hugeSize = pagemap.HugeSize
 
-// mapFile maps f, segment segno of timeline tli, up to segSize bytes:
-// shared with the timeline's other consumers unless partial (the segment
-// is still being written). On any failure the segment is served without
-// a mapping.
-func (m *segMap) mapFile(f *os.File, tli uint32, segno, segSize uint64, partial bool) {
-	m.sh = m.maps.acquire(f, tli, segno, segSize, !partial)
+// mapFile maps f, segment segno, up to segSize bytes: shared with the
+// timeline's other consumers unless partial (the segment is still being
+// written). On any failure the segment is served without a mapping.
+func (m *segMap) mapFile(f *os.File, segno, segSize uint64, partial bool) {
+	m.sh = m.maps.acquire(f, segno, segSize, !partial)
 }
 
 // unmap lets go of the mapping, if any.
@@ -74,13 +74,22 @@ func mapSegment(f *os.File, n int64) ([]byte, bool) {
 // unmapSegment drops a mapping mapSegment made; the page cache stays.
 func unmapSegment(b []byte) { _ = unix.Munmap(b) }
 
+// reprobeAfter is how long a region found not mapped with a huge entry is
+// copied before it is probed again: the writer may refold its segment
+// meanwhile (walstore.Refold), after a consumer met it.
+const reprobeAfter = time.Second
+
+// epoch is the origin of the times in sharedMap.huge.
+var epoch = time.Now()
+
 // resident returns the n mapped bytes from off when every 2 MiB region
 // under them is mapped with a huge entry and every page under them is in
 // the page cache, so that a system call reading them does not wait for
-// the disk; otherwise nil. A region no consumer has seen yet costs a probe
-// (see probe), which maps it; then one mincore(2) over the mapped
-// range, cheap where huge entries map it, made without the scheduler's
-// syscall bookkeeping: it never blocks.
+// the disk; otherwise nil. A region no consumer has seen yet, or found
+// without a huge entry more than reprobeAfter ago, costs a probe (see
+// probe), which maps it; then one mincore(2) over the mapped range, cheap
+// where huge entries map it. Both are made without the scheduler's
+// syscall bookkeeping: they never block.
 func (m *segMap) resident(off int64, n int) []byte {
 	sh := m.sh
 	end := off + int64(n)
@@ -90,14 +99,21 @@ func (m *segMap) resident(off int64, n int) []byte {
 	if !m.any {
 		for r := off / hugeSize; r <= (end-1)/hugeSize; r++ {
 			v := sh.huge[r].Load()
-			if v == 0 {
-				if v = m.probe(r * hugeSize); v == 0 {
-					return nil // not in the page cache: probed again later
-				}
-				sh.huge[r].Store(v)
-			}
 			if v < 0 {
-				return nil
+				if now := int64(time.Since(epoch)) + 1; now+v < int64(reprobeAfter) {
+					return nil
+				}
+			}
+			if v <= 0 {
+				switch m.probe(r * hugeSize) {
+				case 0:
+					return nil // not in the page cache: probed again later
+				case 1:
+					sh.huge[r].CompareAndSwap(v, 1)
+				default:
+					sh.huge[r].CompareAndSwap(v, -(int64(time.Since(epoch)) + 1))
+					return nil
+				}
 			}
 		}
 	}
@@ -139,8 +155,10 @@ func (m *segMap) cached(off, end int64) bool {
 // per the PAGEMAP_SCAN ioctl of /proc/self/pagemap (Linux 6.7 on): 1 yes,
 // -1 no (also without the ioctl, or on any error; the region is then
 // copied), 0 when its first page is not in the page cache, where mapping
-// it would read the disk.
-func (m *segMap) probe(off int64) int32 {
+// it would read the disk. Small entries it made are removed again: a
+// mapped page is one the kernel cannot drop, and the writer's refold of a
+// finished segment drops its pages to read them back in 2 MiB folios.
+func (m *segMap) probe(off int64) int {
 	base := uintptr(unsafe.Pointer(&m.sh.b[0]))
 	if base%hugeSize != 0 || off+hugeSize > int64(len(m.sh.b)) {
 		return -1 // a huge entry cannot cover the region
@@ -154,5 +172,6 @@ func (m *segMap) probe(off int64) int32 {
 	if pagemap.HugeMapped(base + uintptr(off)) {
 		return 1
 	}
+	_, _, _ = unix.RawSyscall(unix.SYS_MADVISE, base+uintptr(off), hugeSize, unix.MADV_DONTNEED)
 	return -1
 }

@@ -169,11 +169,12 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 	// writer is refolding).
 	lt.Close()
 	if !sawHuge {
-		return // nothing maps with huge entries here (checked above)
+		t.Log("no 2 MiB folios here: the probe after a refold is not checked")
+		return
 	}
 	seg1 := dir.File(wal.SegmentFileName(tli, 1, seg))
 	evict(t, seg1)
-	maps := walreader.NewSegmentMaps(time.Hour, 8, nil)
+	maps := walreader.NewSegmentMaps(time.Hour, 8*seg, nil)
 	defer maps.Close()
 	shared := walreader.NewLocalTier(dir, seg)
 	shared.ShareMaps(maps)
@@ -191,6 +192,35 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 	}
 	if _, _, m, err := shared.Locate(tli, wal.LSN(seg), n); err != nil || !bytes.Equal(m, want[:n]) {
 		t.Fatalf("segment 1 refolded after an evicted probe: Locate = %d mapped bytes, %v; want its first MiB", len(m), err)
+	}
+
+	// A region found in small folios is not kept mapped (its pages could
+	// not be refolded) and is probed again a while later: here a
+	// consumer of a shared mapping walks segment 2 before it is
+	// refolded, as one a segment behind the writer may.
+	lsn2 := wal.LSN(2 * seg)
+	for off := 0; off < seg; off += n {
+		if _, _, m, err := shared.Locate(tli, lsn2+wal.LSN(off), n); err != nil || m != nil {
+			t.Fatalf("segment 2 before its refold, at %d: Locate = %d mapped bytes, %v; want none", off, len(m), err)
+		}
+	}
+	f2, err := os.Open(dir.File(wal.SegmentFileName(tli, 2, seg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = walstore.Refold(f2, seg, nil)
+	f2.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "segment 2 located with its mapping after its refold", func() bool {
+		_, _, m, err := shared.Locate(tli, lsn2, n)
+		return err == nil && m != nil
+	})
+	for off := 0; off < seg; off += n {
+		if _, _, m, err := shared.Locate(tli, lsn2+wal.LSN(off), n); err != nil || !bytes.Equal(m, want[off:off+n]) {
+			t.Fatalf("segment 2 refolded, at %d: Locate = %d mapped bytes, %v; want the WAL", off, len(m), err)
+		}
 	}
 }
 

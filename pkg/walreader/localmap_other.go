@@ -12,9 +12,9 @@ type segMap struct {
 
 const hugeSize = 2 << 20
 
-func (*segMap) mapFile(*os.File, uint32, uint64, uint64, bool) {}
-func (*segMap) unmap()                                         {}
-func (*segMap) resident(int64, int) []byte                     { return nil }
+func (*segMap) mapFile(*os.File, uint64, uint64, bool) {}
+func (*segMap) unmap()                                 {}
+func (*segMap) resident(int64, int) []byte             { return nil }
 
 func fileIdentity(*os.File) (fileID, int64, bool) { return fileID{}, 0, false }
 func mapSegment(*os.File, int64) ([]byte, bool)   { return nil, false }

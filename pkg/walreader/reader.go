@@ -313,7 +313,7 @@ func (l *LocalTier) Locate(tli uint32, lsn wal.LSN, n int) (*os.File, int64, []b
 	}
 	if !l.mapped && !l.noMap {
 		l.mapped = true
-		l.mp.mapFile(l.f, tli, l.segno, l.segSize, strings.HasSuffix(l.f.Name(), walstore.PartialSuffix))
+		l.mp.mapFile(l.f, l.segno, l.segSize, strings.HasSuffix(l.f.Name(), walstore.PartialSuffix))
 	}
 	off := int64(wal.SegmentOffset(lsn, l.segSize))
 	return l.f, off, l.mp.resident(off, n), nil

@@ -12,35 +12,47 @@ import (
 // LocalTiers, see ShareMaps). A consumer streaming from a segment maps it
 // through here; when it moves on, the mapping stays for the next consumer
 // to stream the same range, until nobody has used it for the idle time,
-// its segment is removed, or more than max mappings are idle (the least
-// recently used go first).
+// its segment is removed (DropBelow), or the unused mappings exceed their
+// bytes or the process's MapBudget (the least recently used go first).
 //
 // What this saves is the page table work: on this project's reference VM
 // each 2 MiB region a stream maps with a huge entry and unmaps again costs
-// two page table updates that trap to the hypervisor, about 8 % of the
-// CPU of serving a GiB from files (docs/performance.md, P1). A mapping
-// kept once per timeline pays them once per region, whatever the number
-// of consumers. It holds no memory of its own: the pages are the page
-// cache's, which the kernel may still reclaim (a consumer then copies
-// from the file again). They count in the process's RSS as file pages
-// (RssFile) while mapped. A mapping of a segment that was removed keeps
-// its disk blocks until it is dropped: at the next sweep (every idle/6)
-// when removed says so, else after the idle time.
+// page table updates that trap to the hypervisor; with the probes and the
+// unmapping, about 14 % of the CPU of serving a GiB from files
+// (docs/performance.md, P1). A mapping kept once per timeline pays them
+// once per region, whatever the number of consumers. It holds no memory
+// of its own: the pages are the page cache's, which the kernel may still
+// reclaim (a consumer then copies from the file again). They count in the
+// process's RSS as file pages (RssFile) while mapped.
 //
 // Segments still being written (".partial") are mapped per consumer and
-// unmapped when it moves on, as without SegmentMaps: the writer refolds a
-// segment's page cache once it is finished, which the kernel cannot do
-// for pages still mapped.
+// unmapped when it moves on, as without SegmentMaps: their page cache is
+// not yet in the 2 MiB folios the writer gives a finished segment
+// (walstore.Refold), and while the writer catches up the file grows.
 type SegmentMaps struct {
-	idle    time.Duration
-	max     int
-	removed func(tli uint32, segno uint64) bool
+	idle     time.Duration
+	maxBytes int64
+	budget   *MapBudget
 
-	mu     sync.Mutex
-	byFile map[fileID]*sharedMap
-	timer  *time.Timer // armed while an unused mapping is kept
-	closed bool
+	mu          sync.Mutex
+	byFile      map[fileID]*sharedMap
+	unusedBytes int64       // of the kept mappings nobody holds
+	below       uint64      // segments before it are removed (DropBelow)
+	timer       *time.Timer // armed while an unused mapping is kept
+	closed      bool
 }
+
+// MapBudget bounds the unused mappings kept by all the SegmentMaps given
+// it together, a process's timelines: each mapping is one entry in the
+// process's memory map, whose size the kernel limits (vm.max_map_count,
+// 65530 by default), and the Go runtime fails when it cannot map memory.
+type MapBudget struct {
+	max  int64
+	kept atomic.Int64
+}
+
+// NewMapBudget returns a budget of max unused mappings.
+func NewMapBudget(max int) *MapBudget { return &MapBudget{max: int64(max)} }
 
 // fileID identifies a segment file whatever its name: its device and
 // inode. A mapping keeps its inode alive, so the number is not reused
@@ -51,12 +63,12 @@ type fileID struct{ dev, ino uint64 }
 // it.
 type sharedMap struct {
 	id    fileID
-	tli   uint32
 	segno uint64
 	b     []byte
 	// huge says per 2 MiB region of b whether it is mapped with one huge
-	// entry: 0 not probed yet, 1 yes, -1 no (see segMap.resident).
-	huge []atomic.Int32
+	// entry: 0 not probed yet, 1 yes; negative: not when probed, at
+	// minus that time (see segMap.resident).
+	huge []atomic.Int64
 	// Under SegmentMaps.mu:
 	refs   int       // consumers holding it
 	used   time.Time // when the last one let go
@@ -64,16 +76,16 @@ type sharedMap struct {
 }
 
 // NewSegmentMaps returns an empty set that drops a mapping nobody has used
-// for idle (0: as soon as it is let go), keeps at most max unused ones,
-// and drops those of segments removed reports gone (nil: none is).
-func NewSegmentMaps(idle time.Duration, max int, removed func(tli uint32, segno uint64) bool) *SegmentMaps {
-	return &SegmentMaps{idle: idle, max: max, removed: removed, byFile: map[fileID]*sharedMap{}}
+// for idle (0: as soon as it is let go) and keeps at most maxBytes of
+// unused mappings, and no more than budget allows (nil: no limit).
+func NewSegmentMaps(idle time.Duration, maxBytes int64, budget *MapBudget) *SegmentMaps {
+	return &SegmentMaps{idle: idle, maxBytes: maxBytes, budget: budget, byFile: map[fileID]*sharedMap{}}
 }
 
-// acquire returns the mapping of f, segment segno of timeline tli, of at
-// most size bytes: the shared one when share is set (made on first use),
-// else one of the caller's own. nil when the file cannot be mapped.
-func (c *SegmentMaps) acquire(f *os.File, tli uint32, segno, size uint64, share bool) *sharedMap {
+// acquire returns the mapping of f, segment segno, of at most size bytes:
+// the shared one when share is set (made on first use), else one of the
+// caller's own. nil when the file cannot be mapped.
+func (c *SegmentMaps) acquire(f *os.File, segno, size uint64, share bool) *sharedMap {
 	id, n, ok := fileIdentity(f)
 	if !ok {
 		return nil
@@ -84,9 +96,12 @@ func (c *SegmentMaps) acquire(f *os.File, tli uint32, segno, size uint64, share 
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	share = share && !c.closed && c.idle > 0
+	share = share && !c.closed && c.idle > 0 && segno >= c.below
 	if share {
 		if e := c.byFile[id]; e != nil && int64(len(e.b)) == n {
+			if e.refs == 0 {
+				c.unusedLocked(e, -1)
+			}
 			e.refs++
 			return e
 		}
@@ -95,20 +110,15 @@ func (c *SegmentMaps) acquire(f *os.File, tli uint32, segno, size uint64, share 
 	if !ok {
 		return nil
 	}
-	e := &sharedMap{id: id, tli: tli, segno: segno, b: b, huge: make([]atomic.Int32, (n+hugeSize-1)/hugeSize), refs: 1}
+	e := &sharedMap{id: id, segno: segno, b: b, huge: make([]atomic.Int64, (n+hugeSize-1)/hugeSize), refs: 1}
 	if share {
 		if old := c.byFile[id]; old != nil {
 			// The file grew since it was mapped: the old mapping goes
 			// once its holders let go.
-			old.shared = false
-			delete(c.byFile, id)
-			if old.refs == 0 {
-				unmapSegment(old.b)
-			}
+			c.dropLocked(old)
 		}
 		e.shared = true
 		c.byFile[id] = e
-		c.trimLocked(time.Now())
 	}
 	return e
 }
@@ -126,16 +136,26 @@ func (c *SegmentMaps) release(e *sharedMap) {
 		return
 	}
 	e.used = time.Now()
+	c.unusedLocked(e, +1)
 	c.trimLocked(e.used)
-	if e.shared && c.timer == nil {
+	if c.unusedBytes > 0 && c.timer == nil {
 		c.timer = time.AfterFunc(c.sweepEvery(), c.sweep)
+	}
+}
+
+// unusedLocked counts e, kept and held by nobody, in or (sign -1) out of
+// the unused mappings.
+func (c *SegmentMaps) unusedLocked(e *sharedMap, sign int64) {
+	c.unusedBytes += sign * int64(len(e.b))
+	if c.budget != nil {
+		c.budget.kept.Add(sign)
 	}
 }
 
 func (c *SegmentMaps) sweepEvery() time.Duration { return max(c.idle/6, 10*time.Millisecond) }
 
-// sweep drops the mappings idle for long enough or of removed segments,
-// and comes back while unused ones remain.
+// sweep drops the mappings idle for long enough, and comes back while
+// unused ones remain.
 func (c *SegmentMaps) sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -144,43 +164,56 @@ func (c *SegmentMaps) sweep() {
 		return
 	}
 	c.trimLocked(time.Now())
+	if c.unusedBytes > 0 {
+		c.timer = time.AfterFunc(c.sweepEvery(), c.sweep)
+	}
+}
+
+// DropBelow drops the mappings of segments before segno, which retention
+// removed, so that their blocks are freed: at once where unused, else
+// when let go. Later segments are not affected.
+func (c *SegmentMaps) DropBelow(segno uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.below = max(c.below, segno)
 	for _, e := range c.byFile {
-		if e.refs == 0 {
-			c.timer = time.AfterFunc(c.sweepEvery(), c.sweep)
-			return
+		if e.segno < c.below {
+			c.dropLocked(e)
 		}
 	}
 }
 
-// trimLocked drops unused mappings that are idle since idle before now or
-// of removed segments, then the least recently used beyond max.
+// trimLocked drops unused mappings idle since idle before now, then the
+// least recently used beyond maxBytes or the budget.
 func (c *SegmentMaps) trimLocked(now time.Time) {
-	unused := 0
-	for id, e := range c.byFile {
-		if e.refs > 0 {
-			continue
+	for _, e := range c.byFile {
+		if e.refs == 0 && now.Sub(e.used) >= c.idle {
+			c.dropLocked(e)
 		}
-		if now.Sub(e.used) >= c.idle || (c.removed != nil && c.removed(e.tli, e.segno)) {
-			c.dropLocked(id, e)
-			continue
-		}
-		unused++
 	}
-	for ; unused > c.max; unused-- {
+	for c.unusedBytes > c.maxBytes || (c.budget != nil && c.budget.kept.Load() > c.budget.max && c.unusedBytes > 0) {
 		var oldest *sharedMap
 		for _, e := range c.byFile {
 			if e.refs == 0 && (oldest == nil || e.used.Before(oldest.used)) {
 				oldest = e
 			}
 		}
-		c.dropLocked(oldest.id, oldest)
+		if oldest == nil {
+			return
+		}
+		c.dropLocked(oldest)
 	}
 }
 
-func (c *SegmentMaps) dropLocked(id fileID, e *sharedMap) {
-	delete(c.byFile, id)
+// dropLocked takes e out of the set, unmapping it now if nobody holds it
+// and else when the last holder lets go.
+func (c *SegmentMaps) dropLocked(e *sharedMap) {
+	delete(c.byFile, e.id)
 	e.shared = false
-	unmapSegment(e.b)
+	if e.refs == 0 {
+		c.unusedLocked(e, -1)
+		unmapSegment(e.b)
+	}
 }
 
 // Mapped returns how many segment mappings are kept, in use or not.
@@ -199,11 +232,7 @@ func (c *SegmentMaps) Close() {
 		c.timer.Stop()
 		c.timer = nil
 	}
-	for id, e := range c.byFile {
-		delete(c.byFile, id)
-		e.shared = false
-		if e.refs == 0 {
-			unmapSegment(e.b)
-		}
+	for _, e := range c.byFile {
+		c.dropLocked(e)
 	}
 }

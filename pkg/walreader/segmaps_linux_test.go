@@ -67,7 +67,7 @@ func isMapped(t *testing.T, addr uintptr) bool {
 // the others when let go.
 func TestSegmentMapsShared(t *testing.T) {
 	tr := newTiers(t, 3, 0, 1, archive.None) // local: 1..3 complete, 4 partial
-	maps := walreader.NewSegmentMaps(time.Hour, 8, nil)
+	maps := walreader.NewSegmentMaps(time.Hour, 8*segSize, nil)
 	lt1, lt2 := sharedTier(tr, maps), sharedTier(tr, maps)
 	a1 := locateMapped(t, lt1, 1, 64<<10)
 	if a2 := locateMapped(t, lt2, 1, 64<<10); a2 != a1 {
@@ -122,54 +122,74 @@ func TestSegmentMapsShared(t *testing.T) {
 }
 
 // A kept mapping is dropped when unused for the idle time, when its
-// segment is removed, or when more than max are unused (the least
-// recently used first); never while a consumer holds it.
+// segment is removed, or when the unused ones exceed their bytes or the
+// budget (the least recently used first); never while a consumer holds
+// it.
 func TestSegmentMapsDropped(t *testing.T) {
 	tr := newTiers(t, 3, 0, 1, archive.None)
 
 	t.Run("max", func(t *testing.T) {
-		maps := walreader.NewSegmentMaps(time.Hour, 1, nil)
+		maps := walreader.NewSegmentMaps(time.Hour, segSize, nil) // one segment's worth
 		defer maps.Close()
 		lt := sharedTier(tr, maps)
 		locateMapped(t, lt, 1, 4096)
-		locateMapped(t, lt, 2, 4096)
+		a2 := locateMapped(t, lt, 2, 4096)
 		a3 := locateMapped(t, lt, 3, 4096)
 		lt.Close()
-		if got := maps.Mapped(); got != 1 {
-			t.Fatalf("max 1: %d kept, want 1", got)
+		// Segment 1 was dropped before segment 3 was mapped (which may
+		// have its address); segment 2 after: nothing took its address.
+		if got := maps.Mapped(); got != 1 || isMapped(t, a2) || !isMapped(t, a3) {
+			t.Fatalf("one segment's worth: %d kept, segment 2 mapped %v, segment 3 mapped %v; want segment 3's alone, the most recently used", got, isMapped(t, a2), isMapped(t, a3))
 		}
-		// (An address alone says little: a dropped mapping's may be
-		// given to the next.)
-		lt = sharedTier(tr, maps)
-		defer lt.Close()
-		if a := locateMapped(t, lt, 3, 4096); a != a3 {
-			t.Fatal("max 1: segment 3's mapping, the most recently used, was not the one kept")
+	})
+
+	t.Run("budget", func(t *testing.T) {
+		budget := walreader.NewMapBudget(1)
+		m1 := walreader.NewSegmentMaps(time.Hour, 8*segSize, budget)
+		m2 := walreader.NewSegmentMaps(time.Hour, 8*segSize, budget)
+		defer m1.Close()
+		defer m2.Close()
+		lt1, lt2 := sharedTier(tr, m1), sharedTier(tr, m2)
+		locateMapped(t, lt1, 1, 4096)
+		locateMapped(t, lt2, 2, 4096)
+		lt1.Close()
+		if m1.Mapped() != 1 {
+			t.Fatal("within the budget, an unused mapping was dropped")
+		}
+		lt2.Close() // over the budget: m2 drops its own
+		if m1.Mapped() != 1 || m2.Mapped() != 0 {
+			t.Fatalf("a budget of one unused mapping: %d and %d kept, want 1 and 0", m1.Mapped(), m2.Mapped())
 		}
 	})
 
 	t.Run("removed", func(t *testing.T) {
-		var mu sync.Mutex
-		below := uint64(0)
-		maps := walreader.NewSegmentMaps(time.Hour, 8, func(_ uint32, segno uint64) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return segno < below
-		})
+		maps := walreader.NewSegmentMaps(time.Hour, 8*segSize, nil)
 		defer maps.Close()
-		lt := sharedTier(tr, maps)
-		locateMapped(t, lt, 1, 4096)
-		mu.Lock()
-		below = 2
-		mu.Unlock()
-		locateMapped(t, lt, 2, 4096)
-		if got := maps.Mapped(); got != 1 {
-			t.Fatalf("%d kept once segment 1 was removed and its consumer in segment 2, want 1", got)
+		lt1, lt2 := sharedTier(tr, maps), sharedTier(tr, maps)
+		a1 := locateMapped(t, lt1, 1, 4096)
+		locateMapped(t, lt1, 2, 4096)
+		lt1.Close()
+		a3 := locateMapped(t, lt2, 3, 4096)
+		maps.DropBelow(3)
+		if got := maps.Mapped(); got != 1 || isMapped(t, a1) {
+			t.Fatalf("segments before 3 removed: %d kept, segment 1 mapped %v; want segment 3's alone", got, isMapped(t, a1))
 		}
-		lt.Close()
+		lt2.Close()
+		if !isMapped(t, a3) || maps.Mapped() != 1 {
+			t.Fatal("a segment after the removed ones lost its mapping")
+		}
+		// A removed segment is no longer shared, even if a consumer
+		// still finds its file (it holds it open).
+		lt3 := sharedTier(tr, maps)
+		defer lt3.Close()
+		locateMapped(t, lt3, 2, 4096)
+		if maps.Mapped() != 1 {
+			t.Fatal("a removed segment was mapped to be kept")
+		}
 	})
 
 	t.Run("idle", func(t *testing.T) {
-		maps := walreader.NewSegmentMaps(20*time.Millisecond, 8, nil)
+		maps := walreader.NewSegmentMaps(20*time.Millisecond, 8*segSize, nil)
 		defer maps.Close()
 		held, passing := sharedTier(tr, maps), sharedTier(tr, maps)
 		defer held.Close()
@@ -177,13 +197,9 @@ func TestSegmentMapsDropped(t *testing.T) {
 		a2 := locateMapped(t, passing, 2, 4096)
 		passing.Close()
 		waitFor(t, "the unused mapping of segment 2 to be dropped", func() bool { return maps.Mapped() == 1 })
-		if isMapped(t, a2) {
-			t.Fatal("dropped, but still mapped")
-		}
-		// Well past the idle time, the held one is still there.
-		time.Sleep(100 * time.Millisecond)
-		if !isMapped(t, a1) || maps.Mapped() != 1 {
-			t.Fatal("a mapping in use was dropped")
+		// The sweep that dropped it left the one in use.
+		if isMapped(t, a2) || !isMapped(t, a1) {
+			t.Fatalf("segment 2 mapped %v, segment 1 (in use) mapped %v", isMapped(t, a2), isMapped(t, a1))
 		}
 		locateMapped(t, held, 1, 128<<10)
 	})
@@ -194,7 +210,7 @@ func TestSegmentMapsDropped(t *testing.T) {
 // millisecond), always locate the WAL written there. For -race.
 func TestSegmentMapsConcurrent(t *testing.T) {
 	tr := newTiers(t, 3, 0, 1, archive.None)
-	maps := walreader.NewSegmentMaps(time.Millisecond, 2, nil)
+	maps := walreader.NewSegmentMaps(time.Millisecond, 2*segSize, nil)
 	defer maps.Close()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
