@@ -161,6 +161,11 @@ func TestMemoryTierSlowConsumer(t *testing.T) {
 	if !tiers["local"] {
 		t.Fatalf("a consumer out of the window was served by %v, not the local files", tiers)
 	}
+	// The finished segments it streamed stay mapped for the next
+	// consumer of the range, and the metric says how much.
+	if v, ok := sk.metric(t, "safekeeper_wal_mapped_bytes{"); !ok || v < segSize {
+		t.Errorf("safekeeper_wal_mapped_bytes = %v (exported %v) after a consumer streamed finished segments from the files, want at least one segment's %d", v, ok, segSize)
+	}
 	// ...catches up without a gap, byte-identical...
 	slow.readTo(end)
 	if !bytes.Equal(slow.buf[:end-start], want) {

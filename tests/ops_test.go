@@ -175,6 +175,7 @@ func TestBehindNotReady(t *testing.T) {
 		"safekeeper_last_fsync_timestamp_seconds{": float64(time.Now().Add(-time.Hour).Unix()),
 		"safekeeper_upstream_wal_end_lsn{":         float64(flush),
 		"safekeeper_upstream_lag_bytes{":           0,
+		"safekeeper_wal_mapped_bytes{":             0,
 	} {
 		if v, ok := sk.metric(t, name); !ok || v < min {
 			t.Fatalf("%s: %v (exported %v), want at least %v", name, v, ok, min)

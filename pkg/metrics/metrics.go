@@ -208,6 +208,7 @@ type TimelineSample struct {
 	WrittenLSN           uint64
 	OldestLSN            uint64  // oldest position any tier holds
 	LastSyncUnix         float64 // 0: none yet
+	MappedBytes          int64   // segment files kept mapped for consumers
 	// UpstreamKnown says whether UpstreamWalEnd and UpstreamLagBytes are
 	// known (see upstream.Status).
 	UpstreamKnown    bool
@@ -221,6 +222,7 @@ type timelineCollector struct {
 	localStart, localBytes, localSegs, removed                   *prometheus.Desc
 	backup, lag, upBytes, upObjects, upErrors, archiveConflicted *prometheus.Desc
 	written, oldest, lastSync, upEnd, upLag                      *prometheus.Desc
+	mapped                                                       *prometheus.Desc
 }
 
 // NewTimelineCollector exports each timeline's local WAL, retention and
@@ -245,12 +247,13 @@ func NewTimelineCollector(src func() []TimelineSample) prometheus.Collector {
 		lastSync:          d("safekeeper_last_fsync_timestamp_seconds", "Unix time of the last fsync that made new WAL durable (0: none since start)."),
 		upEnd:             d("safekeeper_upstream_wal_end_lsn", "The upstream's end of WAL as last reported; absent while not known."),
 		upLag:             d("safekeeper_upstream_lag_bytes", "How far the durable end of WAL is behind the upstream's; absent while not known."),
+		mapped:            d("safekeeper_wal_mapped_bytes", "Bytes of finished segment files kept mapped for the timeline's consumers: page cache, which counts in the process's RSS as file pages while mapped."),
 	}
 }
 
 func (c *timelineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.localStart, c.localBytes, c.localSegs, c.removed, c.backup, c.lag, c.upBytes, c.upObjects, c.upErrors, c.archiveConflicted,
-		c.written, c.oldest, c.lastSync, c.upEnd, c.upLag} {
+		c.written, c.oldest, c.lastSync, c.upEnd, c.upLag, c.mapped} {
 		ch <- d
 	}
 }
@@ -270,6 +273,7 @@ func (c *timelineCollector) Collect(ch chan<- prometheus.Metric) {
 		g(c.written, float64(s.WrittenLSN))
 		g(c.oldest, float64(s.OldestLSN))
 		g(c.lastSync, s.LastSyncUnix)
+		g(c.mapped, float64(s.MappedBytes))
 		if s.UpstreamKnown {
 			g(c.upEnd, float64(s.UpstreamWalEnd))
 			g(c.upLag, float64(s.UpstreamLagBytes))

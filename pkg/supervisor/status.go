@@ -123,6 +123,7 @@ func (s *Supervisor) MetricsSample() metrics.TimelineSample {
 		LocalStartLSN: uint64(ctl.StartLSN), LocalBytes: rs.LocalBytes, LocalSegments: rs.LocalSegments,
 		RemovedSegments: rs.RemovedSegments,
 		WrittenLSN:      uint64(s.tl.WrittenLSN()), OldestLSN: uint64(s.OldestLSN()),
+		MappedBytes: s.maps.MappedBytes(),
 	}
 	if ls := s.tl.LastSync(); !ls.IsZero() {
 		m.LastSyncUnix = float64(ls.UnixNano()) / 1e9

@@ -37,6 +37,7 @@ type SegmentMaps struct {
 	mu          sync.Mutex
 	byFile      map[fileID]*sharedMap
 	unusedBytes int64       // of the kept mappings nobody holds
+	keptBytes   int64       // of all kept mappings
 	below       uint64      // segments before it are removed (DropBelow)
 	timer       *time.Timer // armed while an unused mapping is kept
 	closed      bool
@@ -119,6 +120,7 @@ func (c *SegmentMaps) acquire(f *os.File, segno, size uint64, share bool) *share
 		}
 		e.shared = true
 		c.byFile[id] = e
+		c.keptBytes += int64(len(e.b))
 	}
 	return e
 }
@@ -209,6 +211,7 @@ func (c *SegmentMaps) trimLocked(now time.Time) {
 // and else when the last holder lets go.
 func (c *SegmentMaps) dropLocked(e *sharedMap) {
 	delete(c.byFile, e.id)
+	c.keptBytes -= int64(len(e.b))
 	e.shared = false
 	if e.refs == 0 {
 		c.unusedLocked(e, -1)
@@ -221,6 +224,13 @@ func (c *SegmentMaps) Mapped() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.byFile)
+}
+
+// MappedBytes returns the size of the kept mappings, in use or not.
+func (c *SegmentMaps) MappedBytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keptBytes
 }
 
 // Close drops every unused mapping; those in use are dropped when let go.

@@ -79,8 +79,8 @@ func TestSegmentMapsShared(t *testing.T) {
 	a2 := locateMapped(t, lt1, 2, 64<<10)
 	lt1.Close()
 	lt2.Close()
-	if got := maps.Mapped(); got != 2 {
-		t.Fatalf("Mapped() = %d after the consumers of segments 1 and 2 left, want 2 kept", got)
+	if got, size := maps.Mapped(), maps.MappedBytes(); got != 2 || size != 2*segSize {
+		t.Fatalf("Mapped() = %d, MappedBytes() = %d after the consumers of segments 1 and 2 left, want 2 kept, %d bytes", got, size, 2*segSize)
 	}
 	if !isMapped(t, a1) || !isMapped(t, a2) {
 		t.Fatal("a kept mapping was unmapped")
@@ -108,7 +108,7 @@ func TestSegmentMapsShared(t *testing.T) {
 		t.Fatal("the partial segment's mapping outlived its consumer")
 	}
 	maps.Close()
-	if maps.Mapped() != 0 || isMapped(t, a1) {
+	if maps.Mapped() != 0 || maps.MappedBytes() != 0 || isMapped(t, a1) {
 		t.Fatal("Close kept an unused mapping")
 	}
 	if !isMapped(t, a2) {
