@@ -13,7 +13,9 @@ import (
 // through here; when it moves on, the mapping stays for the next consumer
 // to stream the same range, until nobody has used it for the idle time,
 // its segment is removed (DropBelow), or the unused mappings exceed their
-// bytes or the process's MapBudget (the least recently used go first).
+// bytes (the least recently used go first). Beyond the process's
+// MapBudget a timeline letting go of a mapping drops its own least
+// recently used unused ones; it takes none from other timelines.
 //
 // What this saves is the page table work: on this project's reference VM
 // each 2 MiB region a stream maps with a huge entry and unmaps again costs
@@ -171,13 +173,15 @@ func (c *SegmentMaps) sweep() {
 	}
 }
 
-// DropBelow drops the mappings of segments before segno, which retention
-// removed, so that their blocks are freed: at once where unused, else
-// when let go. Later segments are not affected.
+// DropBelow drops the mappings of segments before segno, the local start
+// after retention removed what lay before it, so that their blocks are
+// freed: at once where unused, else when let go. Segments before segno
+// are not shared from then on. The bound follows the local start both
+// ways: a new timeline forked before it moves it back.
 func (c *SegmentMaps) DropBelow(segno uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.below = max(c.below, segno)
+	c.below = segno
 	for _, e := range c.byFile {
 		if e.segno < c.below {
 			c.dropLocked(e)

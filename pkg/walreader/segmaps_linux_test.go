@@ -186,6 +186,14 @@ func TestSegmentMapsDropped(t *testing.T) {
 		if maps.Mapped() != 1 {
 			t.Fatal("a removed segment was mapped to be kept")
 		}
+		// The local start moves back (a timeline forked before it):
+		// segment 2 is shared again.
+		maps.DropBelow(1)
+		lt3.Close()
+		locateMapped(t, lt3, 2, 4096)
+		if maps.Mapped() != 2 {
+			t.Fatalf("%d kept after the local start moved back before segment 2, want 2", maps.Mapped())
+		}
 	})
 
 	t.Run("idle", func(t *testing.T) {
