@@ -80,12 +80,12 @@ type Supervisor struct {
 	tl        *timeline.Timeline
 	slots     *slots.Set
 	consumers *consumers.Registry
-	rcv       *upstream.Receiver  // nil without an upstream
-	ar        *archive.Archive    // nil without an archive
-	off       *offload.Offloader  // nil without an archive
-	ret       *retention.Retainer // always
-	maps      *walreader.SegmentMaps
-	member    *election.Member // nil without a cluster
+	rcv       *upstream.Receiver     // nil without an upstream
+	ar        *archive.Archive       // nil without an archive
+	off       *offload.Offloader     // nil without an archive
+	ret       *retention.Retainer    // always
+	maps      *walreader.SegmentMaps // always
+	member    *election.Member       // nil without a cluster
 	started   time.Time
 	// clusterChanged wakes the election when this node's NodeInfo may
 	// have changed (see relayClusterChanges).

@@ -27,7 +27,7 @@ import (
 // updates of a stream that touches each page once cost more than the copy
 // they save (docs/performance.md, P1); such regions are copied as before.
 type segMap struct {
-	maps *SegmentMaps // where mappings come from
+	maps *SegmentMaps // where finished segments' mappings are shared; nil: none is
 	sh   *sharedMap   // nil: not mapped (yet, or the kernel refused)
 	vec  []byte       // mincore's answer, one byte per page; grown, never shrunk
 	// any hands out resident bytes without the huge-entry check (tests
@@ -50,7 +50,7 @@ func (m *segMap) mapFile(f *os.File, segno, segSize uint64, partial bool) {
 // unmap lets go of the mapping, if any.
 func (m *segMap) unmap() {
 	if m.sh != nil {
-		m.maps.release(m.sh)
+		m.sh.release()
 		m.sh = nil
 	}
 }

@@ -249,7 +249,7 @@ type LocalTier struct {
 
 // NewLocalTier returns a tier reading from dir, with mappings of its own.
 func NewLocalTier(dir walstore.Dir, segSize uint64) *LocalTier {
-	return &LocalTier{dir: dir, segSize: segSize, mp: segMap{maps: NewSegmentMaps(0, 0, nil)}}
+	return &LocalTier{dir: dir, segSize: segSize}
 }
 
 // ShareMaps makes the tier take the mappings of finished segments from

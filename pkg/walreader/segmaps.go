@@ -72,10 +72,12 @@ type sharedMap struct {
 	// entry: 0 not probed yet, 1 yes; negative: not when probed, at
 	// minus that time (see segMap.resident).
 	huge []atomic.Int64
-	// Under SegmentMaps.mu:
+	// owner keeps the mapping for others; nil: the holder's own.
+	owner *SegmentMaps
+	// Under owner.mu:
 	refs   int       // consumers holding it
 	used   time.Time // when the last one let go
-	shared bool      // in byFile; else unmapped when let go
+	shared bool      // in owner.byFile; else unmapped when let go
 }
 
 // NewSegmentMaps returns an empty set that drops a mapping nobody has used
@@ -86,8 +88,8 @@ func NewSegmentMaps(idle time.Duration, maxBytes int64, budget *MapBudget) *Segm
 }
 
 // acquire returns the mapping of f, segment segno, of at most size bytes:
-// the shared one when share is set (made on first use), else one of the
-// caller's own. nil when the file cannot be mapped.
+// the shared one when share is set and c is not nil (made on first use),
+// else one of the caller's own. nil when the file cannot be mapped.
 func (c *SegmentMaps) acquire(f *os.File, segno, size uint64, share bool) *sharedMap {
 	id, n, ok := fileIdentity(f)
 	if !ok {
@@ -97,38 +99,61 @@ func (c *SegmentMaps) acquire(f *os.File, segno, size uint64, share bool) *share
 	if n <= 0 {
 		return nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	share = share && !c.closed && c.idle > 0 && segno >= c.below
-	if share {
-		if e := c.byFile[id]; e != nil && int64(len(e.b)) == n {
-			if e.refs == 0 {
-				c.unusedLocked(e, -1)
-			}
-			e.refs++
+	if share && c != nil {
+		if e, ok := c.acquireShared(f, id, segno, n); ok {
 			return e
 		}
 	}
+	return newSharedMap(f, id, segno, n)
+}
+
+// newSharedMap maps the first n bytes of f, held once, owned by nobody.
+func newSharedMap(f *os.File, id fileID, segno uint64, n int64) *sharedMap {
 	b, ok := mapSegment(f, n)
 	if !ok {
 		return nil
 	}
-	e := &sharedMap{id: id, segno: segno, b: b, huge: make([]atomic.Int64, (n+hugeSize-1)/hugeSize), refs: 1}
-	if share {
-		if old := c.byFile[id]; old != nil {
-			// The file grew since it was mapped: the old mapping goes
-			// once its holders let go.
-			c.dropLocked(old)
-		}
-		e.shared = true
-		c.byFile[id] = e
-		c.keptBytes += int64(len(e.b))
-	}
-	return e
+	return &sharedMap{id: id, segno: segno, b: b, huge: make([]atomic.Int64, (n+hugeSize-1)/hugeSize), refs: 1}
 }
 
-// release lets go of e.
-func (c *SegmentMaps) release(e *sharedMap) {
+// acquireShared returns the kept mapping of the file, made if needed (nil
+// if that fails); false when the segment is not to be shared.
+func (c *SegmentMaps) acquireShared(f *os.File, id fileID, segno uint64, n int64) (*sharedMap, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || segno < c.below {
+		return nil, false
+	}
+	if e := c.byFile[id]; e != nil && int64(len(e.b)) == n {
+		if e.refs == 0 {
+			c.unusedLocked(e, -1)
+		}
+		e.refs++
+		return e, true
+	}
+	e := newSharedMap(f, id, segno, n)
+	if e == nil {
+		return nil, true
+	}
+	if old := c.byFile[id]; old != nil {
+		// The file grew since it was mapped: the old mapping goes once
+		// its holders let go.
+		c.dropLocked(old)
+	}
+	e.owner, e.shared = c, true
+	c.byFile[id] = e
+	c.keptBytes += int64(len(e.b))
+	return e, true
+}
+
+// release lets go of e: a mapping of the caller's own is unmapped, a kept
+// one stays for the next consumer (see SegmentMaps).
+func (e *sharedMap) release() {
+	c := e.owner
+	if c == nil {
+		unmapSegment(e.b)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e.refs--
