@@ -31,18 +31,29 @@ func sharedTier(tr *tiers, maps *walreader.SegmentMaps) *walreader.LocalTier {
 // mapping's address.
 func locateMapped(t *testing.T, lt *walreader.LocalTier, segno uint64, n int) uintptr {
 	t.Helper()
-	lsn := wal.LSN(segno * segSize)
-	_, _, m, err := lt.Locate(tli, lsn, n)
+	m, err := locateResident(lt, wal.LSN(segno*segSize), n)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if m == nil {
-		t.Fatalf("segment %d: located without a mapping", segno)
-	}
-	if !bytes.Equal(m, walBytes(lsn, n)) {
-		t.Fatalf("segment %d: mapped bytes differ from the WAL written", segno)
+		t.Fatalf("segment %d: %v", segno, err)
 	}
 	return uintptr(unsafe.Pointer(&m[0]))
+}
+
+// locateResident locates n bytes at lsn and checks that they come mapped
+// (asking again for a moment, see soon: a page gone for good, or a
+// mapping lost, fails) and are the WAL written there.
+func locateResident(lt *walreader.LocalTier, lsn wal.LSN, n int) ([]byte, error) {
+	var m []byte
+	var err error
+	soon(func() bool { _, _, m, err = lt.Locate(tli, lsn, n); return err != nil || m != nil })
+	switch {
+	case err != nil:
+		return nil, err
+	case m == nil:
+		return nil, fmt.Errorf("at %s: located without a mapping for three seconds", lsn)
+	case !bytes.Equal(m, walBytes(lsn, n)):
+		return nil, fmt.Errorf("at %s: %d mapped bytes differ from the WAL written", lsn, len(m))
+	}
+	return m, nil
 }
 
 // isMapped reports whether addr's page is mapped in this process.
@@ -230,12 +241,8 @@ func TestSegmentMapsConcurrent(t *testing.T) {
 				lt.ShareMaps(maps)
 				for segno := uint64(1); segno <= 3; segno++ {
 					lsn := wal.LSN(segno*segSize) + wal.LSN((g*i*4096)%(segSize/2))
-					_, _, m, err := lt.Locate(tli, lsn, 4096)
-					if err == nil && !bytes.Equal(m, walBytes(lsn, 4096)) {
-						err = fmt.Errorf("segment %d at %s: %d mapped bytes differ from the WAL written", segno, lsn, len(m))
-					}
-					if err != nil {
-						errs <- err
+					if _, err := locateResident(lt, lsn, 4096); err != nil {
+						errs <- fmt.Errorf("segment %d: %w", segno, err)
 						lt.Close()
 						return
 					}
