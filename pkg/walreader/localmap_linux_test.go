@@ -257,20 +257,8 @@ func TestLocateMapsOnlyHugeRegions(t *testing.T) {
 // where the kernel maps it with a huge entry, the local tier must too.
 func wantHugeGone(t *testing.T, path string, off int, what string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(b)
+	_, b, done := mapWhole(t, path)
+	defer done()
 	region := off &^ (2<<20 - 1)
 	if err := unix.Madvise(b[region:region+4096], unix.MADV_POPULATE_READ); err != nil {
 		t.Fatal(err)
@@ -349,20 +337,8 @@ func pmdMappedKB(t *testing.T, addr uintptr) int {
 // gone.
 func evict(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
+	f, m, done := mapWhole(t, path)
+	defer done()
 	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
 	cached := -1
 	soon(func() bool {
@@ -378,6 +354,25 @@ func evict(t *testing.T, path string) {
 	if cached >= 0 {
 		t.Fatalf("%s: page %d still in the page cache after FADV_DONTNEED", path, cached)
 	}
+}
+
+// mapWhole opens path and maps all of it read-only and shared; done
+// unmaps it and closes the file.
+func mapWhole(t *testing.T, path string) (f *os.File, b []byte, done func()) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		b, err = unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	}
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return f, b, func() { _ = unix.Munmap(b); f.Close() }
 }
 
 // soon calls cond until it holds, for at most three seconds. The kernel
