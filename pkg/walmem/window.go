@@ -320,9 +320,10 @@ func (w *Window) claim(r *ring, c *chunk, base uint64) bool {
 // huge pages, once the writer is half way through the newest chunk (so a
 // timeline that received little holds no chunk ahead), on a goroutine of
 // its own: populating huge pages may make the kernel compact memory first,
-// which the ingest path must not wait for. The writer takes it if it is ready when needed, and otherwise maps
-// small pages. At most one is prepared at a time, and one kept; Release
-// frees it, and one finished after a Release is freed at once.
+// which the ingest path must not wait for. The writer takes it if it is
+// ready when needed, and otherwise maps small pages. At most one is
+// prepared at a time, and one kept; Release frees it, and one finished
+// after a Release is freed at once.
 func (w *Window) prepare() {
 	if !hugeChunks(w.chunkSize) || w.spare.Load() != nil || !w.preparing.CompareAndSwap(false, true) {
 		return

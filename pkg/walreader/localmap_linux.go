@@ -37,9 +37,6 @@ type segMap struct {
 
 var pageSize = int64(os.Getpagesize())
 
-// hugeSize is the span of one huge page table entry.
-const hugeSize = pagemap.HugeSize
-
 // mapFile maps f, segment segno, up to segSize bytes: shared with the
 // timeline's other consumers unless partial (the segment is still being
 // written). On any failure the segment is served without a mapping.
@@ -82,6 +79,9 @@ const reprobeAfter = time.Second
 // epoch is the origin of the times in sharedMap.huge.
 var epoch = time.Now()
 
+// sinceEpoch is the time now as sharedMap.huge holds it negated: never 0.
+func sinceEpoch() int64 { return int64(time.Since(epoch)) + 1 }
+
 // resident returns the n mapped bytes from off when every 2 MiB region
 // under them is mapped with a huge entry and every page under them is in
 // the page cache, so that a system call reading them does not wait for
@@ -99,10 +99,8 @@ func (m *segMap) resident(off int64, n int) []byte {
 	if !m.any {
 		for r := off / hugeSize; r <= (end-1)/hugeSize; r++ {
 			v := sh.huge[r].Load()
-			if v < 0 {
-				if now := int64(time.Since(epoch)) + 1; now+v < int64(reprobeAfter) {
-					return nil
-				}
+			if v < 0 && sinceEpoch()+v < int64(reprobeAfter) {
+				return nil
 			}
 			if v <= 0 {
 				switch m.probe(r * hugeSize) {
@@ -111,7 +109,7 @@ func (m *segMap) resident(off int64, n int) []byte {
 				case 1:
 					sh.huge[r].CompareAndSwap(v, 1)
 				default:
-					sh.huge[r].CompareAndSwap(v, -(int64(time.Since(epoch)) + 1))
+					sh.huge[r].CompareAndSwap(v, -sinceEpoch())
 					return nil
 				}
 			}

@@ -10,8 +10,6 @@ type segMap struct {
 	any  bool
 }
 
-const hugeSize = 2 << 20
-
 func (*segMap) mapFile(*os.File, uint64, uint64, bool) {}
 func (*segMap) unmap()                                 {}
 func (*segMap) resident(int64, int) []byte             { return nil }

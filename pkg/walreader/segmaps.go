@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgsafekeeper/safekeeper/internal/pagemap"
 )
 
 // SegmentMaps keeps the read-only mappings of one timeline's finished
@@ -56,6 +58,9 @@ type MapBudget struct {
 
 // NewMapBudget returns a budget of max unused mappings.
 func NewMapBudget(max int) *MapBudget { return &MapBudget{max: int64(max)} }
+
+// hugeSize is the span of one huge page table entry.
+const hugeSize = pagemap.HugeSize
 
 // fileID identifies a segment file whatever its name: its device and
 // inode. A mapping keeps its inode alive, so the number is not reused
